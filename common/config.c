@@ -1,0 +1,268 @@
+/*
+ * config.c -- the settings table and its parser.  See config.h.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "log.h"
+
+typedef enum { T_STR, T_INT, T_BOOL } setting_type;
+
+typedef struct setting {
+	const char *name;
+	setting_type type;
+	const char *def; /* default, as text; NULL = unset */
+	long min, max;   /* bounds for T_INT */
+	unsigned roles;
+	bool reloadable;
+	bool secret;
+	const char *help;
+} setting;
+
+/* THE table.  Keep it sorted by name; docs/operations.md is generated from it. */
+static const setting settings[] = {
+	{"data_dir", T_STR, NULL, 0, 0, HR_ROLE_ALL, false, false,
+	 "directory of the embedded local stack (Postgres data, socket, master key); "
+	 "default /var/lib/herald as root, else ~/.local/share/herald"},
+	{"database_url", T_STR, NULL, 0, 0, HR_ROLE_ALL, false, true,
+	 "libpq connection string of the control database; empty = start/use the embedded "
+	 "PostgreSQL under data_dir"},
+	{"master_key", T_STR, NULL, 0, 0, HR_ROLE_ALL, false, true,
+	 "64 hex digits: the key that encrypts provider credentials at rest; empty = "
+	 "master_key_file"},
+	{"master_key_file", T_STR, NULL, 0, 0, HR_ROLE_ALL, false, false,
+	 "file holding the master key (64 hex digits); default data_dir/master.key, "
+	 "created on first use by the embedded stack only"},
+	{"migrate_jobs", T_INT, "4", 1, 64, HR_ROLE_CTL, true, false,
+	 "parallel connections used to migrate tenant schemas"},
+	{"migrations_dir", T_STR, NULL, 0, 0, HR_ROLE_ALL, false, false,
+	 "read migrations from this directory (with control/ and tenant/) instead of "
+	 "the set built into the binary"},
+	{"pg_bin_dir", T_STR, "/usr/lib/postgresql/15/bin", 0, 0, HR_ROLE_ALL, false, false,
+	 "PostgreSQL server binaries (initdb, pg_ctl) for the embedded stack"},
+	{"pg_os_user", T_STR, "postgres", 0, 0, HR_ROLE_ALL, false, false,
+	 "when run as root, the embedded PostgreSQL runs as this unprivileged OS user"},
+	{"pg_port", T_INT, "0", 0, 65535, HR_ROLE_ALL, false, false,
+	 "TCP port of the embedded PostgreSQL on 127.0.0.1; 0 = pick a free one"},
+};
+
+#define NSETTINGS (sizeof settings / sizeof settings[0])
+
+struct hr_config {
+	unsigned roles;
+	char *value[NSETTINGS]; /* heap copies; NULL = unset */
+};
+
+static int find(const char *name, size_t len)
+{
+	for (size_t i = 0; i < NSETTINGS; i++)
+		if (strlen(settings[i].name) == len && memcmp(settings[i].name, name, len) == 0)
+			return (int)i;
+	return -1;
+}
+
+hr_config *hr_config_new(unsigned roles)
+{
+	hr_config *cfg = hr_calloc(1, sizeof *cfg);
+	cfg->roles = roles;
+	for (size_t i = 0; i < NSETTINGS; i++)
+		if (settings[i].def)
+			cfg->value[i] = hr_strdup(settings[i].def);
+	return cfg;
+}
+
+void hr_config_free(hr_config *cfg)
+{
+	if (!cfg)
+		return;
+	for (size_t i = 0; i < NSETTINGS; i++)
+		hr_free(cfg->value[i]);
+	hr_free(cfg);
+}
+
+static bool validate(const setting *s, const char *value, hr_err *err)
+{
+	if (s->type == T_INT) {
+		char *end;
+		errno = 0;
+		long v = strtol(value, &end, 10);
+		if (errno || end == value || *end)
+			return hr_fail(err, HR_ERR_INVALID, s->name, "%s: '%s' is not a whole number",
+				       s->name, value);
+		if (v < s->min || v > s->max)
+			return hr_fail(err, HR_ERR_INVALID, s->name, "%s: %ld is out of range %ld..%ld",
+				       s->name, v, s->min, s->max);
+	} else if (s->type == T_BOOL) {
+		if (strcmp(value, "true") && strcmp(value, "false") && strcmp(value, "1") &&
+		    strcmp(value, "0") && strcmp(value, "on") && strcmp(value, "off"))
+			return hr_fail(err, HR_ERR_INVALID, s->name,
+				       "%s: '%s' is not a boolean (true/false)", s->name, value);
+	}
+	return true;
+}
+
+bool hr_config_set(hr_config *cfg, const char *name, const char *value, hr_err *err)
+{
+	int i = find(name, strlen(name));
+	if (i < 0 || !(settings[i].roles & cfg->roles))
+		return hr_fail(err, HR_ERR_INVALID, name, "unknown setting '%s'", name);
+	if (!validate(&settings[i], value, err))
+		return false;
+	hr_free(cfg->value[i]);
+	cfg->value[i] = hr_strdup(value);
+	return true;
+}
+
+bool hr_config_load_env(hr_config *cfg, hr_err *err)
+{
+	for (size_t i = 0; i < NSETTINGS; i++) {
+		if (!(settings[i].roles & cfg->roles))
+			continue;
+		char env[96] = "HERALD_";
+		size_t n = strlen(env);
+		for (const char *p = settings[i].name; *p && n < sizeof env - 1; p++)
+			env[n++] = (char)toupper((unsigned char)*p);
+		env[n] = '\0';
+		const char *v = getenv(env);
+		if (v && !hr_config_set(cfg, settings[i].name, v, err)) {
+			/* Name the variable the user actually set. */
+			char msg[sizeof err->msg];
+			snprintf(msg, sizeof msg, "%s", err->msg);
+			return hr_fail(err, HR_ERR_INVALID, env, "environment %s", msg);
+		}
+	}
+	return true;
+}
+
+bool hr_config_load_args(hr_config *cfg, int *argc, char **argv, hr_err *err)
+{
+	int out = 1;
+	for (int i = 1; i < *argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--") == 0) {
+			while (i < *argc)
+				argv[out++] = argv[i++];
+			break;
+		}
+		if (strncmp(a, "--", 2) != 0) {
+			argv[out++] = argv[i];
+			continue;
+		}
+		const char *name = a + 2;
+		const char *eq = strchr(name, '=');
+		size_t len = eq ? (size_t)(eq - name) : strlen(name);
+		/* Accept dashes for underscores: --data-dir == --data_dir. */
+		char key[96];
+		if (len >= sizeof key) {
+			argv[out++] = argv[i];
+			continue;
+		}
+		for (size_t k = 0; k < len; k++)
+			key[k] = name[k] == '-' ? '_' : name[k];
+		key[len] = '\0';
+		int s = find(key, len);
+		if (s < 0 || !(settings[s].roles & cfg->roles)) {
+			argv[out++] = argv[i];
+			continue;
+		}
+		const char *value;
+		if (eq)
+			value = eq + 1;
+		else if (i + 1 < *argc)
+			value = argv[++i];
+		else
+			return hr_fail(err, HR_ERR_INVALID, key, "--%s needs a value", key);
+		if (!hr_config_set(cfg, key, value, err))
+			return false;
+	}
+	argv[out] = NULL;
+	*argc = out;
+	return true;
+}
+
+static int lookup(const hr_config *cfg, const char *name)
+{
+	int i = find(name, strlen(name));
+	if (i < 0)
+		hr_panic("config: no setting named '%s' in the table", name);
+	(void)cfg;
+	return i;
+}
+
+const char *hr_config_str(const hr_config *cfg, const char *name)
+{
+	const char *v = cfg->value[lookup(cfg, name)];
+	return v && *v ? v : NULL;
+}
+
+long hr_config_int(const hr_config *cfg, const char *name)
+{
+	const char *v = cfg->value[lookup(cfg, name)];
+	return v ? strtol(v, NULL, 10) : 0;
+}
+
+bool hr_config_bool(const hr_config *cfg, const char *name)
+{
+	const char *v = cfg->value[lookup(cfg, name)];
+	return v && (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "on"));
+}
+
+static const char *type_name(setting_type t)
+{
+	return t == T_INT ? "int" : t == T_BOOL ? "bool" : "string";
+}
+
+void hr_config_show(const hr_config *cfg, FILE *out)
+{
+	for (size_t i = 0; i < NSETTINGS; i++) {
+		if (!(settings[i].roles & cfg->roles))
+			continue;
+		const char *v = cfg->value[i];
+		if (!v)
+			fprintf(out, "%s = (unset)\n", settings[i].name);
+		else if (settings[i].secret)
+			fprintf(out, "%s = ******** (set)\n", settings[i].name);
+		else
+			fprintf(out, "%s = %s\n", settings[i].name, v);
+	}
+}
+
+void hr_config_help(unsigned roles, FILE *out)
+{
+	fprintf(out, "Settings (--name=value, or environment HERALD_NAME):\n");
+	for (size_t i = 0; i < NSETTINGS; i++) {
+		const setting *s = &settings[i];
+		if (!(s->roles & roles))
+			continue;
+		fprintf(out, "  --%s (%s", s->name, type_name(s->type));
+		if (s->type == T_INT)
+			fprintf(out, " %ld..%ld", s->min, s->max);
+		if (s->def)
+			fprintf(out, ", default %s", s->def);
+		fprintf(out, "%s)\n      %s\n", s->secret ? ", secret" : "", s->help);
+	}
+}
+
+void hr_config_markdown(FILE *out)
+{
+	fprintf(out, "| setting | environment | type | default | reloadable | secret | meaning |\n");
+	fprintf(out, "| --- | --- | --- | --- | --- | --- | --- |\n");
+	for (size_t i = 0; i < NSETTINGS; i++) {
+		const setting *s = &settings[i];
+		char env[96] = "HERALD_";
+		size_t n = strlen(env);
+		for (const char *p = s->name; *p && n < sizeof env - 1; p++)
+			env[n++] = (char)toupper((unsigned char)*p);
+		env[n] = '\0';
+		fprintf(out, "| `%s` | `%s` | %s", s->name, env, type_name(s->type));
+		if (s->type == T_INT)
+			fprintf(out, " %ld..%ld", s->min, s->max);
+		fprintf(out, " | %s | %s | %s | %s |\n", s->def ? s->def : "", s->reloadable ? "yes" : "no",
+			s->secret ? "yes" : "no", s->help);
+	}
+}
