@@ -130,10 +130,12 @@ bool hr_config_load_env(hr_config *cfg, hr_err *err)
 		env[n] = '\0';
 		const char *v = getenv(env);
 		if (v && !hr_config_set(cfg, settings[i].name, v, err)) {
-			/* Name the variable the user actually set. */
+			/* Name the variable the user actually set, not the setting. */
 			char msg[sizeof err->msg];
-			snprintf(msg, sizeof msg, "%s", err->msg);
-			return hr_fail(err, HR_ERR_INVALID, env, "environment %s", msg);
+			size_t skip = strlen(settings[i].name) + 2; /* "name: " */
+			snprintf(msg, sizeof msg, "%s",
+				 strncmp(err->msg, settings[i].name, skip - 2) == 0 ? err->msg + skip : err->msg);
+			return hr_fail(err, HR_ERR_INVALID, env, "%s: %s", env, msg);
 		}
 	}
 	return true;

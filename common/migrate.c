@@ -476,8 +476,6 @@ static void *worker(void *arg)
 			if (!rn->quiet)
 				hr_info("migrate: tenant=%s version %d -> %d (%d/%d)", t->slug, from, to,
 					n, rn->nrows);
-		} else if (!rn->quiet) {
-			hr_info("migrate: tenant=%s up to date at %d (%d/%d)", t->slug, to, n, rn->nrows);
 		}
 	}
 	if (control)

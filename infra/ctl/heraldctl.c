@@ -352,11 +352,14 @@ static int cmd_local(ctx *x, const char *verb)
 	return rc;
 }
 
+/* File scope: error paths exit() from deep inside, and what main owns must stay reachable. */
+static ctx x;
+
 int main(int argc, char **argv)
 {
 	hr_log_init("heraldctl");
 	hr_err err = {0};
-	ctx x = {.cfg = hr_config_new(HR_ROLE_CTL)};
+	x.cfg = hr_config_new(HR_ROLE_CTL);
 	if (!hr_config_load_env(x.cfg, &err) || !hr_config_load_args(x.cfg, &argc, argv, &err)) {
 		fprintf(stderr, "heraldctl: %s\n", err.msg);
 		return 2;
