@@ -44,6 +44,7 @@ static bool lex_fail(lq_lex *lx, const char *what, char c)
 bool lq_lex_next(lq_lex *lx)
 {
 	const char *p = lx->p, *e = lx->end;
+	lx->junk = false;
 again:
 	while (p < e && isspace((unsigned char)*p))
 		p++;
@@ -121,6 +122,7 @@ again:
 			return lex_fail(lx, "Unexpected character", c);
 		}
 		p++; /* lax: ignore what we do not understand */
+		lx->junk = true;
 		goto again;
 	}
 	t->type = (uint8_t)type;
@@ -252,7 +254,9 @@ bool lq_parse_expr(lq_lex *lx, const lq_expr **out)
 		return lq_lex_next(lx);
 	case T_INT:
 	case T_FLOAT: {
-		lq_value v = lit_number(t);
+		/* lax: "#{1+1}" is one junk fragment in Ruby -- a variable
+		 * lookup that finds nothing, not the number 1 */
+		lq_value v = lx->junk ? lq_nil() : lit_number(t);
 		if (!lq_lex_next(lx))
 			return false;
 		/* lax: "1.2.3" style junk after a number is ignored */

@@ -61,6 +61,11 @@ static lq_value prop(lq_value item, lq_value property)
 	lq_value out = lq_nil();
 	if (property.kind == LV_STR && lq_is_hash(item))
 		lq_hash_get(item, property.u.s.p, property.u.s.n, &out);
+	else if (property.kind == LV_STR && item.kind == LV_STR) {
+		/* Ruby String#[](str): the substring when present */
+		if (property.u.s.n == 0 || memmem(item.u.s.p, item.u.s.n, property.u.s.p, property.u.s.n))
+			out = property;
+	}
 	else if (property.kind == LV_INT && lq_is_array(item)) {
 		int64_t i = property.u.i, n = (int64_t)lq_arr_len(item);
 		if (i < 0)

@@ -174,7 +174,19 @@ static bool tokenize(lq_parser *ps, const char *src, size_t len, tvec *out)
 			col0--;
 		int col = (int)(q - col0) + 1;
 		if (q[1] == '{') {
-			const char *r = memchr(q + 2, '}', (size_t)(e - q - 2));
+			/* Ends at the first '}' not closing a '{' opened inside. */
+			const char *r = NULL;
+			int nest = 0;
+			for (const char *x = q + 2; x < e; x++) {
+				if (*x == '{')
+					nest++;
+				else if (*x == '}' && nest > 0)
+					nest--;
+				else if (*x == '}') {
+					r = x;
+					break;
+				}
+			}
 			if (!r) {
 				ps->line = line;
 				bool ok = lq_parse_fail(ps, "Variable '{{' was not properly terminated with regexp: /\\}\\}/");
@@ -850,7 +862,7 @@ static bool tag_cycle(lq_parser *ps, lq_node *node, const ttok *t)
 			lq_buf_free(&b);
 		} else {
 			char *k = lq_arena_alloc(ps->a, 32);
-			int kn = snprintf(k, 32, "\x1e%p", (void *)node);
+			int kn = snprintf(k, 32, "\x1e%u", ++ps->cycle_ids);
 			node->u.cycle.key = k;
 			node->u.cycle.keylen = (uint32_t)kn;
 		}

@@ -28,6 +28,7 @@ typedef struct lq_parser {
 	const char *name;          /* partial name for messages, "" at top */
 	int line;                  /* line of the token being parsed */
 	unsigned depth;            /* block nesting */
+	unsigned cycle_ids;        /* unique keys for unnamed cycles with variables */
 } lq_parser;
 
 bool lq_parse_fail(lq_parser *ps, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -51,6 +52,7 @@ typedef struct lq_lex {
 	const char *markup;   /* whole markup, for "in ..." context in messages */
 	size_t mlen;
 	bool strict;
+	bool junk;            /* lax: characters were skipped right before tok */
 } lq_lex;
 
 bool lq_lex_init(lq_lex *lx, lq_parser *ps, const char *markup, size_t n) LQ_WUR;

@@ -846,18 +846,22 @@ static bool render_render(lq_ctx *c, const lq_node *n)
 			break;
 		lq_ctx child;
 		ctx_child(c, &child, pt);
+		/* An isolated context has one scope: arguments, forloop and the
+		 * partial's own assigns all live in it (so an assign can
+		 * overwrite an argument, as in Ruby). */
 		if (loop) {
 			loop->index0 = (int64_t)i;
 			lq_value lv = {.kind = LV_LOOP, .u.loop = loop};
-			vars_push(c, c->locals, "forloop", 7, lv);
+			vars_set(c, &child.globals, 0, "forloop", 7, lv);
 		}
 		for (uint32_t k = 0; k < na; k++)
-			local_set(c, frame, n->u.partial.attrs[k].name, n->u.partial.attrs[k].namelen, av[k]);
+			vars_set(c, &child.globals, 0, n->u.partial.attrs[k].name, n->u.partial.attrs[k].namelen, av[k]);
 		lq_value item = iter ? lq_arr_get(items, i) : var;
 		if (item.kind != LV_NIL)
-			local_set(c, frame, alias, aliaslen, item);
+			vars_set(c, &child.globals, 0, alias, aliaslen, item);
 		ok = render_block(&child, &pt->root);
 		c->locals->n = frame;
+		c->interrupt = 0;
 	}
 	return ok;
 }
