@@ -461,7 +461,7 @@ static bool tag_if(pst *st, lq_node *node, const ttok *t, bool unless, bool *bla
 				goto fail;
 			}
 			nvec junk = {0};
-			bool jb;
+			bool jb = true;
 			stop s2;
 			lq_block jbk;
 			if (!parse_body(st, &junk, &jb, &s2)) {
@@ -513,7 +513,7 @@ static bool tag_case(pst *st, lq_node *node, const ttok *t, bool *blank)
 		return false;
 	/* Content before the first when is parsed and dropped. */
 	nvec junk = {0};
-	bool jb;
+	bool jb = true;
 	stop s;
 	if (!parse_body(st, &junk, &jb, &s)) {
 		hr_free(junk.v);

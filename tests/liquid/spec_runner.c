@@ -476,7 +476,8 @@ int main(int argc, char **argv)
 	liquid_renderer *r = liquid_renderer_new();
 	run_dir(&st, dir, NULL, r);
 	liquid_renderer_free(r);
-	qsort(st.fails, st.nfails, sizeof *st.fails, cmpres);
+	if (st.nfails)
+		qsort(st.fails, st.nfails, sizeof *st.fails, cmpres);
 	size_t show = st.verbose ? st.nfails : (st.nfails < 40 ? st.nfails : 40);
 	for (size_t i = 0; i < show; i++)
 		printf("FAIL [%ld] %s: %s\n    %s\n", st.fails[i].complexity, st.fails[i].file, st.fails[i].name, st.fails[i].why);
