@@ -17,6 +17,7 @@
 #include "log.h"
 #include "migrate.h"
 #include "pgembed.h"
+#include "providers.h"
 #include "tenancy.h"
 
 typedef struct ctx {
@@ -42,6 +43,12 @@ static const char usage_text[] =
 	"                                       create a key; the secret is printed once\n"
 	"  apikey list [AGENCY]                 list keys (never the secrets)\n"
 	"  apikey revoke KEY_ID                 revoke a key\n"
+	"  provider set TENANT NAME --channel C --transport smtp|http|sink [--config JSON]\n"
+	"               [--secret JSON | --secret-file FILE] [--rate N]\n"
+	"                                       create or replace a provider account; the\n"
+	"                                       secret is sealed with the master key\n"
+	"  provider list TENANT                 list a tenant's provider accounts\n"
+	"  provider show TENANT NAME            the account as workers get it, secrets masked\n"
 	"  local start|stop|status              the embedded PostgreSQL under data_dir\n"
 	"  config                               show the settings (secrets masked)\n"
 	"  config --markdown                    the settings table, for docs\n"
@@ -311,6 +318,90 @@ static int cmd_apikey(ctx *x, const char *verb)
 	usage_error("unknown apikey command '%s'", verb);
 }
 
+static char *read_secret_file(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		hr_err err;
+		hr_fail(&err, HR_ERR_IO, "secret-file", "cannot read %s", path);
+		die(&err);
+	}
+	char *buf = hr_calloc(1, 65537);
+	size_t n = fread(buf, 1, 65536, f);
+	fclose(f);
+	buf[n] = '\0';
+	return buf;
+}
+
+static int cmd_provider(ctx *x, const char *verb)
+{
+	hr_err err = {0};
+	if (strcmp(verb, "set") == 0) {
+		hr_provider_spec s = {0};
+		s.channel = take_opt(x, "--channel");
+		s.transport = take_opt(x, "--transport");
+		s.config = take_opt(x, "--config");
+		s.secret = take_opt(x, "--secret");
+		const char *secret_file = take_opt(x, "--secret-file");
+		const char *rate = take_opt(x, "--rate");
+		expect_words(x, 2, 2, "TENANT and NAME");
+		if (!s.channel || !s.transport)
+			usage_error("provider set needs %s", "--channel and --transport");
+		char *file_secret = secret_file ? read_secret_file(secret_file) : NULL;
+		if (file_secret)
+			s.secret = file_secret;
+		if (rate) {
+			char *end;
+			long v = strtol(rate, &end, 10);
+			if (*end || v < 0 || v > 10000000)
+				usage_error("--rate must be a whole number of messages per second, not '%s'", rate);
+			s.rate_per_s = (int)v;
+		}
+		s.name = x->argv[1];
+		uint8_t key[HR_KEY_LEN];
+		if (!hr_master_key_load(x->cfg, key, &err))
+			die(&err);
+		PGconn *c = connect_control(x, true);
+		bool ok = hr_provider_put(c, key, x->argv[0], &s, &err);
+		memset(key, 0, sizeof key);
+		hr_free(file_secret);
+		if (!ok)
+			die(&err);
+		printf("provider account %s of tenant %s saved%s\n", s.name, x->argv[0],
+		       s.secret ? " (secret sealed)" : "");
+		PQfinish(c);
+		return 0;
+	}
+	if (strcmp(verb, "list") == 0) {
+		expect_words(x, 1, 1, "TENANT");
+		const char *p[] = {x->argv[0]};
+		return list(x,
+			    "SELECT p.name, p.channel, p.transport, coalesce(p.rate_per_s::text, '-') AS rate, "
+			    "CASE WHEN p.secret_sealed IS NULL THEN 'no' ELSE 'sealed' END AS secret, "
+			    "p.config::text AS config FROM herald.provider_accounts p "
+			    "JOIN herald.tenants t ON t.id = p.tenant_id WHERE t.slug = $1 ORDER BY p.name",
+			    1, p);
+	}
+	if (strcmp(verb, "show") == 0) {
+		expect_words(x, 2, 2, "TENANT and NAME");
+		uint8_t key[HR_KEY_LEN];
+		if (!hr_master_key_load(x->cfg, key, &err))
+			die(&err);
+		PGconn *c = connect_control(x, true);
+		hr_tenant t;
+		char *json;
+		if (!hr_tenant_get(c, x->argv[0], &t, &err) ||
+		    !hr_provider_resolve(c, key, t.id, x->argv[1], true, &json, &err))
+			die(&err);
+		memset(key, 0, sizeof key);
+		printf("%s\n", json);
+		hr_free(json);
+		PQfinish(c);
+		return 0;
+	}
+	usage_error("unknown provider command '%s'", verb);
+}
+
 static int cmd_local(ctx *x, const char *verb)
 {
 	expect_words(x, 0, 0, "");
@@ -382,7 +473,8 @@ int main(int argc, char **argv)
 	if (!hr_migrations_load(hr_config_str(x.cfg, "migrations_dir"), &x.set, &err))
 		die(&err);
 	bool has_verb = strcmp(cmd, "agency") == 0 || strcmp(cmd, "tenant") == 0 ||
-			strcmp(cmd, "apikey") == 0 || strcmp(cmd, "local") == 0;
+			strcmp(cmd, "apikey") == 0 || strcmp(cmd, "local") == 0 ||
+			strcmp(cmd, "provider") == 0;
 	const char *verb = NULL;
 	if (has_verb) {
 		if (argc < 3)
@@ -404,6 +496,8 @@ int main(int argc, char **argv)
 		rc = cmd_apikey(&x, verb);
 	else if (strcmp(cmd, "local") == 0)
 		rc = cmd_local(&x, verb);
+	else if (strcmp(cmd, "provider") == 0)
+		rc = cmd_provider(&x, verb);
 	else
 		usage_error("unknown command '%s'", cmd);
 	hr_migrations_free(x.set);

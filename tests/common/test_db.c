@@ -13,6 +13,7 @@
 #include "harness.h"
 #include "migrate.h"
 #include "pgembed.h"
+#include "providers.h"
 #include "tenancy.h"
 
 static PGconn *connect_dsn(const char *dsn)
@@ -559,6 +560,132 @@ START_TEST(tenant_key_cannot_reach_another_tenants_schema)
 }
 END_TEST
 
+/* ---- provider accounts and the master key ---- */
+
+static const uint8_t test_key[HR_KEY_LEN] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+					     17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+
+START_TEST(provider_secret_sealed_at_rest)
+{
+	PGconn *c = th_control();
+	hr_err err = {0};
+	hr_tenant t;
+	th_tenant(c, &t);
+	hr_provider_spec s = {.name = "sms-main", .channel = "sms", .transport = "http",
+			      .config = "{\"url\":\"http://127.0.0.1:1/v1/send/sms/sms-main\"}",
+			      .secret = "{\"headers\":{\"Authorization\":\"Bearer sup3rsecret\"}}",
+			      .rate_per_s = 50};
+	ck_assert_msg(hr_provider_put(c, test_key, t.slug, &s, &err), "%s", err.msg);
+	char sql[256];
+	snprintf(sql, sizeof sql,
+		 "SELECT count(*) FROM herald.provider_accounts WHERE tenant_id = %lld AND "
+		 "(position('sup3rsecret' in encode(secret_sealed, 'escape')) > 0 OR config::text LIKE '%%sup3r%%')",
+		 (long long)t.id);
+	ck_assert_int_eq(count(c, sql), 0);
+	char *json;
+	ck_assert_msg(hr_provider_resolve(c, test_key, t.id, "sms-main", false, &json, &err), "%s", err.msg);
+	ck_assert_msg(strstr(json, "Bearer sup3rsecret") && strstr(json, "\"rate_per_s\":50") &&
+			      strstr(json, "\"transport\":\"http\""), "got %s", json);
+	hr_free(json);
+	ck_assert(hr_provider_resolve(c, test_key, t.id, "sms-main", true, &json, &err));
+	ck_assert_msg(!strstr(json, "sup3rsecret") && strstr(json, "********"), "got %s", json);
+	hr_free(json);
+	/* Replacing without a secret keeps the sealed one. */
+	s.secret = NULL;
+	s.rate_per_s = 0;
+	ck_assert(hr_provider_put(c, test_key, t.slug, &s, &err));
+	ck_assert(hr_provider_resolve(c, test_key, t.id, "sms-main", false, &json, &err));
+	ck_assert_msg(strstr(json, "sup3rsecret") && strstr(json, "\"rate_per_s\":0"), "got %s", json);
+	hr_free(json);
+	/* Another master key does not open it. */
+	uint8_t other[HR_KEY_LEN];
+	memcpy(other, test_key, sizeof other);
+	other[31] ^= 0xff;
+	ck_assert(!hr_provider_resolve(c, other, t.id, "sms-main", false, &json, &err));
+	ck_assert_msg(strstr(err.msg, "wrong master key"), "got '%s'", err.msg);
+	/* A sealed secret copied to another account does not open there. */
+	hr_provider_spec s2 = {.name = "sms-other", .channel = "sms", .transport = "http", .config = "{}"};
+	ck_assert(hr_provider_put(c, test_key, t.slug, &s2, &err));
+	snprintf(sql, sizeof sql,
+		 "UPDATE herald.provider_accounts SET secret_sealed = (SELECT secret_sealed FROM "
+		 "herald.provider_accounts WHERE tenant_id = %lld AND name = 'sms-main') "
+		 "WHERE tenant_id = %lld AND name = 'sms-other'",
+		 (long long)t.id, (long long)t.id);
+	ck_assert(hr_db_exec(c, sql, &err));
+	ck_assert(!hr_provider_resolve(c, test_key, t.id, "sms-other", false, &json, &err));
+	ck_assert(!hr_provider_resolve(c, test_key, t.id, "nope", false, &json, &err));
+	ck_assert_int_eq(err.kind, HR_ERR_NOTFOUND);
+	PQfinish(c);
+}
+END_TEST
+
+static const struct {
+	hr_provider_spec spec;
+	const char *field, *want;
+} bad_provider_cases[] = {
+	{{"ok-name", "fax", "http", "{}", NULL, 0}, "channel", "channel must be"},
+	{{"ok-name", "sms", "pigeon", "{}", NULL, 0}, "transport", "transport must be"},
+	{{"ok-name", "sms", "smtp", "{}", NULL, 0}, "transport", "smtp serves the email channel only"},
+	{{"ok-name", "sms", "http", "{\"url\":", NULL, 0}, "config", "config is not valid JSON"},
+	{{"ok-name", "sms", "http", "[1,2]", NULL, 0}, "config", "must be a JSON object"},
+	{{"ok-name", "sms", "http", "{}", "\"pw\"", 0}, "secret", "secret must be a JSON object"},
+	{{"Bad Name", "sms", "http", "{}", NULL, 0}, "name", "start with a letter"},
+	{{"ok-name", "sms", "http", "{}", NULL, -5}, "rate_per_s", "rate_per_s must be"},
+};
+
+START_TEST(provider_bad_input_writes_nothing)
+{
+	PGconn *c = th_control();
+	hr_err err = {0};
+	hr_tenant t;
+	th_tenant(c, &t);
+	ck_assert(!hr_provider_put(c, test_key, t.slug, &bad_provider_cases[_i].spec, &err));
+	ck_assert_msg(strstr(err.msg, bad_provider_cases[_i].want), "case %d: got '%s', want '%s'", _i,
+		      err.msg, bad_provider_cases[_i].want);
+	ck_assert_str_eq(err.field, bad_provider_cases[_i].field);
+	char sql[160];
+	snprintf(sql, sizeof sql, "SELECT count(*) FROM herald.provider_accounts WHERE tenant_id = %lld",
+		 (long long)t.id);
+	ck_assert_int_eq(count(c, sql), 0);
+	PQfinish(c);
+}
+END_TEST
+
+START_TEST(master_key_sources)
+{
+	char *dir = th_tmpdir("mkey");
+	hr_config *cfg = hr_config_new(HR_ROLE_ALL);
+	hr_err err = {0};
+	uint8_t k1[HR_KEY_LEN], k2[HR_KEY_LEN];
+	ck_assert(hr_config_set(cfg, "data_dir", dir, &err));
+	/* Embedded stack: created once (0600), then reused. */
+	ck_assert_msg(hr_master_key_load(cfg, k1, &err), "%s", err.msg);
+	ck_assert_msg(hr_master_key_load(cfg, k2, &err), "%s", err.msg);
+	ck_assert(memcmp(k1, k2, sizeof k1) == 0);
+	char path[1024];
+	snprintf(path, sizeof path, "%s/master.key", dir);
+	struct stat st;
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0600);
+	/* External database: never invented. */
+	ck_assert(hr_config_set(cfg, "database_url", "host=db.example", &err));
+	ck_assert(!hr_master_key_load(cfg, k2, &err));
+	ck_assert_msg(strstr(err.msg, "never invents a key"), "got '%s'", err.msg);
+	ck_assert(hr_config_set(cfg, "master_key_file", path, &err));
+	ck_assert(hr_master_key_load(cfg, k2, &err));
+	ck_assert(memcmp(k1, k2, sizeof k1) == 0);
+	FILE *f = fopen(path, "w");
+	fputs("not-hex\n", f);
+	fclose(f);
+	ck_assert(!hr_master_key_load(cfg, k2, &err));
+	ck_assert_msg(strstr(err.msg, path) && strstr(err.msg, "64 hex digits"), "got '%s'", err.msg);
+	ck_assert(hr_config_set(cfg, "master_key", "00ff", &err));
+	ck_assert(!hr_master_key_load(cfg, k2, &err));
+	hr_config_free(cfg);
+	hr_free(dir);
+}
+END_TEST
+
 int main(void)
 {
 	th_pg_dsn(); /* the parent owns the cluster */
@@ -583,6 +710,12 @@ int main(void)
 	tcase_add_test(tc, api_keys_verify_revoke_suspend);
 	tcase_add_test(tc, agency_key_reaches_only_its_tenants);
 	tcase_add_test(tc, tenant_key_cannot_reach_another_tenants_schema);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("providers");
+	tcase_add_test(tc, provider_secret_sealed_at_rest);
+	tcase_add_loop_test(tc, provider_bad_input_writes_nothing, 0,
+			    sizeof bad_provider_cases / sizeof bad_provider_cases[0]);
+	tcase_add_test(tc, master_key_sources);
 	suite_add_tcase(s, tc);
 	return th_run(s);
 }

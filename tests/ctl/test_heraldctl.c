@@ -187,6 +187,36 @@ START_TEST(config_never_shows_secrets)
 }
 END_TEST
 
+START_TEST(provider_accounts_sealed_with_master_key)
+{
+	char *out;
+	ck_assert_int_eq(ctl(&out, "agency create acme"), 0);
+	hr_free(out);
+	ck_assert_int_eq(ctl(&out, "tenant create acme shop-p"), 0);
+	hr_free(out);
+	/* An external database and no master key: refused, nothing stored. */
+	expect_error("provider set shop-p sms-main --channel sms --transport http --secret '{\"token\":\"t0p\"}'", 1,
+		     "never invents a key");
+	const char *key = "HERALD_MASTER_KEY=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+	char args[512];
+	snprintf(args, sizeof args,
+		 "provider set shop-p sms-main --channel sms --transport http --rate 25 "
+		 "--config '{\"url\":\"http://127.0.0.1:9/x\"}' --secret '{\"token\":\"t0p-s3cret\"}'");
+	int rc = th_sh(&out, "%s HERALD_DATABASE_URL='%s' '%s' %s", key, dsn, HERALDCTL_PATH, args);
+	ck_assert_msg(rc == 0 && strstr(out, "secret sealed"), "got %d '%s'", rc, out);
+	hr_free(out);
+	rc = th_sh(&out, "%s HERALD_DATABASE_URL='%s' '%s' provider show shop-p sms-main", key, dsn, HERALDCTL_PATH);
+	ck_assert_msg(rc == 0 && strstr(out, "\"token\":\"********\"") && !strstr(out, "t0p-s3cret") &&
+			      strstr(out, "\"rate_per_s\":25"), "got %d '%s'", rc, out);
+	hr_free(out);
+	ck_assert_int_eq(ctl(&out, "provider list shop-p"), 0);
+	ck_assert_msg(strstr(out, "sms-main") && strstr(out, "sealed") && !strstr(out, "t0p"), "got '%s'", out);
+	hr_free(out);
+	ck_assert_int_eq(count("SELECT count(*) FROM herald.provider_accounts"), 1);
+	expect_error("provider set shop-p x2 --channel sms", 2, "needs --channel and --transport");
+}
+END_TEST
+
 int main(void)
 {
 	th_pg_dsn();
@@ -197,6 +227,7 @@ int main(void)
 	tcase_add_test(tc, errors_are_one_line_and_change_nothing);
 	tcase_add_test(tc, unreachable_and_unmigrated_databases);
 	tcase_add_test(tc, config_never_shows_secrets);
+	tcase_add_test(tc, provider_accounts_sealed_with_master_key);
 	suite_add_tcase(s, tc);
 	return th_run(s);
 }
