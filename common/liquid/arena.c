@@ -122,6 +122,7 @@ void lq_buf_grow(lq_buf *b, size_t need)
 		cap *= 2;
 	b->p = hr_realloc(b->p, cap);
 	b->cap = cap;
+	b->p[b->n] = 0; /* a fresh buffer is an empty string, not garbage */
 }
 
 void lq_buf_printf(lq_buf *b, const char *fmt, ...)
