@@ -42,7 +42,7 @@ bool lq_parse_fail(lq_parser *ps, const char *fmt, ...)
 	va_end(ap);
 	e->kind = LIQUID_ERR_PARSE;
 	e->line = ps->line;
-	e->column = 0;
+	e->column = ps->col;
 	snprintf(e->partial, sizeof e->partial, "%s", ps->name ? ps->name : "");
 	if (ps->name && *ps->name)
 		snprintf(e->message, sizeof e->message, "Liquid syntax error (%s line %d): %s", ps->name, ps->line, msg);
@@ -145,7 +145,7 @@ static int count_nl(const char *p, const char *e)
 
 static bool tokenize(lq_parser *ps, const char *src, size_t len, tvec *out)
 {
-	const char *p = src, *e = src + len, *line_at = src;
+	const char *p = src, *e = src + len, *line_at = src, *bol = src;
 	int line = 1;
 	while (p < e) {
 		const char *q = p;
@@ -164,15 +164,16 @@ static bool tokenize(lq_parser *ps, const char *src, size_t len, tvec *out)
 			t->fulln = t->mn = (size_t)(q - p);
 			t->line = line;
 		}
-		line += count_nl(line_at, q);
+		for (const char *x = line_at; x < q; x++)
+			if (*x == '\n') {
+				line++;
+				bol = x + 1;
+			}
 		line_at = q;
 		if (q >= e)
 			break;
 		ps->line = line;
-		const char *col0 = q;
-		while (col0 > src && col0[-1] != '\n')
-			col0--;
-		int col = (int)(q - col0) + 1;
+		int col = (int)(q - bol) + 1;
 		if (q[1] == '{') {
 			/* Ends at the first '}' not closing a '{' opened inside. */
 			const char *r = NULL;
@@ -336,6 +337,7 @@ typedef struct stop {
 	const char *m;
 	size_t mn;
 	int line;
+	int col;
 } stop;
 
 static bool parse_body(pst *st, nvec *out, bool *blank, stop *s);
@@ -380,6 +382,7 @@ static bool never_closed(lq_parser *ps, const char *tag)
 static bool bad_delim(lq_parser *ps, const stop *s, const char *block, const char *delim)
 {
 	ps->line = s->line;
+	ps->col = s->col;
 	if (name_is(s->name, s->namen, "else"))
 		return lq_parse_fail(ps, "%s tag does not expect 'else' tag", block);
 	if (s->namen > 3 && memcmp(s->name, "end", 3) == 0)
@@ -1060,6 +1063,7 @@ static bool parse_body(pst *st, nvec *out, bool *blank, stop *s)
 	while (st->i < st->n) {
 		ttok *t = &st->t[st->i++];
 		ps->line = t->line;
+		ps->col = t->col;
 		if (t->type == TT_TEXT) {
 			if (t->mn == 0)
 				continue;
@@ -1096,6 +1100,7 @@ static bool parse_body(pst *st, nvec *out, bool *blank, stop *s)
 			s->m = t->m;
 			s->mn = t->mn;
 			s->line = t->line;
+			s->col = t->col;
 			return true;
 		}
 	}

@@ -27,6 +27,7 @@ typedef struct lq_parser {
 	liquid_error *err;
 	const char *name;          /* partial name for messages, "" at top */
 	int line;                  /* line of the token being parsed */
+	int col;                   /* its column (1-based; 0 inside {% liquid %}) */
 	unsigned depth;            /* block nesting */
 	unsigned cycle_ids;        /* unique keys for unnamed cycles with variables */
 } lq_parser;

@@ -65,6 +65,12 @@ START_TEST(test_column)
 	const char *src = "ab\n  xy {{ broken";
 	ck_assert(!liquid_parse(src, strlen(src), &po, &t, &err));
 	ck_assert_msg(err.line == 2 && err.column == 6, "got line %d col %d, want line 2 col 6", err.line, err.column);
+	const char *src2 = "x\n\n  ab {% if a %}{% endfor %}";
+	ck_assert(!liquid_parse(src2, strlen(src2), &po, &t, &err));
+	ck_assert_msg(err.line == 3 && err.column == 16, "got line %d col %d, want line 3 col 16 (%s)", err.line, err.column, err.message);
+	const char *src3 = "ok\n {% bogus %}";
+	ck_assert(!liquid_parse(src3, strlen(src3), &po, &t, &err));
+	ck_assert_msg(err.line == 2 && err.column == 2, "got line %d col %d, want line 2 col 2", err.line, err.column);
 }
 END_TEST
 

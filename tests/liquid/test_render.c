@@ -197,6 +197,25 @@ START_TEST(test_renderer_reuse)
 }
 END_TEST
 
+/* Regression (fuzzer): a fresh renderer's empty output is a terminated
+ * empty string, not uninitialised bytes. */
+START_TEST(test_empty_output_terminated)
+{
+	liquid_template *t;
+	liquid_error err;
+	liquid_parse_opts po = {0};
+	ck_assert(liquid_parse("{% assign a = 1 %}", 18, &po, &t, &err));
+	liquid_renderer *r = liquid_renderer_new();
+	liquid_render_opts ro = {0};
+	ck_assert(liquid_render(r, t, NULL, &ro, &err));
+	size_t n = 99;
+	const char *out = liquid_output(r, &n);
+	ck_assert_msg(n == 0 && strlen(out) == 0, "got length %zu / strlen %zu, want 0 / 0", n, strlen(out));
+	liquid_renderer_free(r);
+	liquid_template_free(t);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("liquid_render");
@@ -205,6 +224,7 @@ int main(void)
 	tcase_add_test(tc, test_render_errors);
 	tcase_add_test(tc, test_limits);
 	tcase_add_test(tc, test_renderer_reuse);
+	tcase_add_test(tc, test_empty_output_terminated);
 	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
