@@ -419,20 +419,22 @@ static bool tag_if(pst *st, lq_node *node, const ttok *t, bool unless, bool *bla
 	if (!open_block(ps))
 		return false;
 	for (;;) {
-		if (nbr >= 64)
-			return lq_parse_fail(ps, "Too many elsif branches");
+		if (nbr >= 64) {
+			lq_parse_fail(ps, "Too many elsif branches");
+			goto fail;
+		}
 		lq_branch *b = &br[nbr];
 		memset(b, 0, sizeof *b);
 		if (!is_else) {
 			lq_lex lx;
 			if (!markup_lex(ps, &lx, m, mn))
-				return false;
-			if (lx.tok.type == T_EOS)
-				return lq_parse_fail(ps, "Syntax Error in tag '%s' - Valid syntax: %s [expression]", tagname, tagname);
-			if (!lq_parse_condition(&lx, &b->cond))
-				return false;
-			if (!expect_end(&lx))
-				return false;
+				goto fail;
+			if (lx.tok.type == T_EOS) {
+				lq_parse_fail(ps, "Syntax Error in tag '%s' - Valid syntax: %s [expression]", tagname, tagname);
+				goto fail;
+			}
+			if (!lq_parse_condition(&lx, &b->cond) || !expect_end(&lx))
+				goto fail;
 			b->negate = unless && nbr == 0;
 		}
 		stop s;

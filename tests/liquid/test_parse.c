@@ -32,6 +32,9 @@ static const prow PROWS[] = {
 	{"{% for x in y bogus: 1 %}{% endfor %}", LIQUID_STRICT, "Invalid attribute", 1},
 	{"{% if x %}{% else %}{% else %}{% endif %}", LIQUID_STRICT, "does not expect 'else'", 1},
 	{"{% liquid\nassign a = 1\nendif\n%}", LIQUID_LAX, "endif", 3},
+	/* error inside a later branch: the earlier bodies are freed (fuzzer leak) */
+	{"{% if a %}x{% elsif %}y{% endif %}", LIQUID_LAX, "Syntax Error in tag 'if'", 1},
+	{"{% if a %}x{% elsif b ; %}y{% endif %}", LIQUID_STRICT, "Unexpected character ;", 1},
 	{"{% raw %}never closed", LIQUID_LAX, "'raw' tag was never closed", 1},
 	{"{% comment %}never closed", LIQUID_LAX, "'comment' tag was never closed", 1},
 };
