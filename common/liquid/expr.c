@@ -33,6 +33,9 @@ bool lq_lex_init(lq_lex *lx, lq_parser *ps, const char *markup, size_t n)
 	lx->markup = markup;
 	lx->mlen = n;
 	lx->strict = ps->mode == LIQUID_STRICT;
+	lx->junk = false;
+	lx->nest = 0;
+	lx->chain = 0;
 	return lq_lex_next(lx);
 }
 
@@ -242,7 +245,21 @@ static bool finish_var(lq_lex *lx, lq_expr *e, lq_seg *segs, uint32_t nseg)
 	return true;
 }
 
+static bool parse_expr_inner(lq_lex *lx, const lq_expr **out);
+
+/* Nesting of [index] and (range) expressions is bounded so a hostile
+ * template cannot exhaust the C stack. */
 bool lq_parse_expr(lq_lex *lx, const lq_expr **out)
+{
+	if (lx->nest >= 64)
+		return lq_parse_fail(lx->ps, "Nesting too deep in \"%.*s\"", (int)(lx->mlen > 200 ? 200 : lx->mlen), lx->markup);
+	lx->nest++;
+	bool ok = parse_expr_inner(lx, out);
+	lx->nest--;
+	return ok;
+}
+
+static bool parse_expr_inner(lq_lex *lx, const lq_expr **out)
 {
 	lq_arena *a = lx->ps->a;
 	lq_tok t = lx->tok;
@@ -531,9 +548,23 @@ static bool parse_comparison(lq_lex *lx, lq_cond **out)
 	return true;
 }
 
+static bool parse_condition_inner(lq_lex *lx, const lq_cond **out);
+
+/* a op1 b op2 c ... evaluates as a op1 (b op2 (c ...)) in Ruby Liquid.  The
+ * chain is bounded: it is a right-leaning tree walked recursively. */
 bool lq_parse_condition(lq_lex *lx, const lq_cond **out)
 {
-	/* a op1 b op2 c ... evaluates as a op1 (b op2 (c ...)) in Ruby Liquid. */
+	static const unsigned MAX_CHAIN = 500;
+	if (lx->chain >= MAX_CHAIN)
+		return lq_parse_fail(lx->ps, "Too many and/or in a condition");
+	lx->chain++;
+	bool ok = parse_condition_inner(lx, out);
+	lx->chain--;
+	return ok;
+}
+
+static bool parse_condition_inner(lq_lex *lx, const lq_cond **out)
+{
 	lq_cond *first;
 	if (!parse_comparison(lx, &first))
 		return false;

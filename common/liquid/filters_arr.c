@@ -85,6 +85,10 @@ FILTER(f_join)
 		lq_to_str(lq_ctx_arena(c), args[0], &g, &gn);
 	lq_buf b = {0};
 	for (size_t i = 0; i < x.n; i++) {
+		if (!lq_ctx_room(c, b.n + gn)) {
+			lq_buf_free(&b);
+			return false;
+		}
 		if (i)
 			lq_buf_put(&b, g, gn);
 		const char *p;

@@ -47,6 +47,8 @@ FILTER(f_append)
 	size_t an, bn;
 	sv(c, *v, &a, &an);
 	sv(c, ARG(0), &b, &bn);
+	if (!lq_ctx_room(c, an + bn + 1))
+		return false;
 	char *s = lq_arena_alloc(lq_ctx_arena(c), an + bn + 1);
 	memcpy(s, a, an);
 	memcpy(s + an, b, bn);
@@ -364,6 +366,8 @@ static bool replace(lq_ctx *c, lq_value *v, lq_value pat, lq_value rep, int mode
 	sv(c, rep, &r, &rn);
 	lq_buf b = {0};
 	if (qn == 0) {
+		if (!lq_ctx_room(c, n + (n + 1) * rn))
+			return false;
 		/* Ruby gsub("") inserts between characters; sub("") prepends. */
 		if (mode == 1) {
 			lq_buf_put(&b, r, rn);
@@ -398,6 +402,16 @@ static bool replace(lq_ctx *c, lq_value *v, lq_value pat, lq_value rep, int mode
 		lq_buf_put(&b, r, rn);
 		lq_buf_put(&b, last + qn, (size_t)(p + n - last - qn));
 		return set_buf(c, v, &b);
+	}
+	if (mode == 0 && rn > qn) {
+		/* result size first: n matches x a long replacement multiplies */
+		size_t cnt = 0;
+		for (const char *x = p; (x = memmem(x, (size_t)(p + n - x), q, qn)); x += qn)
+			cnt++;
+		if (!lq_ctx_room(c, n + cnt * (rn - qn))) {
+			lq_buf_free(&b);
+			return false;
+		}
 	}
 	const char *s = p, *e = p + n;
 	while (s < e) {

@@ -73,11 +73,13 @@ typedef struct liquid_limits {
 	size_t max_output_size;       /* bytes of rendered output */
 	uint64_t max_loop_iterations; /* for/tablerow iterations per render, all loops */
 	unsigned max_depth;           /* block nesting (parse) and scope depth (render) */
+	size_t max_render_memory;     /* bytes of per-render temporaries (strings, arrays) */
 	uint64_t render_score_limit;  /* Shopify render score (nodes rendered), 0 = off */
 	uint64_t cumulative_render_score_limit; /* same, across partials, 0 = off */
 } liquid_limits;
 
-/* Defaults: 1 MiB template, 8 MiB output, 10^7 iterations, depth 100. */
+/* Defaults: 1 MiB template, 8 MiB output, 16 MiB temporaries, 10^7
+ * iterations, depth 100, render score 5*10^7 (about a second of work). */
 extern const liquid_limits liquid_default_limits;
 
 typedef struct liquid_parse_opts {

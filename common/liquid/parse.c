@@ -26,7 +26,8 @@ const liquid_limits liquid_default_limits = {
 	.max_output_size = 8u << 20,
 	.max_loop_iterations = 10000000,
 	.max_depth = 100,
-	.render_score_limit = 0,
+	.max_render_memory = 16u << 20,
+	.render_score_limit = 50000000,
 	.cumulative_render_score_limit = 0,
 };
 

@@ -54,6 +54,8 @@ typedef struct lq_lex {
 	size_t mlen;
 	bool strict;
 	bool junk;            /* lax: characters were skipped right before tok */
+	unsigned nest;        /* expression nesting ([..] and (..)), bounded */
+	unsigned chain;       /* and/or chain length, bounded */
 } lq_lex;
 
 bool lq_lex_init(lq_lex *lx, lq_parser *ps, const char *markup, size_t n) LQ_WUR;

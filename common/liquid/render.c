@@ -47,6 +47,7 @@ struct lq_rstate {
 	json_t *data;
 	uint64_t iterations;   /* loop iterations so far */
 	uint64_t score;        /* render score so far */
+	unsigned blocks;       /* nested render_block calls (C stack guard) */
 	liquid_error *err;
 	bool fatal;            /* a limit error: no inline rendering, stop */
 	int64_t now;
@@ -89,6 +90,19 @@ static bool limit_fail(lq_ctx *c, const char *msg)
 	set_error(c, LIQUID_ERR_LIMIT, msg);
 	c->rs->fatal = true;
 	return false;
+}
+
+bool lq_mem_fail(lq_ctx *c)
+{
+	return limit_fail(c, "Memory limits exceeded (render temporaries)");
+}
+
+bool lq_ctx_room(lq_ctx *c, size_t n)
+{
+	if (n > c->rs->lim->max_render_memory ||
+	    lq_ctx_arena(c)->used_total > c->rs->lim->max_render_memory - n)
+		return lq_mem_fail(c);
+	return true;
 }
 
 /* ---- variables ---- */
@@ -353,7 +367,8 @@ static bool eval_expr(lq_ctx *c, const lq_expr *e, lq_value *out)
 
 #define MAX_FARGS 32
 
-static bool eval_filtered(lq_ctx *c, const lq_filtered *f, lq_value *out)
+/* noinline: its argument arrays must not sit in every recursive frame */
+__attribute__((noinline)) static bool eval_filtered(lq_ctx *c, const lq_filtered *f, lq_value *out)
 {
 	lq_value v;
 	if (!eval_expr(c, f->expr, &v))
@@ -371,6 +386,8 @@ static bool eval_filtered(lq_ctx *c, const lq_filtered *f, lq_value *out)
 				return false;
 		if (!fc->fn(c, &v, args, fc->nargs, fc->kwnames, kw, fc->nkw))
 			return false;
+		if (lq_ctx_arena(c)->used_total > c->rs->lim->max_render_memory)
+			return lq_mem_fail(c);
 	}
 	*out = v;
 	return true;
@@ -1065,7 +1082,22 @@ static bool render_node(lq_ctx *c, const lq_node *n)
 	return true;
 }
 
+static bool render_block_nodes(lq_ctx *c, const lq_block *b);
+
+/* Blocks nest at most max_depth deep per template, but partials multiply
+ * that; bound the total so the C stack is safe on worker threads. */
 static bool render_block(lq_ctx *c, const lq_block *b)
+{
+	lq_rstate *rs = c->rs;
+	if (rs->blocks >= 10u * rs->lim->max_depth)
+		return limit_fail(c, "Nesting too deep");
+	rs->blocks++;
+	bool ok = render_block_nodes(c, b);
+	rs->blocks--;
+	return ok;
+}
+
+static bool render_block_nodes(lq_ctx *c, const lq_block *b)
 {
 	lq_rstate *rs = c->rs;
 	rs->score += b->n;
@@ -1081,6 +1113,8 @@ static bool render_block(lq_ctx *c, const lq_block *b)
 			continue;
 		}
 		c->line = n->line;
+		if (rs->r->arena.used_total > rs->lim->max_render_memory)
+			return lq_mem_fail(c);
 		if (!render_node(c, n)) {
 			if (rs->fatal || !rs->o->render_errors)
 				return false;

@@ -51,6 +51,10 @@ struct lq_ctx {
 enum { LQ_BREAK = 1, LQ_CONTINUE = 2 };
 
 bool lq_fail(lq_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Limit error for per-render memory; lq_ctx_room checks that n more bytes
+ * of temporaries fit (false = limit error recorded). */
+bool lq_mem_fail(lq_ctx *c);
+bool lq_ctx_room(lq_ctx *c, size_t n) __attribute__((warn_unused_result));
 lq_arena *lq_ctx_arena(lq_ctx *c);
 int64_t lq_ctx_now(lq_ctx *c);
 

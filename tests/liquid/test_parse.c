@@ -97,6 +97,20 @@ START_TEST(test_limits)
 	po.limits = NULL;
 	ck_assert(!liquid_parse(src, n, &po, &t, &err));
 	ck_assert_msg(strstr(err.message, "Nesting too deep"), "got %s, want Nesting too deep", err.message);
+	/* deep [index] nesting and endless and-chains are refused, not recursed into */
+	static char big[20000];
+	n = (size_t)sprintf(big, "{{ a");
+	for (int i = 0; i < 5000; i++)
+		big[n++] = '[';
+	n += (size_t)sprintf(big + n, " }}");
+	ck_assert(!liquid_parse(big, n, &po, &t, &err));
+	ck_assert_msg(strstr(err.message, "Nesting too deep"), "got %s, want Nesting too deep", err.message);
+	n = (size_t)sprintf(big, "{%% if a");
+	for (int i = 0; i < 1000; i++)
+		n += (size_t)sprintf(big + n, " and a");
+	n += (size_t)sprintf(big + n, " %%}{%% endif %%}");
+	ck_assert(!liquid_parse(big, n, &po, &t, &err));
+	ck_assert_msg(strstr(err.message, "Too many and/or"), "got %s, want Too many and/or", err.message);
 	ck_assert(liquid_validate("{% if a %}{% endif %}", 21, &po, &err));
 	ck_assert(!liquid_validate("{% if a %}", 10, &po, &err));
 }

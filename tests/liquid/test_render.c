@@ -162,6 +162,25 @@ START_TEST(test_limits)
 	got = t_render_opts("{% include 'i' %}", NULL, rec, LIQUID_LAX, false, NULL, &err);
 	ck_assert_msg(got == NULL && strstr(err.message, "Nesting too deep"), "include recursion: got %s", err.message);
 
+	/* doubling a string 40 times: stopped by the temporaries bound */
+	got = t_render("{% assign s = 'xxxxxxxx' %}{% for i in (1..40) %}{% assign s = s | append: s %}{% endfor %}{{ s | size }}", NULL, &err);
+	ck_assert_msg(got == NULL && err.kind == LIQUID_ERR_LIMIT && strstr(err.message, "Memory"), "doubling: got %s", err.message);
+	/* replace with a long replacement on many matches: refused before allocating */
+	got = t_render("{% assign a = 'x' %}{% for i in (1..12) %}{% assign a = a | append: a %}{% endfor %}"
+		       "{{ a | replace: 'x', a }}", NULL, &err);
+	ck_assert_msg(got == NULL && err.kind == LIQUID_ERR_LIMIT, "replace blow-up: got kind %d %s", err.kind, err.message);
+	/* many nested ifs in many nested partials: a clean error, not a blown stack */
+	static char deep[4000];
+	size_t k = 0;
+	for (int i = 0; i < 90; i++)
+		k += (size_t)sprintf(deep + k, "{%% if true %%}");
+	k += (size_t)sprintf(deep + k, "{%% include 'd' %%}");
+	for (int i = 0; i < 90; i++)
+		k += (size_t)sprintf(deep + k, "{%% endif %%}");
+	const t_partial dp[] = {{"d", deep}, {NULL, NULL}};
+	got = t_render_opts("{% include 'd' %}", NULL, dp, LIQUID_LAX, false, NULL, &err);
+	ck_assert_msg(got == NULL && strstr(err.message, "Nesting too deep"), "deep partials: got %s", err.message);
+
 	lim = liquid_default_limits;
 	lim.render_score_limit = 10;
 	got = t_render_opts("{% for i in (1..100) %}x{% endfor %}", NULL, NULL, LIQUID_LAX, true, &lim, &err);
