@@ -390,6 +390,8 @@ static void strftime_rb(lq_buf *b, const char *f, size_t fn, const tmx *t)
 		int width = -1;
 		while (i < fn && isdigit((unsigned char)f[i])) {
 			width = (width < 0 ? 0 : width) * 10 + (f[i] - '0');
+			if (width > 1024)
+				width = 1024; /* padding is not a way to allocate memory */
 			i++;
 		}
 		bool colon = false;

@@ -76,6 +76,8 @@ static const frow FROWS[] = {
 	{"'Fri Jul 16 01:00:00 2004' | date: '%F %T'", NULL, "2004-07-16 01:00:00", NULL},
 	{"'2020-06-15' | date: '%A %j %U %W %V %G'", NULL, "Monday 167 24 24 25 2020", NULL},
 	{"'not a date' | date: '%Y'", NULL, "not a date", NULL},
+	/* regression (fuzzer): an absurd width is capped, not an int overflow */
+	{"0 | date: '%22222222222222d' | size", NULL, "1024", NULL},
 };
 
 START_TEST(test_filter_rows)
