@@ -23,9 +23,10 @@
  *   now + retry_after.  Only one decrease per round trip: a throttle answer
  *   for a message dispatched before the last decrease only extends the hold
  *   (the message was sent at the old rate; punishing it again would collapse
- *   the rate).  hr_limiter_succeeded() adds HR_AIMD_ALPHA x configured rate
- *   per second of successful sending (HR_AIMD_ALPHA / rate per message), up
- *   to the configured rate.  AIMD needs a ceiling: on an unconfigured scope a
+ *   the rate).  hr_limiter_succeeded() adds HR_AIMD_ALPHA x ceiling per
+ *   second of successful sending (HR_AIMD_ALPHA / effective rate of the
+ *   ceiling per message), up to the ceiling -- the configured rate, times
+ *   the share for shared scopes.  AIMD needs a ceiling: on an unconfigured scope a
  *   throttle only holds the scope for retry_after.
  *
  * - Cluster-wide.  Limits are enforced here, where the scheduler dispatches,
