@@ -26,18 +26,34 @@ typedef struct setting {
 
 /* THE table.  Keep it sorted by name; docs/operations.md is generated from it. */
 static const setting settings[] = {
+	{"channel", T_STR, NULL, 0, 0, HR_ROLE_WORKER, false, false,
+	 "the channel a worker serves: email, sms, messenger, push or webhook"},
+	{"concurrency", T_INT, "16", 1, 1024, HR_ROLE_WORKER, false, false,
+	 "sends in flight per worker and transport (SMTP sessions, HTTP requests); also the ceiling "
+	 "of a provider account's own concurrency"},
+	{"credit", T_INT, "4", 1, 1024, HR_ROLE_WORKER, false, false,
+	 "job batches (leases) a worker holds at once"},
 	{"data_dir", T_STR, NULL, 0, 0, HR_ROLE_ALL, false, false,
 	 "directory of the embedded local stack (Postgres data, socket, master key); "
 	 "default /var/lib/herald as root, else ~/.local/share/herald"},
 	{"database_url", T_STR, NULL, 0, 0, HR_ROLE_ALL, false, true,
 	 "libpq connection string of the control database; empty = start/use the embedded "
 	 "PostgreSQL under data_dir"},
+	{"drain_timeout_ms", T_INT, "30000", 100, 3600000, HR_ROLE_WORKER, false, false,
+	 "on SIGTERM a worker finishes its started leases within this time, then exits"},
+	{"http_timeout_ms", T_INT, "10000", 100, 600000, HR_ROLE_WORKER, false, false,
+	 "a worker's limit for one HTTP provider request (connect included)"},
+	{"lane", T_STR, NULL, 0, 0, HR_ROLE_WORKER, false, false,
+	 "the lane a worker serves: transactional or bulk"},
 	{"master_key", T_STR, NULL, 0, 0, HR_ROLE_ALL, false, true,
 	 "64 hex digits: the key that encrypts provider credentials at rest; empty = "
 	 "master_key_file"},
 	{"master_key_file", T_STR, NULL, 0, 0, HR_ROLE_ALL, false, false,
 	 "file holding the master key (64 hex digits); default data_dir/master.key, "
 	 "created on first use by the embedded stack only"},
+	{"metrics_port", T_INT, "0", -1, 65535, HR_ROLE_WORKER, false, false,
+	 "port of the Prometheus endpoint (/metrics, /healthz) on 127.0.0.1; 0 = pick a free one "
+	 "(logged), -1 = off"},
 	{"migrate_jobs", T_INT, "4", 1, 64, HR_ROLE_CTL, true, false,
 	 "parallel connections used to migrate tenant schemas"},
 	{"migrations_dir", T_STR, NULL, 0, 0, HR_ROLE_ALL, false, false,
@@ -49,6 +65,11 @@ static const setting settings[] = {
 	 "when run as root, the embedded PostgreSQL runs as this unprivileged OS user"},
 	{"pg_port", T_INT, "0", 0, 65535, HR_ROLE_ALL, false, false,
 	 "TCP port of the embedded PostgreSQL on 127.0.0.1; 0 = pick a free one"},
+	{"scheduler", T_STR, NULL, 0, 0, HR_ROLE_WORKER, false, false,
+	 "ZeroMQ endpoint a worker connects to: the scheduler's ROUTER for the worker's lane, "
+	 "e.g. tcp://10.0.0.5:7711"},
+	{"smtp_timeout_ms", T_INT, "30000", 100, 600000, HR_ROLE_WORKER, false, false,
+	 "a worker's limit for one SMTP send (connect included)"},
 };
 
 #define NSETTINGS (sizeof settings / sizeof settings[0])
