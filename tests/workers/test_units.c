@@ -1,0 +1,200 @@
+/*
+ * test_units.c -- table-driven tests of the worker's pure parts:
+ * classify.c (the result mapping) and mime.c (RFC 5322 / MIME building).
+ */
+#include <check.h>
+#include <string.h>
+
+#include "classify.h"
+#include "harness.h"
+#include "mime.h"
+#include "wire.h"
+
+START_TEST(smtp_table)
+{
+	struct {
+		CURLcode rc;
+		long code;
+		const char *enh;
+		uint8_t want;
+	} cases[] = {
+		{CURLE_OK, 250, "2.0.0", HR_RES_SENT},
+		{CURLE_OK, 0, "", HR_RES_SENT},
+		{CURLE_SEND_ERROR, 421, "4.7.0", HR_RES_THROTTLED},
+		{CURLE_WEIRD_SERVER_REPLY, 421, "", HR_RES_THROTTLED},
+		{CURLE_SEND_ERROR, 454, "4.7.0", HR_RES_THROTTLED},
+		{CURLE_SEND_ERROR, 450, "4.2.1", HR_RES_RETRY},
+		{CURLE_SEND_ERROR, 451, "4.3.0", HR_RES_RETRY},
+		{CURLE_SEND_ERROR, 452, "4.2.2", HR_RES_RETRY},
+		{CURLE_SEND_ERROR, 447, "", HR_RES_RETRY},
+		{CURLE_SEND_ERROR, 550, "5.1.1", HR_RES_BOUNCED},
+		{CURLE_SEND_ERROR, 551, "5.1.6", HR_RES_BOUNCED},
+		{CURLE_SEND_ERROR, 553, "5.1.3", HR_RES_BOUNCED},
+		{CURLE_SEND_ERROR, 550, "5.7.1", HR_RES_PERMANENT},
+		{CURLE_SEND_ERROR, 550, "", HR_RES_PERMANENT},
+		{CURLE_SEND_ERROR, 552, "5.1.1", HR_RES_PERMANENT},
+		{CURLE_SEND_ERROR, 554, "5.6.0", HR_RES_PERMANENT},
+		{CURLE_LOGIN_DENIED, 535, "5.7.8", HR_RES_PERMANENT},
+		{CURLE_COULDNT_CONNECT, 0, "", HR_RES_RETRY},
+		{CURLE_OPERATION_TIMEDOUT, 250, "", HR_RES_RETRY},
+		{CURLE_SSL_CONNECT_ERROR, 0, "", HR_RES_RETRY},
+		{CURLE_URL_MALFORMAT, 0, "", HR_RES_PERMANENT},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		uint8_t got = wk_classify_smtp(cases[i].rc, cases[i].code, cases[i].enh);
+		ck_assert_msg(got == cases[i].want, "smtp rc=%d code=%ld enh=%s: got %s, want %s", cases[i].rc,
+			      cases[i].code, cases[i].enh, hr_result_name(got), hr_result_name(cases[i].want));
+	}
+}
+END_TEST
+
+START_TEST(http_table)
+{
+	struct {
+		CURLcode rc;
+		long status;
+		uint8_t want;
+	} cases[] = {
+		{CURLE_OK, 200, HR_RES_SENT},      {CURLE_OK, 202, HR_RES_SENT},
+		{CURLE_OK, 429, HR_RES_THROTTLED}, {CURLE_OK, 408, HR_RES_RETRY},
+		{CURLE_OK, 425, HR_RES_RETRY},     {CURLE_OK, 500, HR_RES_RETRY},
+		{CURLE_OK, 503, HR_RES_RETRY},     {CURLE_OK, 400, HR_RES_PERMANENT},
+		{CURLE_OK, 401, HR_RES_PERMANENT}, {CURLE_OK, 404, HR_RES_PERMANENT},
+		{CURLE_OK, 413, HR_RES_PERMANENT}, {CURLE_OK, 301, HR_RES_PERMANENT},
+		{CURLE_OPERATION_TIMEDOUT, 0, HR_RES_RETRY},
+		{CURLE_COULDNT_CONNECT, 0, HR_RES_RETRY},
+		{CURLE_COULDNT_RESOLVE_HOST, 0, HR_RES_RETRY},
+		{CURLE_RECV_ERROR, 200, HR_RES_RETRY},
+		{CURLE_GOT_NOTHING, 0, HR_RES_RETRY},
+		{CURLE_UNSUPPORTED_PROTOCOL, 0, HR_RES_PERMANENT},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		uint8_t got = wk_classify_http(cases[i].rc, cases[i].status);
+		ck_assert_msg(got == cases[i].want, "http rc=%d status=%ld: got %s, want %s", cases[i].rc,
+			      cases[i].status, hr_result_name(got), hr_result_name(cases[i].want));
+	}
+}
+END_TEST
+
+static wk_mail base_mail(void)
+{
+	return (wk_mail){.from = "news@acme.test", .to = "u@example.test", .subject = "Hi", .text = "t",
+			 .message_id = 42, .tenant = "acme", .date = 0};
+}
+
+START_TEST(mime_headers)
+{
+	wk_buf b = {0};
+	hr_err err;
+	wk_mail m = base_mail();
+	ck_assert(wk_mime_build(&b, &m, &err));
+	const char *want[] = {"Date: Thu, 01 Jan 1970 00:00:00 +0000\r\n", "From: <news@acme.test>\r\n",
+			      "To: <u@example.test>\r\n", "Subject: Hi\r\n", "Message-ID: <42.acme@herald>\r\n",
+			      "MIME-Version: 1.0\r\n", "Content-Type: text/plain; charset=utf-8\r\n",
+			      "Content-Transfer-Encoding: quoted-printable\r\n\r\nt\r\n"};
+	for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+		ck_assert_msg(strstr(b.p, want[i]), "want '%s' in:\n%s", want[i], b.p);
+	ck_assert_msg(!strstr(b.p, "List-Unsubscribe"), "%s", b.p);
+
+	/* A tenant slug that is not atext does not go into the Message-ID. */
+	wk_buf_reset(&b);
+	m.tenant = "a b@c";
+	ck_assert(wk_mime_build(&b, &m, &err));
+	ck_assert_msg(strstr(b.p, "Message-ID: <42.t@herald>\r\n"), "%s", b.p);
+	wk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(mime_injection_refused)
+{
+	struct {
+		const char *from, *to, *reply_to, *unsub, *field;
+	} cases[] = {
+		{"a@b.test\r\nBcc: x@y.test", "u@example.test", NULL, NULL, "From"},
+		{"a@b.test", "u@example.test\r\nBcc: x@y", NULL, NULL, "to"},
+		{"a@b.test", "u@example.test", "r@b.test\nX: y", NULL, "Reply-To"},
+		{"a@b.test", "u@example.test", NULL, "https://x.test/\r\nX: y", "unsubscribe_url"},
+		{"a@b.test", "u@example.test", NULL, "https://x.test/a>b", "unsubscribe_url"},
+		{"no address", "u@example.test", NULL, NULL, "From"},
+		{"a@b.test", "<u@example.test>", NULL, NULL, "to"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		wk_buf b = {0};
+		hr_err err = {0};
+		wk_mail m = base_mail();
+		m.from = cases[i].from;
+		m.to = cases[i].to;
+		m.reply_to = cases[i].reply_to;
+		m.unsubscribe = cases[i].unsub;
+		ck_assert_msg(!wk_mime_build(&b, &m, &err), "case %zu built:\n%s", i, b.p);
+		ck_assert_msg(!strcmp(err.field, cases[i].field), "case %zu: got field '%s', want '%s'", i, err.field,
+			      cases[i].field);
+		wk_buf_free(&b);
+	}
+	/* A line break in the subject is folded to a space, never a header. */
+	wk_buf b = {0};
+	hr_err err;
+	wk_mail m = base_mail();
+	m.subject = "Hi\r\nBcc: x@y.test";
+	ck_assert(wk_mime_build(&b, &m, &err));
+	ck_assert_msg(!strstr(b.p, "\r\nBcc:"), "%s", b.p);
+	wk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(mime_encodings)
+{
+	wk_buf b = {0};
+	hr_err err;
+	wk_mail m = base_mail();
+	/* 40 x "é" = 80 bytes: more than one encoded word, split between characters. */
+	char subj[200] = "";
+	for (int i = 0; i < 40; i++)
+		strcat(subj, "\xc3\xa9");
+	m.subject = subj;
+	char text[400];
+	memset(text, 'x', 200);
+	strcpy(text + 200, "\n.leading dot\nend=with equals \ntrailing space ");
+	m.text = text;
+	m.html = "<p>\xc3\xa9</p>";
+	m.unsubscribe = "https://u.test/1";
+	ck_assert(wk_mime_build(&b, &m, &err));
+	/* Words of 42 bytes (21 characters), folded onto continuation lines. */
+	ck_assert_msg(strstr(b.p, "Subject: =?UTF-8?B?w6nDqcOpw6nDqcOpw6nDqcOpw6nDqcOpw6nDqcOpw6nDqcOpw6nDqcOp?=\r\n"
+				  " =?UTF-8?B?w6nDqcOpw6nDqcOpw6nDqcOpw6nDqcOpw6nDqcOpw6nDqcOpw6k=?=\r\n"),
+		      "%s", b.p);
+	/* No line longer than 78 + CRLF; quoted-printable soft breaks and escapes. */
+	for (const char *p = b.p, *nl; (nl = strstr(p, "\r\n")); p = nl + 2)
+		ck_assert_msg(nl - p <= 78, "line of %d chars: %.*s", (int)(nl - p), (int)(nl - p), p);
+	ck_assert_msg(strstr(b.p, "=\r\nxxxx"), "no soft line break:\n%s", b.p);
+	ck_assert_msg(strstr(b.p, "\r\n=2Eleading dot\r\n"), "%s", b.p);
+	ck_assert_msg(strstr(b.p, "end=3Dwith equals=20\r\n"), "%s", b.p);
+	ck_assert_msg(strstr(b.p, "<p>=C3=A9</p>"), "%s", b.p);
+	ck_assert_msg(strstr(b.p, "multipart/alternative"), "%s", b.p);
+	ck_assert_msg(strstr(b.p, "List-Unsubscribe: <https://u.test/1>\r\n"
+				  "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
+		      "%s", b.p);
+	wk_buf_free(&b);
+
+	char addr[64];
+	ck_assert(wk_mime_addr("\"Acme, Inc\" <news@acme.test>", addr, sizeof addr));
+	ck_assert_str_eq(addr, "news@acme.test");
+	ck_assert(wk_mime_addr("  plain@acme.test ", addr, sizeof addr));
+	ck_assert_str_eq(addr, "plain@acme.test");
+	ck_assert(!wk_mime_addr("Name <broken", addr, sizeof addr));
+	ck_assert(!wk_mime_addr("Name <a b@c>", addr, sizeof addr));
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("worker_units");
+	TCase *tc = th_tcase("units");
+	tcase_add_test(tc, smtp_table);
+	tcase_add_test(tc, http_table);
+	tcase_add_test(tc, mime_headers);
+	tcase_add_test(tc, mime_injection_refused);
+	tcase_add_test(tc, mime_encodings);
+	suite_add_tcase(s, tc);
+	return th_run(s);
+}

@@ -1,0 +1,163 @@
+/*
+ * curlio.c -- libcurl multi driven by zmq_poll.  See curlio.h.
+ */
+#include "curlio.h"
+
+#include <time.h>
+
+#include "alloc.h"
+#include "log.h"
+
+typedef struct wsock {
+	curl_socket_t fd;
+	short events; /* ZMQ_POLLIN / ZMQ_POLLOUT */
+} wsock;
+
+struct wk_curlio {
+	CURLM *multi;
+	wsock *socks;       /* sockets libcurl waits on */
+	size_t nsocks, capsocks;
+	long timer_ms;      /* libcurl's last timer request: -1 none */
+	long long timer_at; /* monotonic ms when it expires */
+	unsigned long connects;
+};
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: record what libcurl wants; nothing else. */
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *ud, void *sockp)
+{
+	wk_curlio *io = ud;
+	size_t i;
+	for (i = 0; i < io->nsocks; i++)
+		if (io->socks[i].fd == fd)
+			break;
+	if (what == CURL_POLL_REMOVE) {
+		if (i < io->nsocks)
+			io->socks[i] = io->socks[--io->nsocks];
+		return 0;
+	}
+	if (i == io->nsocks) {
+		if (io->nsocks == io->capsocks) {
+			io->capsocks = io->capsocks ? io->capsocks * 2 : 16;
+			io->socks = hr_realloc(io->socks, io->capsocks * sizeof *io->socks);
+		}
+		io->socks[io->nsocks++].fd = fd;
+	}
+	io->socks[i].events = (short)(((what & CURL_POLL_IN) ? ZMQ_POLLIN : 0) |
+				      ((what & CURL_POLL_OUT) ? ZMQ_POLLOUT : 0));
+	return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: remember when libcurl wants to be called. */
+static int on_timer(CURLM *multi, long timeout_ms, void *ud)
+{
+	wk_curlio *io = ud;
+	io->timer_ms = timeout_ms;
+	io->timer_at = timeout_ms < 0 ? 0 : mono_ms() + timeout_ms;
+	return 0;
+}
+
+wk_curlio *wk_curlio_new(long maxconnects)
+{
+	wk_curlio *io = hr_calloc(1, sizeof *io);
+	io->multi = curl_multi_init();
+	if (!io->multi)
+		hr_fatal("curl_multi_init failed");
+	io->timer_ms = -1;
+	curl_multi_setopt(io->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+	curl_multi_setopt(io->multi, CURLMOPT_SOCKETDATA, io);
+	curl_multi_setopt(io->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+	curl_multi_setopt(io->multi, CURLMOPT_TIMERDATA, io);
+	/* Explicit: the default (4 x handles added) shrinks to nothing between
+	 * transfers, since we remove each handle when its transfer is over. */
+	curl_multi_setopt(io->multi, CURLMOPT_MAXCONNECTS, maxconnects);
+	return io;
+}
+
+void wk_curlio_free(wk_curlio *io)
+{
+	if (!io)
+		return;
+	curl_multi_cleanup(io->multi);
+	hr_free(io->socks);
+	hr_free(io);
+}
+
+void wk_curlio_start(wk_curlio *io, CURL *easy, wk_curlreq *req)
+{
+	req->easy = easy;
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+	CURLMcode mc = curl_multi_add_handle(io->multi, easy);
+	if (mc != CURLM_OK)
+		hr_panic("curl_multi_add_handle: %s", curl_multi_strerror(mc));
+}
+
+size_t wk_curlio_nsockets(const wk_curlio *io)
+{
+	return io->nsocks;
+}
+
+size_t wk_curlio_pollitems(wk_curlio *io, zmq_pollitem_t *items, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < io->nsocks && n < max; i++) {
+		if (!io->socks[i].events)
+			continue;
+		items[n++] = (zmq_pollitem_t){.socket = NULL, .fd = io->socks[i].fd,
+					      .events = io->socks[i].events};
+	}
+	return n;
+}
+
+long wk_curlio_timeout(wk_curlio *io)
+{
+	if (io->timer_ms < 0)
+		return -1;
+	long long left = io->timer_at - mono_ms();
+	return left < 0 ? 0 : (long)left;
+}
+
+unsigned long wk_curlio_connects(const wk_curlio *io)
+{
+	return io->connects;
+}
+
+void wk_curlio_act(wk_curlio *io, const zmq_pollitem_t *items, size_t n)
+{
+	int running;
+	for (size_t i = 0; i < n; i++) {
+		if (!items[i].revents)
+			continue;
+		int ev = ((items[i].revents & ZMQ_POLLIN) ? CURL_CSELECT_IN : 0) |
+			 ((items[i].revents & ZMQ_POLLOUT) ? CURL_CSELECT_OUT : 0) |
+			 ((items[i].revents & ZMQ_POLLERR) ? CURL_CSELECT_ERR : 0);
+		curl_multi_socket_action(io->multi, items[i].fd, ev, &running);
+	}
+	if (io->timer_ms >= 0 && mono_ms() >= io->timer_at) {
+		/* A timer fires once; libcurl sets a new one if it needs it. */
+		io->timer_ms = -1;
+		curl_multi_socket_action(io->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+	CURLMsg *msg;
+	int left;
+	while ((msg = curl_multi_info_read(io->multi, &left))) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		CURL *easy = msg->easy_handle;
+		CURLcode rc = msg->data.result;
+		wk_curlreq *req = NULL;
+		long nconn = 0;
+		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&req);
+		curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &nconn);
+		io->connects += (unsigned long)nconn;
+		curl_multi_remove_handle(io->multi, easy);
+		/* msg is invalid after remove; we saved what we need. */
+		req->done(req, rc);
+	}
+}

@@ -1,0 +1,299 @@
+/*
+ * render.c -- content compilation and per-job rendering.  See render.h.
+ */
+#include "render.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "alloc.h"
+#include "liquid_cache.h"
+
+struct wk_render {
+	liquid_cache *cache;      /* stored templates, shared by all leases */
+	liquid_renderer *renderer; /* reused for every render (loop thread only) */
+	uint64_t renders, errors;
+};
+
+/* One compiled field of a lease's content. */
+typedef struct cfield {
+	liquid_cache_entry *entry; /* stored template: held until the lease ends */
+	liquid_template *inline_t; /* inline content: owned */
+} cfield;
+
+struct wk_content {
+	cfield f[WK_F_CONTENT_COUNT];
+};
+
+static const char *const field_names[WK_F_CONTENT_COUNT] = {
+	[WK_F_SUBJECT] = "subject", [WK_F_HTML] = "html",   [WK_F_TEXT] = "text",
+	[WK_F_FROM] = "from",       [WK_F_REPLY_TO] = "reply_to", [WK_F_TITLE] = "title",
+	[WK_F_BODY] = "body",
+};
+
+/* Per-render bounds: a message is small; a runaway template must not eat the worker's memory. */
+static const liquid_limits render_limits = {
+	.max_template_size = 512 * 1024,
+	.max_output_size = 1024 * 1024,
+	.max_loop_iterations = 1000000,
+	.max_depth = 100,
+};
+
+const char *wk_msg_get(const wk_message *m, wk_field f)
+{
+	return m->set[f] ? m->text.p + m->off[f] : "";
+}
+
+void wk_message_reset(wk_message *m)
+{
+	wk_buf_reset(&m->text);
+	memset(m->set, 0, sizeof m->set);
+}
+
+void wk_message_free(wk_message *m)
+{
+	wk_buf_free(&m->text);
+}
+
+wk_render *wk_render_new(size_t max_entries, size_t max_bytes)
+{
+	wk_render *r = hr_calloc(1, sizeof *r);
+	r->cache = liquid_cache_new(max_entries, max_bytes);
+	r->renderer = liquid_renderer_new();
+	return r;
+}
+
+void wk_render_free(wk_render *r)
+{
+	if (!r)
+		return;
+	liquid_renderer_free(r->renderer);
+	liquid_cache_free(r->cache);
+	hr_free(r);
+}
+
+wk_render_stats wk_render_stats_get(wk_render *r)
+{
+	liquid_cache_stats cs = liquid_cache_stats_get(r->cache);
+	return (wk_render_stats){.renders = r->renders,
+				 .errors = r->errors,
+				 .cache_hits = cs.hits,
+				 .cache_misses = cs.misses,
+				 .cache_entries = cs.entries,
+				 .cache_bytes = cs.bytes};
+}
+
+/* Which content fields a channel uses, and which it requires. */
+static unsigned channel_fields(int channel, unsigned *required)
+{
+	switch (channel) {
+	case HR_CH_EMAIL:
+		*required = 1u << WK_F_FROM;
+		return 1u << WK_F_SUBJECT | 1u << WK_F_HTML | 1u << WK_F_TEXT | 1u << WK_F_FROM |
+		       1u << WK_F_REPLY_TO;
+	case HR_CH_SMS:
+	case HR_CH_MESSENGER:
+		*required = 1u << WK_F_TEXT;
+		return 1u << WK_F_TEXT;
+	case HR_CH_PUSH:
+		*required = 1u << WK_F_BODY;
+		return 1u << WK_F_TITLE | 1u << WK_F_BODY;
+	case HR_CH_WEBHOOK:
+		*required = 1u << WK_F_BODY;
+		return 1u << WK_F_BODY;
+	default:
+		*required = 0;
+		return 0;
+	}
+}
+
+void wk_content_close(wk_render *r, wk_content *c)
+{
+	if (!c)
+		return;
+	for (int i = 0; i < WK_F_CONTENT_COUNT; i++) {
+		if (c->f[i].entry)
+			liquid_cache_release(r->cache, c->f[i].entry);
+		liquid_template_free(c->f[i].inline_t);
+	}
+	hr_free(c);
+}
+
+bool wk_content_open(wk_render *r, const hr_job_batch *b, wk_content **out, hr_err *err)
+{
+	json_error_t je;
+	wk_content *c = hr_calloc(1, sizeof *c);
+	json_t *o = json_loadb(b->content.p, b->content.len, JSON_REJECT_DUPLICATES, &je);
+	if (!o || !json_is_object(o)) {
+		hr_fail(err, HR_ERR_INVALID, "content", "content: not a JSON object%s%s", o ? "" : ": ",
+			o ? "" : je.text);
+		goto fail;
+	}
+	unsigned required, fields = channel_fields(b->channel, &required);
+	if (!fields) {
+		hr_fail(err, HR_ERR_INVALID, "channel", "channel %d: unknown", b->channel);
+		goto fail;
+	}
+	char tenant[16], id[64];
+	snprintf(tenant, sizeof tenant, "%u", b->tenant_id);
+	for (int i = 0; i < WK_F_CONTENT_COUNT; i++) {
+		if (!(fields & (1u << i)))
+			continue;
+		json_t *v = json_object_get(o, field_names[i]);
+		if (!v || json_is_null(v)) {
+			if (required & (1u << i)) {
+				hr_fail(err, HR_ERR_INVALID, field_names[i], "content.%s: missing",
+					field_names[i]);
+				goto fail;
+			}
+			continue;
+		}
+		if (!json_is_string(v)) {
+			hr_fail(err, HR_ERR_INVALID, field_names[i], "content.%s: want a string",
+				field_names[i]);
+			goto fail;
+		}
+		liquid_parse_opts po = {.mode = LIQUID_LAX, .limits = &render_limits, .name = field_names[i]};
+		liquid_error le;
+		bool ok;
+		if (b->template_id == 0) {
+			ok = liquid_parse(json_string_value(v), json_string_length(v), &po, &c->f[i].inline_t, &le);
+		} else {
+			snprintf(id, sizeof id, "%llu:%s", (unsigned long long)b->template_id, field_names[i]);
+			ok = liquid_cache_acquire(r->cache, tenant, id, b->template_version,
+						  json_string_value(v), json_string_length(v), &po,
+						  &c->f[i].entry, &le);
+		}
+		if (!ok) {
+			hr_fail(err, HR_ERR_INVALID, field_names[i], "content.%s: %s", field_names[i],
+				le.message);
+			goto fail;
+		}
+	}
+	if (b->channel == HR_CH_EMAIL && !c->f[WK_F_HTML].entry && !c->f[WK_F_HTML].inline_t &&
+	    !c->f[WK_F_TEXT].entry && !c->f[WK_F_TEXT].inline_t) {
+		hr_fail(err, HR_ERR_INVALID, "text", "content: email needs html or text");
+		goto fail;
+	}
+	json_decref(o);
+	*out = c;
+	return true;
+fail:
+	json_decref(o);
+	wk_content_close(r, c);
+	return false;
+}
+
+static const liquid_template *field_template(const wk_content *c, int i)
+{
+	if (c->f[i].entry)
+		return liquid_cache_template(c->f[i].entry);
+	return c->f[i].inline_t;
+}
+
+/* Render t into field f of m. */
+static bool render_into(wk_render *r, const liquid_template *t, json_t *data, wk_message *m,
+			wk_field f, const char *name, hr_err *err)
+{
+	liquid_render_opts ro = {.mode = LIQUID_LAX, .limits = &render_limits};
+	liquid_error le;
+	if (!liquid_render(r->renderer, t, data, &ro, &le))
+		return hr_fail(err, HR_ERR_INVALID, name, "%s: %s", name, le.message);
+	size_t n;
+	const char *s = liquid_output(r->renderer, &n);
+	if (memchr(s, '\0', n))
+		return hr_fail(err, HR_ERR_INVALID, name, "%s: rendered a NUL byte", name);
+	m->off[f] = m->text.len;
+	wk_buf_add(&m->text, s, n);
+	wk_buf_ch(&m->text, '\0'); /* fields are C strings inside one buffer */
+	m->set[f] = true;
+	return true;
+}
+
+static void set_str(json_t *o, const char *k, const char *s, size_t n)
+{
+	json_object_set_new(o, k, json_stringn(s, n));
+}
+
+/* A JSON string literal of s (with quotes), e.g. for {"text": {{ json.text }}}. */
+static void set_json_literal(json_t *o, const char *k, const char *s)
+{
+	json_t *str = json_string(s);
+	char *lit = str ? json_dumps(str, JSON_ENCODE_ANY) : NULL;
+	json_object_set_new(o, k, json_string(lit ? lit : "\"\""));
+	free(lit); /* jansson allocates with its own allocator (malloc) */
+	json_decref(str);
+}
+
+bool wk_render_job(wk_render *r, wk_content *c, const hr_job_batch *b, const hr_job *j,
+		   const wk_provider *p, wk_message *m, hr_err *err)
+{
+	json_t *data = NULL;
+	bool ok = false;
+	wk_message_reset(m);
+	r->renders++;
+	if (j->data.len == 0) {
+		data = json_object();
+	} else {
+		json_error_t je;
+		data = json_loadb(j->data.p, j->data.len, JSON_REJECT_DUPLICATES, &je);
+		if (!data || !json_is_object(data)) {
+			hr_fail(err, HR_ERR_INVALID, "data", "data: not a JSON object%s%s",
+				data ? "" : ": ", data ? "" : je.text);
+			goto fail;
+		}
+	}
+	char idbuf[24];
+	snprintf(idbuf, sizeof idbuf, "%llu", (unsigned long long)j->message_id);
+	json_t *h = json_object();
+	set_str(h, "message_id", idbuf, strlen(idbuf));
+	set_str(h, "tenant", b->tenant.p, b->tenant.len);
+	set_str(h, "to", j->address.p, j->address.len);
+	json_object_set_new(h, "attempt", json_integer(j->attempt));
+	json_object_set_new(h, "channel", json_string(hr_channel_name(b->channel)));
+	json_object_set_new(h, "lane", json_string(hr_lane_name(b->lane)));
+	json_object_set_new(data, "herald", h);
+
+	for (int i = 0; i < WK_F_CONTENT_COUNT; i++) {
+		const liquid_template *t = field_template(c, i);
+		if (t && !render_into(r, t, data, m, (wk_field)i, field_names[i], err))
+			goto fail;
+	}
+	if (b->channel == HR_CH_EMAIL && b->lane == HR_LANE_BULK) {
+		json_t *u = json_object_get(data, "unsubscribe_url");
+		if (json_is_string(u) && json_string_length(u)) {
+			m->off[WK_F_UNSUBSCRIBE] = m->text.len;
+			wk_buf_add(&m->text, json_string_value(u), json_string_length(u));
+			wk_buf_ch(&m->text, '\0');
+			m->set[WK_F_UNSUBSCRIBE] = true;
+		} else if (p && p->unsubscribe &&
+			   !render_into(r, p->unsubscribe, data, m, WK_F_UNSUBSCRIBE, "unsubscribe_url", err)) {
+			goto fail;
+		}
+	}
+	if (p && p->body) {
+		/* The request body template sees the rendered message too. */
+		json_t *msg = json_object(), *lit = json_object();
+		for (int i = 0; i < WK_F_CONTENT_COUNT; i++) {
+			if (!m->set[i])
+				continue;
+			json_object_set_new(msg, field_names[i], json_string(wk_msg_get(m, (wk_field)i)));
+			set_json_literal(lit, field_names[i], wk_msg_get(m, (wk_field)i));
+		}
+		set_json_literal(lit, "message_id", idbuf);
+		set_json_literal(lit, "tenant", json_string_value(json_object_get(h, "tenant")));
+		set_json_literal(lit, "to", json_string_value(json_object_get(h, "to")));
+		json_object_set_new(data, "message", msg);
+		json_object_set_new(data, "json", lit);
+		if (!render_into(r, p->body, data, m, WK_F_REQUEST, "body", err))
+			goto fail;
+	}
+	ok = true;
+fail:
+	if (!ok)
+		r->errors++;
+	json_decref(data);
+	return ok;
+}
