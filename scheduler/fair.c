@@ -181,10 +181,8 @@ void hr_fair_charge(hr_fair *f, uint32_t tenant_id, uint32_t used)
 	if (r == NONE)
 		return;
 	tenant *t = &f->recs[r];
+	/* Saturate: a charge above the allowance (a dispatcher bug) must not wrap into a huge credit. */
 	t->deficit -= used < t->deficit ? used : t->deficit;
-	t->backlog -= used < t->backlog ? used : t->backlog;
-	if (!t->backlog && t->active)
-		unlink_rec(f, r);
 }
 
 uint32_t hr_fair_active(const hr_fair *f)

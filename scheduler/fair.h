@@ -13,8 +13,11 @@
  * - hr_fair_next() hands out one turn: the tenant at the head, moved to the
  *   tail, with its allowance = min(deficit + quantum x weight, backlog).
  * - hr_fair_charge() records what the tenant actually dispatched: it lowers
- *   the deficit and the backlog by `used`; at zero backlog the tenant leaves
- *   the round and its deficit is forgotten.
+ *   the deficit by `used`.  The backlog is only ever what
+ *   hr_fair_set_backlog() last said (absolute, one source of truth): the
+ *   dispatcher sets it whenever the tenant's pending count changes --
+ *   after dispatching, on arrivals, when retries come due.  At zero the
+ *   tenant leaves the round and its deficit is forgotten.
  * - A tenant that could not use its allowance (rate-limited) is simply
  *   charged less; the next tenant is served on the next call, so it blocks
  *   nobody.  Its unused deficit carries over capped at one quantum x weight,
@@ -29,7 +32,7 @@
  *     }
  *     serve(f): for (n = hr_fair_active(f); n-- > 0 && hr_fair_next(f, &t, &a); ) {
  *         g = how many of t's ready messages the limiter grants (hr_limiter_take, up to a);
- *         dispatch g; hr_fair_charge(f, t, g);
+ *         dispatch g; hr_fair_set_backlog(f, t, pending(t)); hr_fair_charge(f, t, g);
  *     }
  *
  * hr_fair_active() bounds a pass to one round, so a lane whose tenants are
@@ -61,13 +64,13 @@ void hr_fair_set_backlog(hr_fair *f, uint32_t tenant_id, uint64_t pending);
 /* Next tenant to serve and how many messages it may dispatch now; false when nobody has backlog. */
 bool hr_fair_next(hr_fair *f, uint32_t *tenant_id, uint32_t *allowance);
 
-/* What the tenant actually dispatched (lowers its deficit and its backlog). */
+/* What the tenant actually dispatched (lowers its deficit; the backlog is set_backlog's). */
 void hr_fair_charge(hr_fair *f, uint32_t tenant_id, uint32_t used);
 
 /* Tenants in the round (with backlog). */
 uint32_t hr_fair_active(const hr_fair *f);
 
-/* The tenant's pending count as the round knows it (0 for unknown tenants). */
+/* The tenant's pending count as last set (0 for unknown tenants). */
 uint64_t hr_fair_backlog(const hr_fair *f, uint32_t tenant_id);
 
 #endif
