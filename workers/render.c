@@ -12,6 +12,7 @@
 #include "liquid_cache.h"
 
 struct wk_render {
+	liquid_limits limits;     /* the engine's defaults, tightened for messages */
 	liquid_cache *cache;      /* stored templates, shared by all leases */
 	liquid_renderer *renderer; /* reused for every render (loop thread only) */
 	uint64_t renders, errors;
@@ -33,13 +34,6 @@ static const char *const field_names[WK_F_CONTENT_COUNT] = {
 	[WK_F_BODY] = "body",
 };
 
-/* Per-render bounds: a message is small; a runaway template must not eat the worker's memory. */
-static const liquid_limits render_limits = {
-	.max_template_size = 512 * 1024,
-	.max_output_size = 1024 * 1024,
-	.max_loop_iterations = 1000000,
-	.max_depth = 100,
-};
 
 const char *wk_msg_get(const wk_message *m, wk_field f)
 {
@@ -60,6 +54,15 @@ void wk_message_free(wk_message *m)
 wk_render *wk_render_new(size_t max_entries, size_t max_bytes)
 {
 	wk_render *r = hr_calloc(1, sizeof *r);
+	/* Start from the engine's defaults (new bounds get sane values), then
+	 * tighten: a message is small, and a runaway template must not take the
+	 * worker over its memory budget. */
+	r->limits = liquid_default_limits;
+	r->limits.max_template_size = 512 * 1024;
+	r->limits.max_output_size = 1024 * 1024;
+	r->limits.max_loop_iterations = 1000000;
+	if (r->limits.max_render_memory > 4u << 20)
+		r->limits.max_render_memory = 4u << 20;
 	r->cache = liquid_cache_new(max_entries, max_bytes);
 	r->renderer = liquid_renderer_new();
 	return r;
@@ -155,7 +158,7 @@ bool wk_content_open(wk_render *r, const hr_job_batch *b, wk_content **out, hr_e
 				field_names[i]);
 			goto fail;
 		}
-		liquid_parse_opts po = {.mode = LIQUID_LAX, .limits = &render_limits, .name = field_names[i]};
+		liquid_parse_opts po = {.mode = LIQUID_LAX, .limits = &r->limits, .name = field_names[i]};
 		liquid_error le;
 		bool ok;
 		if (b->template_id == 0) {
@@ -197,7 +200,7 @@ static const liquid_template *field_template(const wk_content *c, int i)
 static bool render_into(wk_render *r, const liquid_template *t, json_t *data, wk_message *m,
 			wk_field f, const char *name, hr_err *err)
 {
-	liquid_render_opts ro = {.mode = LIQUID_LAX, .limits = &render_limits};
+	liquid_render_opts ro = {.mode = LIQUID_LAX, .limits = &r->limits};
 	liquid_error le;
 	if (!liquid_render(r->renderer, t, data, &ro, &le))
 		return hr_fail(err, HR_ERR_INVALID, name, "%s: %s", name, le.message);
