@@ -45,6 +45,9 @@ static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
 	*y = yoe + era * 400 + (*m <= 2);
 }
 
+/* Dates beyond about +-3 million years are not dates (and would overflow). */
+#define MAX_EPOCH ((int64_t)100000000000000) /* 1e14 s */
+
 static int64_t floordiv(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
 
 static const char *const MONTHS[] = {"January", "February", "March", "April", "May", "June", "July",
@@ -239,7 +242,7 @@ static bool parse_time(const char *s, size_t n, int64_t now, when *w)
 		hh += 12;
 	if (am && hh == 12)
 		hh = 0;
-	if (hh > 24 || mm > 59 || ss > 60)
+	if (hh > 24 || mm > 59 || ss > 60 || year > 999999 || year < -999999)
 		return false;
 	int64_t days = days_from_civil(year, mon, day);
 	w->epoch = days * 86400 + hh * 3600 + mm * 60 + ss - off;
@@ -254,9 +257,14 @@ static bool to_when(lq_ctx *c, lq_value v, when *w)
 	snprintf(w->zone, sizeof w->zone, "UTC");
 	switch (v.kind) {
 	case LV_INT:
+		if (v.u.i > MAX_EPOCH || v.u.i < -MAX_EPOCH)
+			return false;
 		w->epoch = v.u.i;
 		return true;
 	case LV_FLOAT:
+		/* !(in range) also rejects NaN */
+		if (!(v.u.f <= (double)MAX_EPOCH && v.u.f >= -(double)MAX_EPOCH))
+			return false;
 		w->epoch = (int64_t)v.u.f;
 		return true;
 	case LV_STR: {
@@ -273,7 +281,7 @@ static bool to_when(lq_ctx *c, lq_value v, when *w)
 			digits &= isdigit((unsigned char)p[i]) != 0;
 		if (digits && n < 19) {
 			w->epoch = strtoll(p, NULL, 10);
-			return true;
+			return w->epoch <= MAX_EPOCH;
 		}
 		return parse_time(p, n, lq_ctx_now(c), w);
 	}

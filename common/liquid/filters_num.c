@@ -28,7 +28,9 @@ FILTER(f_modulo) { return arith(c, v, ARG(0), '%'); }
 FILTER(f_abs)
 {
 	lq_value n = lq_to_number(*v);
-	if (n.kind == LV_INT)
+	if (n.kind == LV_INT && n.u.i == INT64_MIN)
+		*v = lq_float(-(double)n.u.i);
+	else if (n.kind == LV_INT)
 		*v = lq_int(n.u.i < 0 ? -n.u.i : n.u.i);
 	else
 		*v = lq_float(fabs(n.u.f));
@@ -39,7 +41,11 @@ static bool to_int_result(lq_ctx *c, lq_value *v, double d)
 {
 	if (!isfinite(d))
 		return lq_fail(c, "%s", isnan(d) ? "NaN" : d < 0 ? "-Infinity" : "Infinity");
-	*v = lq_int((int64_t)d);
+	int64_t i;
+	if (lq_f2i(d, &i))
+		*v = lq_int(i);
+	else
+		*v = lq_float(d); /* Ruby would give a bignum; keep the value */
 	return true;
 }
 
@@ -68,6 +74,8 @@ static double round_dec(double d, int64_t places)
 {
 	if (places > 15 || !isfinite(d))
 		return d;
+	if (places < -400)
+		places = -400; /* everything rounds to 0 long before */
 	char buf[64];
 	/* shortest repr first, so 2.675 is "2.675", not 2.67499999 */
 	int prec;
@@ -89,21 +97,22 @@ FILTER(f_round)
 {
 	lq_value n = lq_to_number(*v);
 	lq_value pv = lq_to_number(ARG(0));
-	int64_t places = pv.kind == LV_INT ? pv.u.i : (int64_t)pv.u.f;
+	int64_t places = pv.kind == LV_INT ? pv.u.i : lq_f2i_clamp(pv.u.f);
 	if (n.kind == LV_INT) {
 		if (places >= 0) {
 			*v = n;
 			return true;
 		}
 		double d = round_dec((double)n.u.i, places);
-		*v = lq_int((int64_t)d);
+		*v = lq_int(lq_f2i_clamp(d));
 		return true;
 	}
 	if (!isfinite(n.u.f))
 		return lq_fail(c, "%s", isnan(n.u.f) ? "NaN" : n.u.f < 0 ? "-Infinity" : "Infinity");
 	double r = round_dec(n.u.f, places);
-	if (places == 0)
-		*v = lq_int((int64_t)r);
+	int64_t ri;
+	if (places == 0 && lq_f2i(r, &ri))
+		*v = lq_int(ri);
 	else
 		*v = lq_float(r);
 	return true;

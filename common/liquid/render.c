@@ -340,11 +340,11 @@ static bool range_end(lq_ctx *c, lq_value v, int64_t *out)
 		return true;
 	case LV_STR: {
 		lq_value n = lq_to_number(v);
-		*out = n.kind == LV_INT ? n.u.i : (int64_t)n.u.f;
+		*out = n.kind == LV_INT ? n.u.i : lq_f2i_clamp(n.u.f);
 		return true;
 	}
 	case LV_FLOAT:
-		*out = (int64_t)v.u.f;
+		*out = lq_f2i_clamp(v.u.f);
 		return true;
 	default:
 		return lq_fail(c, "invalid integer");
@@ -986,12 +986,12 @@ static bool render_counter(lq_ctx *c, const lq_node *n, bool inc)
 	int64_t val = 0;
 	if (v) {
 		lq_value x = lq_to_number(v->v);
-		val = x.kind == LV_INT ? x.u.i : (int64_t)x.u.f;
+		val = x.kind == LV_INT ? x.u.i : lq_f2i_clamp(x.u.f);
 	}
-	if (!inc)
+	if (!inc && val > INT64_MIN)
 		val--;
 	lq_write(&c->rs->r->out, lq_int(val));
-	if (inc)
+	if (inc && val < INT64_MAX)
 		val++;
 	if (v)
 		v->v = lq_int(val);

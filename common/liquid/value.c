@@ -50,8 +50,13 @@ size_t lq_arr_len(lq_value v)
 	switch (v.kind) {
 	case LV_ARRAY:
 		return v.u.a->n;
-	case LV_RANGE:
-		return v.u.r.hi >= v.u.r.lo ? (size_t)(v.u.r.hi - v.u.r.lo + 1) : 0;
+	case LV_RANGE: {
+		if (v.u.r.hi < v.u.r.lo)
+			return 0;
+		/* unsigned: (-2^63..2^63-1) must not overflow */
+		uint64_t n = (uint64_t)v.u.r.hi - (uint64_t)v.u.r.lo;
+		return n >= (uint64_t)(SIZE_MAX / 2) ? SIZE_MAX / 2 : (size_t)n + 1;
+	}
 	case LV_JSON:
 		return json_is_array(v.u.j) ? json_array_size(v.u.j) : json_object_size(v.u.j);
 	default:
@@ -549,6 +554,25 @@ static int64_t ruby_to_i(const char *p, size_t n)
 	return neg ? -(int64_t)v : (int64_t)v;
 }
 
+bool lq_f2i(double d, int64_t *out)
+{
+	/* 2^63 is exactly representable; anything >= it does not fit */
+	if (!(d > -9223372036854775808.0 && d < 9223372036854775808.0))
+		return false;
+	*out = (int64_t)d;
+	return true;
+}
+
+int64_t lq_f2i_clamp(double d)
+{
+	int64_t i;
+	if (lq_f2i(d, &i))
+		return i;
+	if (d != d)
+		return 0;
+	return d < 0 ? INT64_MIN : INT64_MAX;
+}
+
 lq_value lq_to_number(lq_value v)
 {
 	switch (v.kind) {
@@ -578,10 +602,7 @@ bool lq_to_integer(lq_value v, int64_t *out)
 	case LV_FLOAT:
 		/* Ruby's Integer("1.5") would fail; we truncate instead -- no
 		 * spec case tells them apart and it is kinder to marketers. */
-		if (!isfinite(v.u.f))
-			return false;
-		*out = (int64_t)v.u.f;
-		return true;
+		return lq_f2i(v.u.f, out);
 	case LV_STR: {
 		size_t i = 0, n = v.u.s.n;
 		const char *p = v.u.s.p;

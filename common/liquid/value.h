@@ -131,6 +131,11 @@ bool lq_compare(lq_value a, lq_value b, int *res, char *msg, size_t msgcap) LQ_W
 /* Utils.to_number: ints stay ints; floats and "1.5"-like strings are decimal
  * floats; other strings go through to_i; everything else is 0. */
 lq_value lq_to_number(lq_value v);
+/* Double to int64 when it fits (truncating); false for NaN / out of range. */
+bool lq_f2i(double d, int64_t *out) LQ_WUR;
+/* Same, clamping instead of failing (NaN gives 0). */
+int64_t lq_f2i_clamp(double d);
+
 /* Utils.to_integer: Integer(obj) semantics, false = "invalid integer". */
 bool lq_to_integer(lq_value v, int64_t *out) LQ_WUR;
 

@@ -78,6 +78,13 @@ static const frow FROWS[] = {
 	{"'not a date' | date: '%Y'", NULL, "not a date", NULL},
 	/* regression (fuzzer): an absurd width is capped, not an int overflow */
 	{"0 | date: '%22222222222222d' | size", NULL, "1024", NULL},
+	/* regression (fuzzer): an out-of-range epoch is not a date */
+	{"x | date: '%Y'", "{\"x\":1e20}", "1.0e+20", NULL},
+	{"'99999999999-01-01' | date: '%Y'", NULL, "99999999999-01-01", NULL},
+	/* out-of-range conversions keep the value instead of overflowing */
+	{"x | ceil", "{\"x\":1e20}", "1.0e+20", NULL},
+	{"x | abs", "{\"x\":-9223372036854775808}", "9.223372036854776e+18", NULL},
+	{"2.5 | round: -9223372036854775807", NULL, "0.0", NULL},
 };
 
 START_TEST(test_filter_rows)

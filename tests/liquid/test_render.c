@@ -152,6 +152,9 @@ START_TEST(test_limits)
 	ck_assert_msg(got == NULL && err.kind == LIQUID_ERR_LIMIT && strstr(err.message, "iteration"),
 		      "iterations: got %s", err.message);
 
+	/* the widest range: no overflow in its length, stopped by the limit */
+	got = t_render("{% for i in (-9223372036854775808..9223372036854775807) %}{% endfor %}", NULL, &err);
+	ck_assert_msg(got == NULL && err.kind == LIQUID_ERR_LIMIT, "widest range: got kind %d", err.kind);
 	/* a billion-iteration loop stops at the default limit, quickly */
 	got = t_render("{% for i in (1..1000000000) %}{% endfor %}", NULL, &err);
 	ck_assert_msg(got == NULL && err.kind == LIQUID_ERR_LIMIT, "huge loop: got kind %d", err.kind);
