@@ -70,6 +70,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *buf, size_t size)
 	lim.max_loop_iterations = 20000;
 	lim.max_template_size = 64 << 10;
 	lim.max_depth = 60;
+	lim.max_render_memory = 1 << 20;
 	liquid_parse_opts po = {.mode = (flags & 1) ? LIQUID_STRICT : LIQUID_LAX, .limits = &lim};
 	liquid_template *t;
 	liquid_error err;
