@@ -1158,7 +1158,8 @@ bool liquid_parse(const char *src, size_t len, const liquid_parse_opts *opts,
 	memset(err, 0, sizeof *err);
 	*out = NULL;
 	liquid_template *t = hr_calloc(1, sizeof *t);
-	lq_arena_init(&t->arena, 1024);
+	/* the tree is about 6x the source: one block usually holds it all */
+	lq_arena_init(&t->arena, len < (1u << 17) ? 1024 + 7 * len : (size_t)1 << 20);
 	lq_parser ps = {
 		.t = t, .a = &t->arena, .mode = opts->mode,
 		.lim = opts->limits ? opts->limits : &liquid_default_limits,
