@@ -16,6 +16,7 @@
 #include "db.h"
 #include "log.h"
 #include "migrate.h"
+#include "outbox.h"
 #include "pgembed.h"
 #include "providers.h"
 #include "tenancy.h"
@@ -49,6 +50,10 @@ static const char usage_text[] =
 	"                                       secret is sealed with the master key\n"
 	"  provider list TENANT                 list a tenant's provider accounts\n"
 	"  provider show TENANT NAME            the account as workers get it, secrets masked\n"
+	"  send TENANT --provider NAME --content JSON (--to A,B,.. | --count N --to-pattern P)\n"
+	"       [--channel C] [--lane transactional|bulk] [--data JSON]\n"
+	"                                       enqueue messages (demos, load tests); P holds\n"
+	"                                       one %%d, e.g. user%%d@example.com\n"
 	"  local start|stop|status              the embedded PostgreSQL under data_dir\n"
 	"  config                               show the settings (secrets masked)\n"
 	"  config --markdown                    the settings table, for docs\n"
@@ -402,6 +407,98 @@ static int cmd_provider(ctx *x, const char *verb)
 	usage_error("unknown provider command '%s'", verb);
 }
 
+static int cmd_send(ctx *x)
+{
+	const char *provider = take_opt(x, "--provider");
+	const char *content = take_opt(x, "--content");
+	const char *to = take_opt(x, "--to");
+	const char *count = take_opt(x, "--count");
+	const char *pattern = take_opt(x, "--to-pattern");
+	const char *channel = take_opt(x, "--channel");
+	const char *lane = take_opt(x, "--lane");
+	const char *data = take_opt(x, "--data");
+	expect_words(x, 1, 1, "TENANT");
+	if (!provider || !content)
+		usage_error("send needs %s", "--provider and --content");
+	if (!to == !count)
+		usage_error("send needs %s", "either --to or --count with --to-pattern");
+	long n = 0;
+	char **addrs = NULL;
+	if (to) {
+		char *copy = hr_strdup(to), *save = NULL;
+		for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+			addrs = hr_realloc(addrs, (size_t)(n + 1) * sizeof *addrs);
+			addrs[n++] = hr_strdup(tok);
+		}
+		hr_free(copy);
+	} else {
+		char *end;
+		n = strtol(count, &end, 10);
+		if (*end || n < 1 || n > 100000000)
+			usage_error("--count must be 1..100000000, not '%s'", count);
+		const char *pc = pattern ? strstr(pattern, "%d") : NULL;
+		if (!pc || strchr(pc + 2, '%') || strchr(pattern, '%') != pc)
+			usage_error("--to-pattern must contain exactly one %%d, got '%s'", pattern ? pattern : "");
+	}
+	hr_err err = {0};
+	PGconn *c = connect_control(x, true);
+	hr_tenant t;
+	if (!hr_tenant_get(c, x->argv[0], &t, &err))
+		die(&err);
+	long done = 0, batches = 0;
+	int64_t first = -1;
+	const char **chunk = hr_malloc(HR_OUTBOX_MAX * sizeof *chunk);
+	const char **datas = data ? hr_malloc(HR_OUTBOX_MAX * sizeof *datas) : NULL;
+	char **gen = to ? NULL : hr_calloc(HR_OUTBOX_MAX, sizeof *gen);
+	while (done < n) {
+		int k = (int)(n - done < HR_OUTBOX_MAX ? n - done : HR_OUTBOX_MAX);
+		for (int i = 0; i < k; i++) {
+			if (to) {
+				chunk[i] = addrs[done + i];
+			} else {
+				hr_free(gen[i]);
+				gen[i] = hr_sprintf(pattern, (int)(done + i));
+				chunk[i] = gen[i];
+			}
+			if (datas)
+				datas[i] = data;
+		}
+		hr_outbox_batch b = {
+			.channel = channel ? channel : "email",
+			.lane = lane ? lane : "bulk",
+			.content = content,
+			.provider = provider,
+			.origin = "test",
+			.n = k,
+			.addresses = chunk,
+			.data = datas,
+		};
+		int64_t id;
+		if (!hr_db_tenant_begin(c, t.schema, t.role, &err) ||
+		    !hr_outbox_enqueue(c, (int64_t)t.id, &b, &id, &err) || !hr_db_commit(c, &err)) {
+			hr_db_rollback(c);
+			die(&err);
+		}
+		if (first < 0)
+			first = id;
+		done += k;
+		batches++;
+	}
+	printf("enqueued %ld message(s) in %ld batch(es) for tenant %s; first message id %lld\n", n, batches,
+	       t.slug, (long long)first);
+	if (gen)
+		for (int i = 0; i < HR_OUTBOX_MAX; i++)
+			hr_free(gen[i]);
+	hr_free(gen);
+	for (long i = 0; addrs && i < n; i++)
+		hr_free(addrs[i]);
+	hr_free(addrs);
+	hr_free(chunk);
+	hr_free(datas);
+	PQfinish(c);
+	return 0;
+}
+
 static int cmd_local(ctx *x, const char *verb)
 {
 	expect_words(x, 0, 0, "");
@@ -486,6 +583,8 @@ int main(int argc, char **argv)
 	int rc;
 	if (strcmp(cmd, "migrate") == 0)
 		rc = cmd_migrate(&x);
+	else if (strcmp(cmd, "send") == 0)
+		rc = cmd_send(&x);
 	else if (strcmp(cmd, "status") == 0)
 		rc = cmd_status(&x);
 	else if (strcmp(cmd, "agency") == 0)

@@ -1,0 +1,879 @@
+/*
+ * dispatch.c -- herald-scheduler's loop: workers, leases, dispatch, results.
+ *
+ * One thread.  Each turn: take what the workers sent (HELLO, CREDIT,
+ * RESULTS, HEARTBEAT, BYE) from the two ROUTER sockets (transactional lane,
+ * bulk lane), hear NOTIFYs, promote due retries and batches, expire dead
+ * workers and overdue leases, load batches for tenants with room, then
+ * dispatch: the transactional lane first, always; within a lane and channel,
+ * tenants in deficit-round-robin order (fair.c); every lease only as large
+ * as the rate limiter (ratelimit.c) grants for all its scopes -- tenant,
+ * tenant x channel, agency, provider account, and for email each
+ * recipient's domain.  A lease goes to the worker of that lane and channel
+ * with the most credit.
+ *
+ * A message's state is changed only by msg_set(), which refuses illegal
+ * moves; see sched.h for the states.  Final results go to the lander
+ * thread; temporary failures wait in the tenant's retry heap with
+ * exponential backoff and jitter (or the provider's Retry-After) and are
+ * dead-lettered after max_attempts; throttling is not a failure: it slows
+ * the account's limiter (AIMD) and the message waits, attempts unchanged.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <zmq.h>
+
+#include "alloc.h"
+#include "log.h"
+#include "model.h"
+
+int64_t store_promote_future(tenant *t, int64_t now);
+
+int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const char *state_name(int st)
+{
+	static const char *const names[] = {"pending", "leased", "waiting", "done"};
+	return st >= 0 && st <= 3 ? names[st] : "?";
+}
+
+/* The one place a message changes state. */
+static void msg_set(batch *b, int idx, int to)
+{
+	int from = b->state[idx];
+	static const bool legal[4][4] = {
+		/* to:      pending leased waiting done */
+		/* pending */ {false, true, false, true},
+		/* leased  */ {true, false, true, true},
+		/* waiting */ {true, false, false, true},
+		/* done    */ {false, false, false, false},
+	};
+	if (!legal[from][to])
+		hr_panic("scheduler: message %lld: illegal move %s -> %s", (long long)(b->id * 4096 + idx),
+			 state_name(from), state_name(to));
+	b->state[idx] = (uint8_t)to;
+}
+
+/* ---- ready lists and backlog ------------------------------------------- */
+
+static void ready_push(sched *s, batch *b)
+{
+	if (b->ready)
+		return;
+	tenant *t = b->t;
+	int l = b->lane - 1, c = b->channel;
+	b->ready = true;
+	b->next = NULL;
+	if (t->tail[l][c])
+		t->tail[l][c]->next = b;
+	else
+		t->head[l][c] = b;
+	t->tail[l][c] = b;
+	(void)s;
+}
+
+static void backlog_add(sched *s, batch *b, int64_t delta)
+{
+	tenant *t = b->t;
+	int l = b->lane - 1, c = b->channel;
+	t->pending[l][c] = (uint64_t)((int64_t)t->pending[l][c] + delta);
+	hr_fair_set_backlog(s->fair[l][c], t->id, t->pending[l][c]);
+}
+
+/* A message became pending again (lease expired, retry due, handed back). */
+static void msg_repend(sched *s, batch *b, int idx)
+{
+	msg_set(b, idx, MSG_PENDING);
+	if (idx < b->cursor)
+		b->cursor = idx;
+	backlog_add(s, b, 1);
+	ready_push(s, b);
+}
+
+/* ---- completion and low water ------------------------------------------ */
+
+static landed *outq;
+static int noutq, capoutq;
+
+static void out_push(const landed *x)
+{
+	if (noutq == capoutq) {
+		capoutq = capoutq ? capoutq * 2 : 1024;
+		outq = hr_realloc(outq, (size_t)capoutq * sizeof *outq);
+	}
+	outq[noutq++] = *x;
+}
+
+void batch_free(batch *b)
+{
+	for (int i = 0; i < b->n; i++) {
+		hr_free(b->address[i]);
+		hr_free(b->data[i]);
+	}
+	hr_free(b->address);
+	hr_free(b->data);
+	hr_free(b->state);
+	hr_free(b->attempts);
+	hr_free(b->content);
+	hr_free(b->provider);
+	if (b->provider_json) {
+		memset(b->provider_json, 0, strlen(b->provider_json)); /* it holds secrets */
+		hr_free(b->provider_json);
+	}
+	hr_free(b->scope_account);
+	hr_free(b);
+}
+
+static int64_t low_water(const tenant *t)
+{
+	int64_t low = t->last_seen + 1;
+	for (const batch *b = t->all; b; b = b->all_next)
+		if (!b->complete && b->id < low)
+			low = b->id;
+	if (t->ndue > 0 && t->due_ids[t->duehead] < low)
+		low = t->due_ids[t->duehead];
+	for (int i = 0; i < t->ndue; i++)
+		if (t->due_ids[t->duehead + i] < low)
+			low = t->due_ids[t->duehead + i];
+	for (int i = 0; i < t->nfuture; i++)
+		if (t->future[i].id < low)
+			low = t->future[i].id;
+	return low;
+}
+
+/* Free complete, unreferenced batches; tell the lander the new low water. */
+static void tenant_settle(sched *s, tenant *t)
+{
+	batch **pp = &t->all;
+	bool freed = false;
+	while (*pp) {
+		batch *b = *pp;
+		if (b->complete && b->refs == 0 && !b->ready) {
+			*pp = b->all_next;
+			batch_free(b);
+			t->loaded--;
+			freed = true;
+		} else {
+			pp = &b->all_next;
+		}
+	}
+	if (freed) {
+		landed m = {.t = t, .low_water = true, .message_id = low_water(t)};
+		out_push(&m);
+	}
+}
+
+static void msg_final(sched *s, batch *b, int idx, uint8_t status, const hr_result *r, const char *reason)
+{
+	int prev = b->state[idx];
+	if (prev == MSG_PENDING)
+		backlog_add(s, b, -1);
+	msg_set(b, idx, MSG_DONE);
+	landed x = {
+		.t = b->t,
+		.message_id = b->id * 4096 + idx,
+		.status = status,
+		.attempts = b->attempts[idx],
+		.latency_us = r ? r->latency_us : 0,
+		.provider_id = r && r->provider_id.len ? hr_strndup(r->provider_id.p, r->provider_id.len) : NULL,
+		.reason = reason ? hr_strdup(reason)
+			 : r && r->reason.len ? hr_strndup(r->reason.p, r->reason.len) : NULL,
+		.address = status == HR_RES_BOUNCED ? hr_strdup(b->address[idx]) : NULL,
+		.channel = b->channel,
+	};
+	out_push(&x);
+	s->results[status < 8 ? status : 0]++;
+	if (--b->remaining == 0) {
+		b->complete = true;
+		tenant_settle(s, b->t);
+	}
+}
+
+void tenant_add_batch(sched *s, tenant *t, batch *b)
+{
+	/* Keep t->all sorted by id: promoted future batches can be older. */
+	batch **pp = &t->all;
+	while (*pp && (*pp)->id < b->id)
+		pp = &(*pp)->all_next;
+	b->all_next = *pp;
+	*pp = b;
+	t->loaded++;
+	if (b->remaining == 0) {
+		b->complete = true;
+		tenant_settle(s, t);
+		return;
+	}
+	backlog_add(s, b, b->remaining); /* msg_final below takes back what it finishes */
+	if (!b->provider_json || !b->channel || !b->lane) {
+		char reason[256];
+		snprintf(reason, sizeof reason, "provider account '%s' is not configured for tenant %s",
+			 b->provider, t->slug);
+		b->refs++; /* the last msg_final completes the batch: keep it alive through the loop */
+		for (int i = 0; i < b->n; i++)
+			if (b->state[i] == MSG_PENDING) {
+				b->attempts[i] = 0;
+				msg_final(s, b, i, HR_RES_PERMANENT, NULL, reason);
+			}
+		b->refs--;
+		if (b->complete)
+			tenant_settle(s, t);
+		return;
+	}
+	ready_push(s, b);
+}
+
+/* ---- retries ------------------------------------------------------------ */
+
+static void retry_push(tenant *t, batch *b, int idx, int64_t not_before)
+{
+	if (t->nretry == t->capretry) {
+		t->capretry = t->capretry ? t->capretry * 2 : 64;
+		t->retry = hr_realloc(t->retry, (size_t)t->capretry * sizeof *t->retry);
+	}
+	int i = t->nretry++;
+	while (i > 0) {
+		int p = (i - 1) / 2;
+		if (t->retry[p].not_before_ms <= not_before)
+			break;
+		t->retry[i] = t->retry[p];
+		i = p;
+	}
+	t->retry[i] = (retry_item){not_before, b, idx};
+	b->refs++;
+}
+
+static void retry_pop(tenant *t)
+{
+	retry_item last = t->retry[--t->nretry];
+	int n = t->nretry, i = 0;
+	for (;;) {
+		int c = 2 * i + 1;
+		if (c >= n)
+			break;
+		if (c + 1 < n && t->retry[c + 1].not_before_ms < t->retry[c].not_before_ms)
+			c++;
+		if (t->retry[c].not_before_ms >= last.not_before_ms)
+			break;
+		t->retry[i] = t->retry[c];
+		i = c;
+	}
+	if (n > 0)
+		t->retry[i] = last;
+}
+
+static void retries_due(sched *s, tenant *t, int64_t now)
+{
+	while (t->nretry > 0 && t->retry[0].not_before_ms <= now) {
+		retry_item it = t->retry[0];
+		retry_pop(t);
+		it.b->refs--;
+		if (it.b->state[it.idx] == MSG_WAITING)
+			msg_repend(s, it.b, it.idx);
+		else if (it.b->complete)
+			tenant_settle(s, t);
+	}
+}
+
+static int64_t backoff_ms(sched *s, int attempt, uint32_t retry_after_ms)
+{
+	int64_t d = s->retry_base_ms << (attempt > 12 ? 12 : attempt - 1);
+	if (d > 600000)
+		d = 600000;
+	/* jitter: 50-100 % of the step, so retries of one batch spread out */
+	d = d / 2 + (int64_t)(rand() % (int)(d / 2 + 1));
+	if ((int64_t)retry_after_ms > d)
+		d = retry_after_ms;
+	return d;
+}
+
+/* ---- leases ------------------------------------------------------------- */
+
+static lease *lease_find(sched *s, uint64_t id)
+{
+	for (lease *l = s->leases[id % 4096]; l; l = l->hnext)
+		if (l->id == id)
+			return l;
+	return NULL;
+}
+
+static void lease_drop(sched *s, lease *l)
+{
+	lease **pp = &s->leases[l->id % 4096];
+	while (*pp != l)
+		pp = &(*pp)->hnext;
+	*pp = l->hnext;
+	if (l->w) {
+		lease **wp = &l->w->leases;
+		while (*wp != l)
+			wp = &(*wp)->wnext;
+		*wp = l->wnext;
+		l->w->nleases--;
+	}
+	l->b->refs--;
+	batch *b = l->b;
+	hr_free(l->idx);
+	hr_free(l->done);
+	hr_free(l);
+	if (b->complete)
+		tenant_settle(s, b->t);
+}
+
+/* Give back what a lease holds unanswered (dead worker, overdue, BYE). */
+static void lease_release(sched *s, lease *l)
+{
+	for (int i = 0; i < l->n; i++)
+		if (!l->done[i] && l->b->state[l->idx[i]] == MSG_LEASED)
+			msg_repend(s, l->b, l->idx[i]);
+	lease_drop(s, l);
+}
+
+static int lease_slot(const lease *l, int idx)
+{
+	int lo = 0, hi = l->n - 1;
+	while (lo <= hi) {
+		int mid = (lo + hi) / 2;
+		if (l->idx[mid] == idx)
+			return mid;
+		if (l->idx[mid] < idx)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+static worker *worker_find(sched *s, int lane, const void *id, size_t len)
+{
+	for (worker *w = s->workers; w; w = w->next)
+		if (w->lane == lane && w->idlen == len && memcmp(w->identity, id, len) == 0)
+			return w;
+	return NULL;
+}
+
+static void worker_remove(sched *s, worker *w)
+{
+	while (w->leases)
+		lease_release(s, w->leases);
+	worker **pp = &s->workers;
+	while (*pp != w)
+		pp = &(*pp)->next;
+	*pp = w->next;
+	hr_free(w->identity);
+	hr_free(w->worker_id);
+	hr_free(w);
+}
+
+static void send_frame(sched *s, worker *w, const hr_buf *b)
+{
+	void *sock = s->router[w->lane];
+	if (zmq_send(sock, w->identity, w->idlen, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+	    zmq_send(sock, b->data, b->len, ZMQ_DONTWAIT) < 0)
+		hr_warn("scheduler: send to worker=%s failed: %s", w->worker_id, zmq_strerror(zmq_errno()));
+}
+
+static worker *pick_worker(sched *s, int lane, int channel)
+{
+	worker *best = NULL;
+	for (worker *w = s->workers; w; w = w->next)
+		if (w->lane == lane && w->channel == channel && !w->dead && w->credit > 0 &&
+		    (!best || w->credit > best->credit))
+			best = w;
+	return best;
+}
+
+/* ---- dispatch ----------------------------------------------------------- */
+
+static hr_buf frame;
+static hr_job *jobs;
+static int capjobs;
+static int64_t next_wake_ns;
+
+static const char *email_domain(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	return at ? at + 1 : addr;
+}
+
+/* Dispatch one lease from tenant t's first ready batch to w; returns messages sent. */
+static uint32_t dispatch_one(sched *s, tenant *t, int lane, int ch, uint32_t allowance, worker *w)
+{
+	batch *b = t->head[lane][ch];
+	while (b && b->remaining > 0 && b->cursor >= b->n) {
+		/* nothing pending left in it: off the ready list */
+		t->head[lane][ch] = b->next;
+		if (!t->head[lane][ch])
+			t->tail[lane][ch] = NULL;
+		b->ready = false;
+		b = t->head[lane][ch];
+	}
+	if (!b)
+		return 0;
+	uint32_t want = allowance < (uint32_t)s->lease_size[lane] ? allowance : (uint32_t)s->lease_size[lane];
+	if ((int)want > capjobs) {
+		capjobs = (int)want * 2;
+		jobs = hr_realloc(jobs, (size_t)capjobs * sizeof *jobs);
+	}
+	uint16_t *idx = hr_malloc(want * sizeof *idx);
+	uint32_t n = 0;
+	char scope_tc[48];
+	snprintf(scope_tc, sizeof scope_tc, "tenant:%u/%s", t->id, hr_channel_name(ch));
+	const char *scopes[5] = {t->scope_tenant, scope_tc, t->scope_agency, b->scope_account, NULL};
+	int64_t tnow = now_ns();
+	while (n < want && b->cursor < b->n) {
+		int i = b->cursor;
+		if (b->state[i] != MSG_PENDING) {
+			b->cursor++;
+			continue;
+		}
+		uint64_t wait = 0;
+		char dscope[300];
+		int ns = 4;
+		if (ch == HR_CH_EMAIL) {
+			snprintf(dscope, sizeof dscope, "domain:%s", email_domain(b->address[i]));
+			scopes[4] = dscope;
+			ns = 5;
+		}
+		/* Take one token per message: pacing stays even and per-domain scopes apply. */
+		if (hr_limiter_take(s->limiter, scopes, ns, 1, (uint64_t)tnow, &wait) == 0) {
+			s->rate_waits++;
+			if (!next_wake_ns || tnow + (int64_t)wait < next_wake_ns)
+				next_wake_ns = tnow + (int64_t)wait;
+			break;
+		}
+		idx[n++] = (uint16_t)i;
+		b->cursor++;
+	}
+	if (b->cursor >= b->n) {
+		/* scanned to the end: off the ready list until something re-pends */
+		t->head[lane][ch] = b->next;
+		if (!t->head[lane][ch])
+			t->tail[lane][ch] = NULL;
+		b->ready = false;
+	}
+	if (n == 0) {
+		hr_free(idx);
+		return 0;
+	}
+	lease *l = hr_calloc(1, sizeof *l);
+	l->id = ++s->next_lease;
+	l->b = b;
+	l->w = w;
+	l->n = (int)n;
+	l->idx = idx;
+	l->done = hr_calloc(n, 1);
+	l->deadline_ms = now_ms() + s->lease_timeout_ms;
+	l->sent_ns = tnow;
+	l->hnext = s->leases[l->id % 4096];
+	s->leases[l->id % 4096] = l;
+	l->wnext = w->leases;
+	w->leases = l;
+	w->nleases++;
+	b->refs++;
+	for (uint32_t k = 0; k < n; k++) {
+		msg_set(b, idx[k], MSG_LEASED);
+		b->attempts[idx[k]]++;
+		jobs[k] = (hr_job){
+			.message_id = (uint64_t)(b->id * 4096 + idx[k]),
+			.attempt = b->attempts[idx[k]],
+			.address = {b->address[idx[k]], (uint32_t)strlen(b->address[idx[k]])},
+			.data = {b->data[idx[k]], (uint32_t)strlen(b->data[idx[k]])},
+		};
+	}
+	backlog_add(s, b, -(int64_t)n);
+	hr_job_batch jb = {
+		.lease_id = l->id,
+		.lease_deadline = (uint64_t)l->deadline_ms,
+		.tenant_id = t->id,
+		.tenant = {t->slug, (uint32_t)strlen(t->slug)},
+		.channel = b->channel,
+		.lane = b->lane,
+		.template_id = (uint64_t)b->template_id,
+		.template_version = (uint32_t)b->template_version,
+		.content = {b->content, (uint32_t)strlen(b->content)},
+		.provider = {b->provider_json, (uint32_t)strlen(b->provider_json)},
+		.njobs = n,
+		.jobs = jobs,
+	};
+	if (s->trace)
+		hr_info("trace: lease=%llu tenant=%s batch=%lld n=%u first=%d cursor=%d/%d worker=%s credit=%u",
+			(unsigned long long)l->id, t->slug, (long long)b->id, n, idx[0], b->cursor, b->n,
+			w->worker_id, w->credit);
+	hr_buf_reset(&frame);
+	hr_wire_encode_jobs(&frame, &jb);
+	send_frame(s, w, &frame);
+	w->credit--;
+	s->dispatched[lane] += n;
+	return n;
+}
+
+static void dispatch_lane(sched *s, int lane)
+{
+	for (int ch = 1; ch < NCHANNELS; ch++) {
+		hr_fair *f = s->fair[lane][ch];
+		uint32_t stalls = 0;
+		worker *w;
+		while ((w = pick_worker(s, lane, ch)) != NULL) {
+			uint32_t tid, allow;
+			if (!hr_fair_next(f, &tid, &allow))
+				break;
+			tenant *t = tenant_find(s, tid);
+			uint32_t used = t ? dispatch_one(s, t, lane, ch, allow, w) : 0;
+			hr_fair_charge(f, tid, used);
+			if (used == 0) {
+				/* rate-limited or nothing ready: let the others go; stop after a full round */
+				if (++stalls > hr_fair_active(f))
+					break;
+			} else {
+				stalls = 0;
+			}
+		}
+	}
+}
+
+/* ---- results ------------------------------------------------------------ */
+
+static batch *batch_of(tenant *t, int64_t message_id)
+{
+	int64_t id = message_id / 4096;
+	for (batch *b = t->all; b; b = b->all_next)
+		if (b->id == id)
+			return b;
+	return NULL;
+}
+
+static void on_results(sched *s, worker *w, const void *data, size_t len)
+{
+	hr_result_batch rb;
+	hr_err err = {0};
+	if (!hr_wire_decode_results(data, len, &rb, &err)) {
+		hr_warn("scheduler: worker=%s: bad RESULTS frame dropped: %s", w->worker_id, err.msg);
+		return;
+	}
+	lease *l = lease_find(s, rb.lease_id);
+	tenant *t = l ? l->b->t : tenant_find(s, rb.tenant_id);
+	int64_t tnow = now_ns(), wall = now_ms();
+	for (uint32_t i = 0; t && i < rb.nresults; i++) {
+		const hr_result *r = &rb.results[i];
+		batch *b = l ? l->b : batch_of(t, (int64_t)r->message_id);
+		if (!b || (int64_t)r->message_id / 4096 != b->id)
+			continue; /* not ours (any more): its batch is finished */
+		int idx = (int)((int64_t)r->message_id % 4096);
+		if (idx >= b->n)
+			continue;
+		if (l) {
+			int slot = lease_slot(l, idx);
+			if (slot < 0 || l->done[slot])
+				continue; /* not in this lease, or answered twice */
+			l->done[slot] = 1;
+			l->answered++;
+		}
+		int st = b->state[idx];
+		if (st == MSG_DONE)
+			continue; /* answered already through another lease */
+		switch (r->status) {
+		case HR_RES_SENT:
+			hr_limiter_succeeded(s->limiter, b->scope_account, 1, (uint64_t)tnow);
+			msg_final(s, b, idx, HR_RES_SENT, r, NULL);
+			break;
+		case HR_RES_PERMANENT:
+		case HR_RES_BOUNCED:
+			msg_final(s, b, idx, r->status, r, NULL);
+			break;
+		case HR_RES_THROTTLED:
+			s->throttled++;
+			hr_limiter_throttled(s->limiter, b->scope_account, (uint64_t)tnow,
+					     l ? (uint64_t)l->sent_ns : (uint64_t)tnow, r->retry_after_ms);
+			/* not an attempt: the provider asked us to wait, nothing failed */
+			if (b->attempts[idx] > 0)
+				b->attempts[idx]--;
+			if (st == MSG_PENDING)
+				break; /* already re-dispatchable */
+			msg_set(b, idx, MSG_WAITING);
+			retry_push(b->t, b, idx, wall + (r->retry_after_ms ? r->retry_after_ms : 100));
+			break;
+		case HR_RES_RETRY:
+		default:
+			if (b->attempts[idx] >= s->max_attempts) {
+				char reason[600];
+				snprintf(reason, sizeof reason, "dead-lettered after %d attempts; last: %.*s",
+					 b->attempts[idx], (int)(r->reason.len > 500 ? 500 : r->reason.len),
+					 r->reason.p ? r->reason.p : "");
+				s->dead_lettered++;
+				msg_final(s, b, idx, 0, r, reason);
+				break;
+			}
+			s->retried++;
+			if (st == MSG_PENDING)
+				break;
+			msg_set(b, idx, MSG_WAITING);
+			retry_push(b->t, b, idx, wall + backoff_ms(s, b->attempts[idx], r->retry_after_ms));
+			break;
+		}
+	}
+	/* Capacity comes back through the worker's CREDIT messages, not here. */
+	if (l && l->answered == l->n)
+		lease_drop(s, l);
+	hr_wire_results_free(&rb);
+}
+
+static void on_frame(sched *s, int lane, const void *id, size_t idlen, const void *data, size_t len)
+{
+	hr_err err = {0};
+	hr_wire_type type;
+	if (!hr_wire_peek(data, len, &type, &err)) {
+		hr_warn("scheduler: bad frame on %s lane dropped: %s", hr_lane_name(lane + 1), err.msg);
+		return;
+	}
+	worker *w = worker_find(s, lane, id, idlen);
+	if (type == HR_W_HELLO) {
+		hr_hello h;
+		if (!hr_wire_decode_hello(data, len, &h, &err)) {
+			hr_warn("scheduler: bad HELLO dropped: %s", err.msg);
+			return;
+		}
+		if (h.lane != lane + 1 || h.channel < 1 || h.channel >= NCHANNELS) {
+			hr_warn("scheduler: worker %.*s says lane %s on the %s endpoint: ignored",
+				(int)h.worker_id.len, h.worker_id.p, hr_lane_name(h.lane), hr_lane_name(lane + 1));
+			return;
+		}
+		if (!w) {
+			w = hr_calloc(1, sizeof *w);
+			w->identity = hr_malloc(idlen);
+			memcpy(w->identity, id, idlen);
+			w->idlen = idlen;
+			w->lane = lane;
+			w->next = s->workers;
+			s->workers = w;
+			hr_info("scheduler: worker=%.*s joined channel=%s lane=%s credit=%u", (int)h.worker_id.len,
+				h.worker_id.p, hr_channel_name(h.channel), hr_lane_name(h.lane), h.credit);
+		}
+		hr_free(w->worker_id);
+		w->worker_id = hr_strndup(h.worker_id.p, h.worker_id.len);
+		w->channel = h.channel;
+		/* HELLO states the whole credit: what it can hold minus what it holds. */
+		w->credit = h.credit > (uint32_t)w->nleases ? h.credit - (uint32_t)w->nleases : 0;
+		w->dead = false;
+		w->last_seen_ms = now_ms();
+		return;
+	}
+	if (!w) {
+		/* A worker we forgot (we restarted): it must say HELLO again. */
+		hr_buf b = {0};
+		hr_wire_encode_heartbeat(&b);
+		if (zmq_send(s->router[lane], id, idlen, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
+			(void)!zmq_send(s->router[lane], b.data, b.len, ZMQ_DONTWAIT);
+		hr_buf_free(&b);
+		if (type != HR_W_RESULTS)
+			return;
+		/* Results from before our restart still count: record them if we can. */
+		worker tmp = {.worker_id = "unknown", .lane = lane};
+		on_results(s, &tmp, data, len);
+		return;
+	}
+	w->last_seen_ms = now_ms();
+	switch (type) {
+	case HR_W_RESULTS:
+		on_results(s, w, data, len);
+		break;
+	case HR_W_CREDIT: {
+		hr_credit c;
+		if (hr_wire_decode_credit(data, len, &c, &err))
+			w->credit += c.credit;
+		else
+			hr_warn("scheduler: bad CREDIT dropped: %s", err.msg);
+		break;
+	}
+	case HR_W_HEARTBEAT:
+		break;
+	case HR_W_BYE: {
+		hr_bye bye;
+		if (!hr_wire_decode_bye(data, len, &bye, &err)) {
+			hr_warn("scheduler: bad BYE dropped: %s", err.msg);
+			break;
+		}
+		for (uint32_t i = 0; i < bye.nleases; i++) {
+			lease *l = lease_find(s, bye.leases[i]);
+			if (l && l->w == w)
+				lease_release(s, l);
+		}
+		w->dead = true; /* draining: no new leases; results still accepted */
+		w->credit = 0;
+		hr_info("scheduler: worker=%s draining, handed back %u lease(s)", w->worker_id, bye.nleases);
+		hr_wire_bye_free(&bye);
+		break;
+	}
+	default:
+		hr_warn("scheduler: worker=%s sent a %d frame: ignored", w->worker_id, (int)type);
+	}
+}
+
+/* ---- housekeeping ------------------------------------------------------- */
+
+static void housekeeping(sched *s)
+{
+	int64_t wall = now_ms();
+	for (worker *w = s->workers, *nx; w; w = nx) {
+		nx = w->next;
+		if (wall - w->last_seen_ms > HR_WIRE_DEAD_MS) {
+			hr_warn("scheduler: worker=%s silent for %lld ms: presumed dead, %d lease(s) re-dispatched",
+				w->worker_id, (long long)(wall - w->last_seen_ms), w->nleases);
+			s->expired += (uint64_t)w->nleases;
+			worker_remove(s, w);
+		}
+	}
+	for (int i = 0; i < 4096; i++)
+		for (lease *l = s->leases[i], *nx; l; l = nx) {
+			nx = l->hnext;
+			if (l->deadline_ms < wall) {
+				hr_warn("scheduler: lease %llu of worker=%s overdue: re-dispatched",
+					(unsigned long long)l->id, l->w ? l->w->worker_id : "?");
+				s->expired++;
+				lease_release(s, l);
+			}
+		}
+	for (int i = 0; i < 1024; i++)
+		for (tenant *t = s->tenants[i]; t; t = t->hnext) {
+			if (t->nfuture)
+				store_promote_future(t, wall);
+			if (t->nretry)
+				retries_due(s, t, wall);
+		}
+}
+
+static void heartbeat_all(sched *s)
+{
+	hr_buf b = {0};
+	hr_wire_encode_heartbeat(&b);
+	for (worker *w = s->workers; w; w = w->next)
+		send_frame(s, w, &b);
+	hr_buf_free(&b);
+}
+
+static void load_all(sched *s)
+{
+	for (int i = 0; i < 1024; i++)
+		for (tenant *t = s->tenants[i]; t; t = t->hnext) {
+			if (!t->active)
+				continue;
+			int room = s->max_loaded - t->loaded;
+			if (room <= 0 || !(t->need_load || t->more_rows || t->ndue > 0))
+				continue;
+			hr_err err = {0};
+			if (!store_load_batches(s, t, room, &err))
+				hr_warn("scheduler: tenant=%s: loading work: %s", t->slug, err.msg);
+		}
+}
+
+static void drain_socket(sched *s, int lane)
+{
+	for (int k = 0; k < 4096; k++) {
+		zmq_msg_t id, body;
+		zmq_msg_init(&id);
+		if (zmq_msg_recv(&id, s->router[lane], ZMQ_DONTWAIT) < 0) {
+			zmq_msg_close(&id);
+			return;
+		}
+		zmq_msg_init(&body);
+		if (!zmq_msg_more(&id) || zmq_msg_recv(&body, s->router[lane], ZMQ_DONTWAIT) < 0) {
+			zmq_msg_close(&id);
+			zmq_msg_close(&body);
+			continue;
+		}
+		/* Swallow any extra frames: we speak one frame per message. */
+		while (zmq_msg_more(&body)) {
+			zmq_msg_t extra;
+			zmq_msg_init(&extra);
+			zmq_msg_recv(&extra, s->router[lane], ZMQ_DONTWAIT);
+			zmq_msg_close(&extra);
+		}
+		on_frame(s, lane, zmq_msg_data(&id), zmq_msg_size(&id), zmq_msg_data(&body),
+			 zmq_msg_size(&body));
+		zmq_msg_close(&id);
+		zmq_msg_close(&body);
+	}
+}
+
+static void flush_out(sched *s)
+{
+	if (noutq) {
+		lander_submit(s->lander, outq, noutq);
+		noutq = 0;
+	}
+}
+
+int sched_run(sched *s);
+int sched_run(sched *s)
+{
+	int64_t last_house = 0, last_beat = 0;
+	int64_t stop_at = 0;
+	for (;;) {
+		if (s->stopping && !stop_at) {
+			hr_info("scheduler: stopping: no new leases; waiting for results of the ones out");
+			stop_at = now_ms() + 10000;
+		}
+		if (stop_at) {
+			int out = 0;
+			for (int i = 0; i < 4096; i++)
+				for (lease *l = s->leases[i]; l; l = l->hnext)
+					out++;
+			if (out == 0 || now_ms() > stop_at)
+				break;
+		}
+		long timeout = 10;
+		if (next_wake_ns) {
+			int64_t d = (next_wake_ns - now_ns()) / 1000000;
+			timeout = d < 0 ? 0 : d < 10 ? (long)d : 10;
+		}
+		zmq_pollitem_t items[3] = {
+			{s->router[0], 0, ZMQ_POLLIN, 0},
+			{s->router[1], 0, ZMQ_POLLIN, 0},
+			{NULL, PQsocket(s->db), ZMQ_POLLIN, 0},
+		};
+		if (zmq_poll(items, 3, timeout) < 0 && zmq_errno() != EINTR)
+			hr_fatal("scheduler: zmq_poll: %s", zmq_strerror(zmq_errno()));
+		if (items[0].revents & ZMQ_POLLIN)
+			drain_socket(s, 0);
+		if (items[1].revents & ZMQ_POLLIN)
+			drain_socket(s, 1);
+		if ((items[2].revents & ZMQ_POLLIN) && !store_poll_notify(s))
+			hr_fatal("scheduler: lost the database connection: %s", PQerrorMessage(s->db));
+		int64_t wall = now_ms();
+		if (wall - last_house >= 10) {
+			housekeeping(s);
+			last_house = wall;
+		}
+		if (wall - last_beat >= 1000) {
+			heartbeat_all(s);
+			last_beat = wall;
+		}
+		if (!stop_at) {
+			load_all(s);
+			next_wake_ns = 0;
+			dispatch_lane(s, 0); /* transactional first, always */
+			dispatch_lane(s, 1);
+		}
+		flush_out(s);
+	}
+	flush_out(s);
+	hr_buf_free(&frame);
+	hr_free(jobs);
+	hr_free(outq);
+	return 0;
+}

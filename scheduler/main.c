@@ -1,0 +1,151 @@
+/*
+ * main.c -- herald-scheduler: settings, signals, start-up, run, drain.
+ *
+ * Start-up: connect to the control database (embedded or database_url),
+ * check the control schema version, load the master key (to open provider
+ * secrets for the workers), read every tenant once (low water, recovery
+ * horizon), LISTEN for new work, bind the two lane endpoints, start the
+ * results writer, run the loop.  SIGTERM/SIGINT: stop leasing, wait up to
+ * 10 s for the results of leases out, land everything, exit 0.  Anything not
+ * answered by then is re-sent by the next scheduler (leases are not stored:
+ * an unanswered message has no result row, and that is all recovery needs).
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "alloc.h"
+#include "db.h"
+#include "log.h"
+#include "migrate.h"
+#include "providers.h"
+#include "model.h"
+
+int sched_run(sched *s);
+
+static sched *the;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	if (the)
+		the->stopping = 1;
+}
+
+static void set_domain_rates(sched *s, const char *spec)
+{
+	if (!spec)
+		return;
+	char *copy = hr_strdup(spec), *save = NULL;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '=');
+		double rate = eq ? strtod(eq + 1, NULL) : 0;
+		if (!eq || rate <= 0)
+			hr_fatal("sched_domain_rates: '%s' is not domain=rate", tok);
+		*eq = '\0';
+		char scope[300];
+		snprintf(scope, sizeof scope, "domain:%s", tok);
+		hr_limiter_set_rate(s->limiter, scope, rate);
+	}
+	hr_free(copy);
+}
+
+/* Account and tenant limits from the control schema. */
+static void load_limits(sched *s)
+{
+	PGresult *r;
+	hr_err err = {0};
+	if (!hr_db_query(s->db,
+			 "SELECT 'account:' || tenant_id || '/' || name, rate_per_s FROM herald.provider_accounts "
+			 "WHERE rate_per_s IS NOT NULL UNION ALL "
+			 "SELECT 'tenant:' || id, (limits->>'rate_per_s')::float FROM herald.tenants "
+			 "WHERE limits ? 'rate_per_s' UNION ALL "
+			 "SELECT 'agency:' || id, (limits->>'rate_per_s')::float FROM herald.agencies "
+			 "WHERE limits ? 'rate_per_s'",
+			 0, NULL, &r, &err))
+		hr_fatal("scheduler: reading limits: %s", err.msg);
+	for (int i = 0; i < PQntuples(r); i++)
+		hr_limiter_set_rate(s->limiter, PQgetvalue(r, i, 0), strtod(PQgetvalue(r, i, 1), NULL));
+	PQclear(r);
+}
+
+int main(int argc, char **argv)
+{
+	hr_log_init("herald-scheduler");
+	hr_err err = {0};
+	sched *s = hr_calloc(1, sizeof *s);
+	the = s;
+	s->cfg = hr_config_new(HR_ROLE_SCHEDULER);
+	if (!hr_config_load_env(s->cfg, &err) || !hr_config_load_args(s->cfg, &argc, argv, &err)) {
+		fprintf(stderr, "herald-scheduler: %s\n", err.msg);
+		return 2;
+	}
+	if (argc > 1) {
+		bool help = strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0;
+		fprintf(help ? stdout : stderr, "usage: herald-scheduler [--setting=value ...]\n");
+		if (!help)
+			fprintf(stderr, "herald-scheduler: unknown argument '%s'\n", argv[1]);
+		hr_config_help(HR_ROLE_SCHEDULER, help ? stdout : stderr);
+		return help ? 0 : 2;
+	}
+	hr_migration_set *set;
+	if (!hr_db_dsn_from_config(s->cfg, &s->dsn, &err) || !store_connect(s, &err) ||
+	    !hr_migrations_load(hr_config_str(s->cfg, "migrations_dir"), &set, &err) ||
+	    !hr_migrate_check_control(s->db, set, &err) || !hr_master_key_load(s->cfg, s->master_key, &err))
+		hr_fatal("%s", err.msg);
+	hr_migrations_free(set);
+	s->lease_size[0] = (int)hr_config_int(s->cfg, "sched_lease_size_transactional");
+	s->lease_size[1] = (int)hr_config_int(s->cfg, "sched_lease_size_bulk");
+	s->lease_timeout_ms = hr_config_int(s->cfg, "sched_lease_timeout_ms");
+	s->max_attempts = (int)hr_config_int(s->cfg, "sched_max_attempts");
+	s->retry_base_ms = hr_config_int(s->cfg, "sched_retry_base_ms");
+	s->max_loaded = (int)hr_config_int(s->cfg, "sched_max_loaded");
+	s->trace = hr_config_bool(s->cfg, "sched_trace");
+	s->limiter = hr_limiter_new();
+	for (int l = 0; l < NLANES; l++)
+		for (int c = 0; c < NCHANNELS; c++)
+			s->fair[l][c] = hr_fair_new((uint32_t)s->lease_size[l]);
+	set_domain_rates(s, hr_config_str(s->cfg, "sched_domain_rates"));
+	load_limits(s);
+	if (!store_load_tenants(s, &err) || !store_listen(s, &err))
+		hr_fatal("scheduler: %s", err.msg);
+	s->zctx = zmq_ctx_new();
+	const char *ep[NLANES] = {hr_config_str(s->cfg, "sched_bind_transactional"),
+				  hr_config_str(s->cfg, "sched_bind_bulk")};
+	for (int l = 0; l < NLANES; l++) {
+		s->router[l] = zmq_socket(s->zctx, ZMQ_ROUTER);
+		int hwm = 100000, linger = 0;
+		zmq_setsockopt(s->router[l], ZMQ_SNDHWM, &hwm, sizeof hwm);
+		zmq_setsockopt(s->router[l], ZMQ_RCVHWM, &hwm, sizeof hwm);
+		zmq_setsockopt(s->router[l], ZMQ_LINGER, &linger, sizeof linger);
+		if (zmq_bind(s->router[l], ep[l]) != 0)
+			hr_fatal("scheduler: cannot bind %s lane to %s: %s", hr_lane_name(l + 1), ep[l],
+				 zmq_strerror(zmq_errno()));
+		char bound[256];
+		size_t blen = sizeof bound;
+		zmq_getsockopt(s->router[l], ZMQ_LAST_ENDPOINT, bound, &blen);
+		/* One line per lane on stdout: tests and scripts read the real endpoints from it. */
+		printf("listening lane=%s endpoint=%s\n", hr_lane_name(l + 1), bound);
+	}
+	fflush(stdout);
+	if (!(s->lander = lander_start(s->dsn, &err)))
+		hr_fatal("scheduler: results writer: %s", err.msg);
+	struct sigaction sa = {.sa_handler = on_signal};
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	hr_info("scheduler: %d tenant(s); lanes bound; running", s->ntenants);
+	int rc = sched_run(s);
+	lander_stop(s->lander);
+	hr_info("scheduler: stopped; dispatched transactional=%llu bulk=%llu",
+		(unsigned long long)s->dispatched[0], (unsigned long long)s->dispatched[1]);
+	for (int l = 0; l < NLANES; l++)
+		zmq_close(s->router[l]);
+	zmq_ctx_term(s->zctx);
+	PQfinish(s->db);
+	return rc;
+}

@@ -1,0 +1,344 @@
+/*
+ * store.c -- the scheduler loop's Postgres side: the tenant list, LISTEN for
+ * new work, reading outbox headers and materialising due batches, and crash
+ * recovery.
+ *
+ * No polling of idle tenants: work is announced by NOTIFY herald_outbox
+ * '<tenant id>' in the enqueuing transaction (common/outbox.c).  At start
+ * every tenant is read once (its dispatch_state.low_water tells where its
+ * unfinished work starts); after that a tenant costs nothing until notified.
+ *
+ * Loading is two-phase.  Headers (id, due_at) are read in id order from
+ * last_seen; due ones go to the tenant's FIFO, later ones to its future
+ * heap, so a batch scheduled for tomorrow never holds back one due now.
+ * A due batch is materialised (its messages, each with the JSON the template
+ * sees: the message's data merged with its contact) only when the tenant has
+ * room (max_loaded), keeping memory bounded however large the backlog.
+ *
+ * Recovery: batches that existed when this scheduler started may have been
+ * partly sent by a scheduler that died; their messages that already have a
+ * result are skipped (exactly one result per message), the rest re-sent.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "db.h"
+#include "log.h"
+#include "providers.h"
+#include "model.h"
+
+tenant *tenant_find(sched *s, uint32_t id)
+{
+	for (tenant *t = s->tenants[id % 1024]; t; t = t->hnext)
+		if (t->id == id)
+			return t;
+	return NULL;
+}
+
+bool store_connect(sched *s, hr_err *err)
+{
+	return hr_db_connect(s->dsn, &s->db, err);
+}
+
+static bool tenant_exec(sched *s, tenant *t, hr_err *err)
+{
+	return hr_db_tenant_begin(s->db, t->schema, t->role, err);
+}
+
+/* Read low water and the current max id of one tenant's outbox. */
+static bool tenant_start(sched *s, tenant *t, hr_err *err)
+{
+	PGresult *r;
+	if (!tenant_exec(s, t, err))
+		return false;
+	bool ok = hr_db_query(s->db,
+			      "SELECT (SELECT low_water FROM dispatch_state), coalesce((SELECT max(id) FROM outbox), 0)",
+			      0, NULL, &r, err);
+	hr_db_rollback(s->db);
+	if (!ok)
+		return false;
+	int64_t low = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	int64_t max = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+	PQclear(r);
+	t->last_seen = low > 0 ? low - 1 : 0;
+	t->recover_until = max;
+	t->recovering = max > t->last_seen;
+	t->need_load = t->recovering;
+	return true;
+}
+
+bool store_load_tenants(sched *s, hr_err *err)
+{
+	PGresult *r;
+	if (!hr_db_query(s->db,
+			 "SELECT t.id, t.agency_id, t.slug, t.schema_name, t.role_name, t.status = 'active' "
+			 "FROM herald.tenants t JOIN herald.db_servers d ON d.id = t.db_server_id "
+			 "WHERE d.dsn IS NULL ORDER BY t.id",
+			 0, NULL, &r, err))
+		return false;
+	bool ok = true;
+	for (int i = 0; ok && i < PQntuples(r); i++) {
+		uint32_t id = (uint32_t)strtoul(PQgetvalue(r, i, 0), NULL, 10);
+		tenant *t = tenant_find(s, id);
+		bool fresh = t == NULL;
+		if (fresh) {
+			t = hr_calloc(1, sizeof *t);
+			t->id = id;
+			t->hnext = s->tenants[id % 1024];
+			s->tenants[id % 1024] = t;
+			s->ntenants++;
+		}
+		t->agency_id = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+		snprintf(t->slug, sizeof t->slug, "%s", PQgetvalue(r, i, 2));
+		snprintf(t->schema, sizeof t->schema, "%s", PQgetvalue(r, i, 3));
+		snprintf(t->role, sizeof t->role, "%s", PQgetvalue(r, i, 4));
+		t->active = strcmp(PQgetvalue(r, i, 5), "t") == 0;
+		snprintf(t->scope_tenant, sizeof t->scope_tenant, "tenant:%u", id);
+		snprintf(t->scope_agency, sizeof t->scope_agency, "agency:%lld", (long long)t->agency_id);
+		if (fresh)
+			ok = tenant_start(s, t, err);
+	}
+	PQclear(r);
+	return ok;
+}
+
+bool store_listen(sched *s, hr_err *err)
+{
+	return hr_db_exec(s->db, "LISTEN herald_outbox; LISTEN herald_tenants", err);
+}
+
+bool store_poll_notify(sched *s)
+{
+	if (!PQconsumeInput(s->db))
+		return false;
+	PGnotify *n;
+	bool reload_tenants = false;
+	while ((n = PQnotifies(s->db))) {
+		if (strcmp(n->relname, "herald_outbox") == 0) {
+			tenant *t = tenant_find(s, (uint32_t)strtoul(n->extra, NULL, 10));
+			if (t)
+				t->need_load = true;
+			else
+				reload_tenants = true; /* a tenant created after we started */
+		} else {
+			reload_tenants = true;
+		}
+		PQfreemem(n);
+	}
+	if (reload_tenants) {
+		hr_err err = {0};
+		if (!store_load_tenants(s, &err))
+			hr_warn("scheduler: reloading tenants: %s", err.msg);
+		/* Newly seen tenants start with need_load from tenant_start. */
+		for (int i = 0; i < 1024; i++)
+			for (tenant *t = s->tenants[i]; t; t = t->hnext)
+				if (t->last_seen == 0 && t->recover_until == 0)
+					t->need_load = true;
+	}
+	return true;
+}
+
+static void push_due(tenant *t, int64_t id)
+{
+	if (t->ndue + t->duehead == t->capdue) {
+		if (t->duehead > 0) {
+			memmove(t->due_ids, t->due_ids + t->duehead, (size_t)t->ndue * sizeof *t->due_ids);
+			t->duehead = 0;
+		} else {
+			t->capdue = t->capdue ? t->capdue * 2 : 256;
+			t->due_ids = hr_realloc(t->due_ids, (size_t)t->capdue * sizeof *t->due_ids);
+		}
+	}
+	t->due_ids[t->duehead + t->ndue++] = id;
+}
+
+static void push_future(tenant *t, int64_t due_ms, int64_t id)
+{
+	if (t->nfuture == t->capfuture) {
+		t->capfuture = t->capfuture ? t->capfuture * 2 : 64;
+		t->future = hr_realloc(t->future, (size_t)t->capfuture * sizeof *t->future);
+	}
+	int i = t->nfuture++;
+	while (i > 0) {
+		int p = (i - 1) / 2;
+		if (t->future[p].due_ms <= due_ms)
+			break;
+		t->future[i] = t->future[p];
+		i = p;
+	}
+	t->future[i].due_ms = due_ms;
+	t->future[i].id = id;
+}
+
+/* Move future batches that are now due to the FIFO.  Returns the next due time (0 = none). */
+int64_t store_promote_future(tenant *t, int64_t now);
+int64_t store_promote_future(tenant *t, int64_t now)
+{
+	while (t->nfuture > 0 && t->future[0].due_ms <= now) {
+		push_due(t, t->future[0].id);
+		/* pop */
+		int64_t due = t->future[t->nfuture - 1].due_ms, id = t->future[t->nfuture - 1].id;
+		int n = --t->nfuture, i = 0;
+		for (;;) {
+			int c = 2 * i + 1;
+			if (c >= n)
+				break;
+			if (c + 1 < n && t->future[c + 1].due_ms < t->future[c].due_ms)
+				c++;
+			if (t->future[c].due_ms >= due)
+				break;
+			t->future[i] = t->future[c];
+			i = c;
+		}
+		if (n > 0) {
+			t->future[i].due_ms = due;
+			t->future[i].id = id;
+		}
+	}
+	return t->nfuture ? t->future[0].due_ms : 0;
+}
+
+/* Phase 1: read headers after last_seen. */
+static bool read_headers(sched *s, tenant *t, hr_err *err)
+{
+	char after[32];
+	snprintf(after, sizeof after, "%lld", (long long)t->last_seen);
+	const char *p[] = {after};
+	PGresult *r;
+	if (!tenant_exec(s, t, err))
+		return false;
+	bool ok = hr_db_query(s->db,
+			      "SELECT id, (extract(epoch FROM due_at) * 1000)::bigint, due_at <= now() "
+			      "FROM outbox WHERE id > $1 ORDER BY id LIMIT 2000",
+			      1, p, &r, err);
+	hr_db_rollback(s->db);
+	if (!ok)
+		return false;
+	int n = PQntuples(r);
+	for (int i = 0; i < n; i++) {
+		int64_t id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+		if (strcmp(PQgetvalue(r, i, 2), "t") == 0)
+			push_due(t, id);
+		else
+			push_future(t, strtoll(PQgetvalue(r, i, 1), NULL, 10), id);
+		t->last_seen = id;
+	}
+	t->more_rows = n == 2000;
+	PQclear(r);
+	return true;
+}
+
+static char *resolve_provider(sched *s, tenant *t, const char *name, hr_err *err)
+{
+	char *json = NULL;
+	/* Provider accounts live in the control schema: read outside the tenant role. */
+	if (!hr_provider_resolve(s->db, s->master_key, t->id, name, false, &json, err))
+		return NULL;
+	return json;
+}
+
+/* Phase 2: materialise one due batch. */
+static bool materialise(sched *s, tenant *t, int64_t id, hr_err *err)
+{
+	char idtext[32];
+	snprintf(idtext, sizeof idtext, "%lld", (long long)id);
+	const char *recover = (t->recovering && id <= t->recover_until) ? "t" : "f";
+	const char *p[] = {idtext, recover};
+	PGresult *h = NULL, *r = NULL;
+	batch *b = NULL;
+	if (!tenant_exec(s, t, err))
+		return false;
+	bool ok = hr_db_query(s->db,
+			      "SELECT o.channel, o.lane, coalesce(o.template_id, 0), coalesce(o.template_version, 0), "
+			      "coalesce(o.content, (SELECT v.content FROM template_versions v WHERE "
+			      "v.template_id = o.template_id AND v.version = o.template_version))::text, "
+			      "o.provider, cardinality(o.addresses), (extract(epoch FROM o.due_at) * 1000)::bigint "
+			      "FROM outbox o WHERE o.id = $1",
+			      1, p, &h, err);
+	if (ok && PQntuples(h) == 1)
+		ok = hr_db_query(
+			s->db,
+			"SELECT u.ord - 1, u.addr, "
+			"(coalesce(o.data -> (u.ord::int - 1), '{}'::jsonb) || CASE WHEN c.id IS NULL THEN '{}'::jsonb "
+			"ELSE jsonb_build_object('contact', c.attributes || jsonb_strip_nulls(jsonb_build_object("
+			"'id', c.id, 'email', c.email, 'phone', c.phone, 'external_id', c.external_id, "
+			"'time_zone', c.time_zone, 'locale', c.locale))) END)::text "
+			"FROM outbox o CROSS JOIN LATERAL unnest(o.addresses) WITH ORDINALITY u(addr, ord) "
+			"LEFT JOIN contacts c ON c.id = o.contact_ids[u.ord] "
+			"WHERE o.id = $1 AND NOT ($2::bool AND EXISTS (SELECT 1 FROM results x "
+			"WHERE x.message_id = o.id * 4096 + u.ord - 1)) ORDER BY u.ord",
+			2, p, &r, err);
+	hr_db_rollback(s->db);
+	if (!ok)
+		goto done;
+	if (PQntuples(h) != 1) {
+		/* Rolled back or deleted by hand: nothing to do. */
+		ok = true;
+		goto done;
+	}
+	b = hr_calloc(1, sizeof *b);
+	b->id = id;
+	b->t = t;
+	b->channel = (uint8_t)hr_channel_parse(PQgetvalue(h, 0, 0));
+	b->lane = (uint8_t)hr_lane_parse(PQgetvalue(h, 0, 1));
+	b->template_id = strtoll(PQgetvalue(h, 0, 2), NULL, 10);
+	b->template_version = atoi(PQgetvalue(h, 0, 3));
+	b->content = hr_strdup(PQgetisnull(h, 0, 4) ? "{}" : PQgetvalue(h, 0, 4));
+	b->provider = hr_strdup(PQgetvalue(h, 0, 5));
+	b->n = atoi(PQgetvalue(h, 0, 6));
+	b->due_ms = strtoll(PQgetvalue(h, 0, 7), NULL, 10);
+	b->scope_account = hr_sprintf("account:%u/%s", t->id, b->provider);
+	b->address = hr_calloc((size_t)b->n, sizeof *b->address);
+	b->data = hr_calloc((size_t)b->n, sizeof *b->data);
+	b->state = hr_malloc((size_t)b->n);
+	b->attempts = hr_calloc((size_t)b->n, 1);
+	memset(b->state, MSG_DONE, (size_t)b->n); /* only rows returned are to be sent */
+	b->remaining = 0;
+	for (int i = 0; i < PQntuples(r); i++) {
+		int idx = atoi(PQgetvalue(r, i, 0));
+		if (idx < 0 || idx >= b->n)
+			continue;
+		b->address[idx] = hr_strdup(PQgetvalue(r, i, 1));
+		b->data[idx] = hr_strdup(PQgetvalue(r, i, 2));
+		b->state[idx] = MSG_PENDING;
+		b->remaining++;
+	}
+	b->cursor = 0;
+	if (b->remaining > 0) {
+		b->provider_json = resolve_provider(s, t, b->provider, err);
+		if (!b->provider_json) {
+			/* The batch cannot be sent as configured: every message fails permanently. */
+			hr_warn("scheduler: tenant=%s batch=%lld provider '%s': %s", t->slug, (long long)id,
+				b->provider, err->msg);
+			b->provider_json = NULL;
+		}
+	}
+	tenant_add_batch(s, t, b);
+	ok = true;
+done:
+	PQclear(h);
+	PQclear(r);
+	return ok;
+}
+
+bool store_load_batches(sched *s, tenant *t, int room, hr_err *err)
+{
+	if (t->ndue < room && (t->need_load || t->more_rows)) {
+		t->need_load = false;
+		if (!read_headers(s, t, err))
+			return false;
+	}
+	while (room > 0 && t->ndue > 0) {
+		int64_t id = t->due_ids[t->duehead];
+		t->duehead++;
+		t->ndue--;
+		if (!materialise(s, t, id, err))
+			return false;
+		room--;
+	}
+	if (t->last_seen >= t->recover_until)
+		t->recovering = t->recovering && t->ndue > 0;
+	return true;
+}

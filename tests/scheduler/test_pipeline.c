@@ -1,0 +1,656 @@
+/*
+ * test_pipeline.c -- herald-scheduler as a process: real Postgres, real
+ * ZeroMQ.  The test plays the workers (DEALER sockets speaking the wire
+ * protocol), so every answer a provider can give -- sent, retry, throttled,
+ * permanent, bounced, silence -- is under the test's control, and checks what
+ * lands in the tenants' schemas.
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "alloc.h"
+#include "db.h"
+#include "harness.h"
+#include "migrate.h"
+#include "outbox.h"
+#include "providers.h"
+#include "tenancy.h"
+#include "wire.h"
+
+#define MASTER_HEX "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- the scheduler process ---- */
+
+typedef struct sproc {
+	pid_t pid;
+	char ep[2][128]; /* transactional, bulk */
+	char log[512];
+} sproc;
+
+static int free_port(void)
+{
+	void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_ROUTER);
+	ck_assert_int_eq(zmq_bind(s, "tcp://127.0.0.1:*"), 0);
+	char ep[128];
+	size_t len = sizeof ep;
+	zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, ep, &len);
+	int linger = 0;
+	zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+	zmq_close(s);
+	zmq_ctx_term(ctx);
+	return atoi(strrchr(ep, ':') + 1);
+}
+
+/* Start herald-scheduler; eps NULL = bind free ports.  Waits for both "listening" lines. */
+static void sched_start(sproc *p, const char *dsn, const char *dir, const char *const eps[2],
+			const char *extra_env)
+{
+	int fds[2];
+	ck_assert_int_eq(pipe(fds), 0);
+	snprintf(p->log, sizeof p->log, "%s/scheduler.log", dir);
+	pid_t parent = getpid();
+	p->pid = fork();
+	ck_assert_int_ge(p->pid, 0);
+	if (p->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(1);
+		dup2(fds[1], 1);
+		close(fds[0]);
+		close(fds[1]);
+		int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		dup2(fd, 2);
+		close(fd);
+		setenv("HERALD_DATABASE_URL", dsn, 1);
+		setenv("HERALD_MASTER_KEY", MASTER_HEX, 1);
+		setenv("HERALD_SCHED_BIND_TRANSACTIONAL", eps ? eps[0] : "tcp://127.0.0.1:*", 1);
+		setenv("HERALD_SCHED_BIND_BULK", eps ? eps[1] : "tcp://127.0.0.1:*", 1);
+		if (extra_env) {
+			char *copy = strdup(extra_env), *save = NULL;
+			for (char *kv = strtok_r(copy, " ", &save); kv; kv = strtok_r(NULL, " ", &save))
+				putenv(kv);
+		}
+		execl(SCHEDULER_PATH, "herald-scheduler", (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	int got = 0;
+	int64_t deadline = mono_ms() + 20000;
+	char buf[2048];
+	size_t len = 0;
+	while (got < 2 && mono_ms() < deadline) {
+		struct pollfd pfd = {fds[0], POLLIN, 0};
+		if (poll(&pfd, 1, 200) <= 0)
+			continue;
+		ssize_t n = read(fds[0], buf + len, sizeof buf - 1 - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		buf[len] = '\0';
+		char *nl;
+		while ((nl = strchr(buf, '\n'))) {
+			*nl = '\0';
+			char lane[32], ep[128];
+			if (sscanf(buf, "listening lane=%31s endpoint=%127s", lane, ep) == 2) {
+				snprintf(p->ep[strcmp(lane, "bulk") == 0], sizeof p->ep[0], "%s", ep);
+				got++;
+			}
+			len -= (size_t)(nl + 1 - buf);
+			memmove(buf, nl + 1, len + 1);
+		}
+	}
+	close(fds[0]);
+	if (got < 2) {
+		char *log = NULL;
+		th_sh(&log, "cat '%s'", p->log);
+		kill(p->pid, SIGKILL);
+		ck_abort_msg("scheduler did not start: %s", log);
+	}
+}
+
+static int sched_stop(sproc *p, int sig)
+{
+	if (p->pid <= 0)
+		return -1;
+	kill(p->pid, sig);
+	int st = 0;
+	int64_t deadline = mono_ms() + 20000;
+	while (waitpid(p->pid, &st, WNOHANG) == 0) {
+		if (mono_ms() > deadline) {
+			kill(p->pid, SIGKILL);
+			waitpid(p->pid, &st, 0);
+			break;
+		}
+		struct timespec d = {0, 10000000};
+		nanosleep(&d, NULL);
+	}
+	p->pid = 0;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* ---- a worker played by the test ---- */
+
+typedef uint8_t (*policy_fn)(const hr_job *job, void *ud, uint32_t *retry_after_ms);
+
+typedef struct fworker {
+	void *ctx, *sock;
+	uint8_t channel, lane;
+	uint32_t credit;
+	policy_fn policy;
+	void *ud;
+	long jobs_seen, leases_seen;
+	bool hold;          /* take leases, answer nothing (a stuck worker) */
+	int64_t last_hello;
+	char id[64];
+} fworker;
+
+static void fw_send(fworker *w, const hr_buf *b)
+{
+	ck_assert_int_ge(zmq_send(w->sock, b->data, b->len, 0), 0);
+}
+
+static void fw_hello(fworker *w)
+{
+	hr_buf b = {0};
+	hr_hello h = {.worker_id = {w->id, (uint32_t)strlen(w->id)}, .channel = w->channel, .lane = w->lane,
+		      .credit = w->credit};
+	hr_wire_encode_hello(&b, &h);
+	fw_send(w, &b);
+	hr_buf_free(&b);
+	w->last_hello = mono_ms();
+}
+
+static void fw_open(fworker *w, const char *ep, uint8_t channel, uint8_t lane, uint32_t credit, policy_fn pol,
+		    void *ud)
+{
+	memset(w, 0, sizeof *w);
+	w->ctx = zmq_ctx_new();
+	w->sock = zmq_socket(w->ctx, ZMQ_DEALER);
+	int linger = 0;
+	zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);
+	ck_assert_int_eq(zmq_connect(w->sock, ep), 0);
+	w->channel = channel;
+	w->lane = lane;
+	w->credit = credit;
+	w->policy = pol;
+	w->ud = ud;
+	static int n;
+	snprintf(w->id, sizeof w->id, "test-worker-%d-%d", (int)getpid(), ++n);
+	fw_hello(w);
+}
+
+static void fw_close(fworker *w)
+{
+	zmq_close(w->sock);
+	zmq_ctx_term(w->ctx);
+}
+
+/* Serve for up to ms milliseconds. */
+static void fw_pump(fworker *w, int ms)
+{
+	int64_t end = mono_ms() + ms;
+	do {
+		zmq_pollitem_t it = {w->sock, 0, ZMQ_POLLIN, 0};
+		int64_t left = end - mono_ms();
+		zmq_poll(&it, 1, left > 0 ? (long)left : 0);
+		/* HELLO every second: a restarted scheduler learns of us again. */
+		if (mono_ms() - w->last_hello > 1000)
+			fw_hello(w);
+		if (!(it.revents & ZMQ_POLLIN))
+			continue;
+		zmq_msg_t m;
+		zmq_msg_init(&m);
+		if (zmq_msg_recv(&m, w->sock, ZMQ_DONTWAIT) < 0) {
+			zmq_msg_close(&m);
+			continue;
+		}
+		hr_wire_type type;
+		hr_err err = {0};
+		ck_assert_msg(hr_wire_peek(zmq_msg_data(&m), zmq_msg_size(&m), &type, &err), "%s", err.msg);
+		if (type == HR_W_JOBS) {
+			hr_job_batch jb;
+			ck_assert_msg(hr_wire_decode_jobs(zmq_msg_data(&m), zmq_msg_size(&m), &jb, &err), "%s", err.msg);
+			ck_assert_int_eq(jb.lane, w->lane);
+			ck_assert_int_eq(jb.channel, w->channel);
+			w->leases_seen++;
+			w->jobs_seen += jb.njobs;
+			if (!w->hold) {
+				hr_result *rs = hr_calloc(jb.njobs ? jb.njobs : 1, sizeof *rs);
+				for (uint32_t i = 0; i < jb.njobs; i++) {
+					rs[i].message_id = jb.jobs[i].message_id;
+					rs[i].status = w->policy(&jb.jobs[i], w->ud, &rs[i].retry_after_ms);
+					rs[i].latency_us = 100;
+					rs[i].provider_id = (hr_str){"prov-1", 6};
+					if (rs[i].status != HR_RES_SENT)
+						rs[i].reason = (hr_str){"test says so", 12};
+				}
+				hr_result_batch rb = {.lease_id = jb.lease_id, .tenant_id = jb.tenant_id,
+						      .nresults = jb.njobs, .results = rs};
+				hr_buf b = {0};
+				hr_wire_encode_results(&b, &rb);
+				fw_send(w, &b);
+				hr_buf_reset(&b);
+				hr_credit c = {1};
+				hr_wire_encode_credit(&b, &c);
+				fw_send(w, &b);
+				hr_buf_free(&b);
+				hr_free(rs);
+			}
+			hr_wire_jobs_free(&jb);
+		}
+		zmq_msg_close(&m);
+	} while (mono_ms() < end);
+}
+
+static uint8_t always_sent(const hr_job *j, void *ud, uint32_t *ra)
+{
+	(void)j, (void)ud, (void)ra;
+	return HR_RES_SENT;
+}
+
+/* A provider that takes 50 us a message (or *ud us): slow enough to be caught mid-run. */
+static uint8_t slow_sent(const hr_job *j, void *ud, uint32_t *ra)
+{
+	(void)j, (void)ra;
+	struct timespec d = {0, ud ? *(long *)ud * 1000 : 50000};
+	nanosleep(&d, NULL);
+	return HR_RES_SENT;
+}
+
+/* ---- database fixtures ---- */
+
+typedef struct fixture {
+	char *dsn;
+	char *dir;
+	PGconn *c;
+	hr_tenant t[2];
+} fixture;
+
+static void fixture_open(fixture *f, int ntenants)
+{
+	hr_err err = {0};
+	f->dsn = th_fresh_db();
+	f->dir = th_tmpdir("sched");
+	hr_migrate_report rep;
+	ck_assert_msg(hr_migrate_all(f->dsn, th_migrations(), 2, true, &rep, &err), "%s", err.msg);
+	ck_assert(hr_db_connect(f->dsn, &f->c, &err));
+	char agency[48];
+	th_slug("ag", agency, sizeof agency);
+	ck_assert(hr_agency_create(f->c, agency, NULL, NULL, &err));
+	uint8_t key[HR_KEY_LEN];
+	ck_assert(hr_key_from_hex(MASTER_HEX, key, &err));
+	for (int i = 0; i < ntenants; i++) {
+		char slug[48];
+		th_slug("tn", slug, sizeof slug);
+		ck_assert_msg(hr_tenant_create(f->c, th_migrations(), agency, slug, NULL, &f->t[i], &err), "%s",
+			      err.msg);
+		hr_provider_spec p = {.name = "main", .channel = "email", .transport = "sink", .config = "{}",
+				      .secret = "{\"token\":\"s\"}"};
+		ck_assert_msg(hr_provider_put(f->c, key, slug, &p, &err), "%s", err.msg);
+		hr_provider_spec q = {.name = "sms", .channel = "sms", .transport = "sink", .config = "{}"};
+		ck_assert(hr_provider_put(f->c, key, slug, &q, &err));
+	}
+}
+
+static void fixture_close(fixture *f)
+{
+	PQfinish(f->c);
+	hr_free(f->dsn);
+	hr_free(f->dir);
+}
+
+static void enqueue(fixture *f, int ti, const char *channel, const char *lane, int n, const char *provider)
+{
+	hr_err err = {0};
+	const char **addr = hr_malloc(HR_OUTBOX_MAX * sizeof *addr);
+	char **own = hr_calloc(HR_OUTBOX_MAX, sizeof *own);
+	for (int done = 0; done < n;) {
+		int k = n - done < HR_OUTBOX_MAX ? n - done : HR_OUTBOX_MAX;
+		for (int i = 0; i < k; i++) {
+			hr_free(own[i]);
+			own[i] = hr_sprintf(strcmp(channel, "sms") == 0 ? "+1555%07d" : "u%d@example.com", done + i);
+			addr[i] = own[i];
+		}
+		hr_outbox_batch b = {.channel = channel, .lane = lane, .content = "{\"text\":\"hi\"}",
+				     .provider = provider, .origin = "test", .n = k, .addresses = addr};
+		ck_assert(hr_db_tenant_begin(f->c, f->t[ti].schema, f->t[ti].role, &err));
+		ck_assert_msg(hr_outbox_enqueue(f->c, (int64_t)f->t[ti].id, &b, NULL, &err), "%s", err.msg);
+		ck_assert(hr_db_commit(f->c, &err));
+		done += k;
+	}
+	for (int i = 0; i < HR_OUTBOX_MAX; i++)
+		hr_free(own[i]);
+	hr_free(own);
+	hr_free(addr);
+}
+
+static long q(fixture *f, const char *fmt, const char *schema)
+{
+	char sql[1024];
+	snprintf(sql, sizeof sql, fmt, schema, schema, schema);
+	PGresult *r;
+	hr_err err = {0};
+	ck_assert_msg(hr_db_query(f->c, sql, 0, NULL, &r, &err), "%s: %s", sql, err.msg);
+	long v = atol(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return v;
+}
+
+static long results(fixture *f, int ti)
+{
+	return q(f, "SELECT count(*) FROM %s.results", f->t[ti].schema);
+}
+
+/* Pump the workers until tenant ti has `want` results (or the deadline). */
+static void serve_until(fixture *f, fworker **ws, int nw, int ti, long want, int ms)
+{
+	int64_t deadline = mono_ms() + ms;
+	while (results(f, ti) < want && mono_ms() < deadline)
+		for (int i = 0; i < nw; i++)
+			fw_pump(ws[i], 20);
+}
+
+/* ---- tests ---- */
+
+START_TEST(every_message_gets_exactly_one_result_in_its_tenant)
+{
+	fixture f;
+	fixture_open(&f, 2);
+	enqueue(&f, 0, "email", "bulk", 10000, "main");
+	enqueue(&f, 1, "email", "bulk", 3000, "main");
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, NULL, NULL);
+	fworker w;
+	fw_open(&w, s.ep[1], HR_CH_EMAIL, HR_LANE_BULK, 8, always_sent, NULL);
+	fworker *ws[] = {&w};
+	serve_until(&f, ws, 1, 0, 10000, 60000);
+	serve_until(&f, ws, 1, 1, 3000, 60000);
+	ck_assert_int_eq(results(&f, 0), 10000);
+	ck_assert_int_eq(results(&f, 1), 3000);
+	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.results WHERE status = 'sent' AND attempts = 1 "
+			       "AND provider_id = 'prov-1'", f.t[0].schema), 10000);
+	/* every result belongs to a message of that tenant's outbox */
+	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.results r WHERE NOT EXISTS (SELECT 1 FROM %s.outbox o "
+			       "WHERE o.id = r.message_id / 4096 AND r.message_id %% 4096 < cardinality(o.addresses))",
+			   f.t[0].schema), 0);
+	ck_assert_int_eq(w.jobs_seen, 13000);
+	/* low water reaches past the last batch once everything is landed */
+	int64_t deadline = mono_ms() + 5000;
+	while (q(&f, "SELECT count(*) FROM %s.dispatch_state WHERE low_water > (SELECT max(id) FROM %s.outbox)",
+		 f.t[0].schema) == 0 && mono_ms() < deadline)
+		fw_pump(&w, 50);
+	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.dispatch_state WHERE low_water > (SELECT max(id) FROM %s.outbox)",
+			   f.t[0].schema), 1);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	fw_close(&w);
+	fixture_close(&f);
+}
+END_TEST
+
+static uint8_t always_retry(const hr_job *j, void *ud, uint32_t *ra)
+{
+	(void)j, (void)ud, (void)ra;
+	return HR_RES_RETRY;
+}
+
+START_TEST(temporary_failures_retry_then_dead_letter)
+{
+	fixture f;
+	fixture_open(&f, 1);
+	enqueue(&f, 0, "sms", "transactional", 20, "sms");
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, NULL, "HERALD_SCHED_MAX_ATTEMPTS=3 HERALD_SCHED_RETRY_BASE_MS=20");
+	fworker w;
+	fw_open(&w, s.ep[0], HR_CH_SMS, HR_LANE_TRANSACTIONAL, 4, always_retry, NULL);
+	fworker *ws[] = {&w};
+	serve_until(&f, ws, 1, 0, 20, 30000);
+	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.results WHERE status = 'dead' AND attempts = 3 AND "
+			       "reason LIKE 'dead-lettered after 3 attempts; last: test says so'", f.t[0].schema), 20);
+	ck_assert_int_eq(w.jobs_seen, 60);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	fw_close(&w);
+	fixture_close(&f);
+}
+END_TEST
+
+typedef struct flaky {
+	int throttles; /* answer THROTTLED this many times per message first */
+	int seen[4096];
+} flaky;
+
+static uint8_t throttle_then_send(const hr_job *j, void *ud, uint32_t *ra)
+{
+	flaky *fl = ud;
+	int i = (int)(j->message_id % 4096);
+	if (fl->seen[i]++ < fl->throttles) {
+		*ra = 30;
+		return HR_RES_THROTTLED;
+	}
+	return HR_RES_SENT;
+}
+
+START_TEST(throttling_is_not_a_failure)
+{
+	fixture f;
+	fixture_open(&f, 1);
+	enqueue(&f, 0, "sms", "bulk", 200, "sms");
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, NULL, "HERALD_SCHED_MAX_ATTEMPTS=2");
+	flaky *fl = hr_calloc(1, sizeof *fl);
+	fl->throttles = 3; /* more throttles than max_attempts: none may be dead-lettered */
+	fworker w;
+	fw_open(&w, s.ep[1], HR_CH_SMS, HR_LANE_BULK, 4, throttle_then_send, fl);
+	fworker *ws[] = {&w};
+	serve_until(&f, ws, 1, 0, 200, 60000);
+	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.results WHERE status = 'sent' AND attempts = 1", f.t[0].schema),
+			 200);
+	ck_assert_int_eq(w.jobs_seen, 800);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	fw_close(&w);
+	hr_free(fl);
+	fixture_close(&f);
+}
+END_TEST
+
+static uint8_t bounce_odd(const hr_job *j, void *ud, uint32_t *ra)
+{
+	(void)ud, (void)ra;
+	return j->message_id % 2 ? HR_RES_BOUNCED : HR_RES_PERMANENT;
+}
+
+START_TEST(permanent_failures_and_bounces_are_recorded_and_suppressed)
+{
+	fixture f;
+	fixture_open(&f, 1);
+	enqueue(&f, 0, "email", "transactional", 10, "main");
+	enqueue(&f, 0, "email", "transactional", 3, "no-such-account");
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, NULL, NULL);
+	fworker w;
+	fw_open(&w, s.ep[0], HR_CH_EMAIL, HR_LANE_TRANSACTIONAL, 4, bounce_odd, NULL);
+	fworker *ws[] = {&w};
+	serve_until(&f, ws, 1, 0, 13, 30000);
+	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.results WHERE status = 'bounced'", f.t[0].schema), 5);
+	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.results WHERE status = 'failed' AND reason = 'test says so'",
+			   f.t[0].schema), 5);
+	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.suppressions WHERE reason = 'hard_bounce' AND channel = 'email'",
+			   f.t[0].schema), 5);
+	/* an unconfigured provider account fails its messages permanently, saying why */
+	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.results WHERE status = 'failed' AND attempts = 0 AND "
+			       "reason LIKE 'provider account ''no-such-account'' is not configured%%'", f.t[0].schema), 3);
+	ck_assert_int_eq(w.jobs_seen, 10);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	fw_close(&w);
+	fixture_close(&f);
+}
+END_TEST
+
+START_TEST(transactional_lane_is_not_behind_bulk)
+{
+	fixture f;
+	fixture_open(&f, 1);
+	enqueue(&f, 0, "email", "bulk", 20000, "main");
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, NULL, NULL);
+	/* The bulk pool is stuck: it holds its leases and answers nothing. */
+	fworker bulk, tx;
+	fw_open(&bulk, s.ep[1], HR_CH_EMAIL, HR_LANE_BULK, 2, always_sent, NULL);
+	bulk.hold = true;
+	fw_open(&tx, s.ep[0], HR_CH_EMAIL, HR_LANE_TRANSACTIONAL, 4, always_sent, NULL);
+	fworker *both[] = {&bulk, &tx};
+	int64_t until = mono_ms() + 20000;
+	while (bulk.jobs_seen == 0 && mono_ms() < until)
+		fw_pump(&bulk, 20);
+	ck_assert_int_gt(bulk.jobs_seen, 0);
+	enqueue(&f, 0, "email", "transactional", 50, "main");
+	serve_until(&f, both, 2, 0, 50, 20000);
+	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.results", f.t[0].schema), 50);
+	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.results r JOIN %s.outbox o ON o.id = r.message_id / 4096 "
+			       "WHERE o.lane = 'transactional'", f.t[0].schema), 50);
+	ck_assert_int_eq(tx.jobs_seen, 50);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	fw_close(&bulk);
+	fw_close(&tx);
+	fixture_close(&f);
+}
+END_TEST
+
+START_TEST(small_tenant_is_not_starved_by_a_big_one)
+{
+	fixture f;
+	fixture_open(&f, 2);
+	enqueue(&f, 0, "email", "bulk", 40000, "main");
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, NULL, "HERALD_SCHED_LEASE_SIZE_BULK=64");
+	fworker w;
+	long us = 250; /* ~4,000 messages/s: the big campaign takes ~10 s */
+	fw_open(&w, s.ep[1], HR_CH_EMAIL, HR_LANE_BULK, 2, slow_sent, &us);
+	fworker *ws[] = {&w};
+	serve_until(&f, ws, 1, 0, 2000, 30000); /* the big campaign is under way */
+	enqueue(&f, 1, "email", "bulk", 500, "main");
+	serve_until(&f, ws, 1, 1, 500, 30000);
+	ck_assert_int_eq(results(&f, 1), 500);
+	long big = results(&f, 0);
+	ck_assert_msg(big < 40000, "the small tenant finished only after the big one (%ld)", big);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	fw_close(&w);
+	fixture_close(&f);
+}
+END_TEST
+
+START_TEST(stuck_worker_leases_are_redispatched)
+{
+	fixture f;
+	fixture_open(&f, 1);
+	enqueue(&f, 0, "sms", "bulk", 300, "sms");
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, NULL, "HERALD_SCHED_LEASE_TIMEOUT_MS=1000 HERALD_SCHED_LEASE_SIZE_BULK=100");
+	fworker stuck, good;
+	fw_open(&stuck, s.ep[1], HR_CH_SMS, HR_LANE_BULK, 3, always_sent, NULL);
+	stuck.hold = true;
+	int64_t until = mono_ms() + 20000;
+	while (stuck.jobs_seen < 300 && mono_ms() < until)
+		fw_pump(&stuck, 20);
+	ck_assert_int_eq(stuck.jobs_seen, 300);
+	fw_open(&good, s.ep[1], HR_CH_SMS, HR_LANE_BULK, 3, always_sent, NULL);
+	fworker *ws[] = {&stuck, &good};
+	serve_until(&f, ws, 2, 0, 300, 30000);
+	ck_assert_int_eq(results(&f, 0), 300);
+	ck_assert_int_eq(good.jobs_seen, 300);
+	th_expect_warnings(0);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	fw_close(&stuck);
+	fw_close(&good);
+	fixture_close(&f);
+}
+END_TEST
+
+START_TEST(sigkill_of_the_scheduler_loses_nothing_and_duplicates_no_result)
+{
+	fixture f;
+	fixture_open(&f, 1);
+	enqueue(&f, 0, "email", "bulk", 30000, "main");
+	char ep0[64], ep1[64];
+	snprintf(ep0, sizeof ep0, "tcp://127.0.0.1:%d", free_port());
+	snprintf(ep1, sizeof ep1, "tcp://127.0.0.1:%d", free_port());
+	const char *eps[2] = {ep0, ep1};
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, eps, "HERALD_SCHED_LEASE_SIZE_BULK=128");
+	fworker w;
+	fw_open(&w, ep1, HR_CH_EMAIL, HR_LANE_BULK, 4, slow_sent, NULL);
+	fworker *ws[] = {&w};
+	for (int kill_no = 0; kill_no < 3; kill_no++) {
+		long before = results(&f, 0);
+		serve_until(&f, ws, 1, 0, before + 4000, 30000);
+		ck_assert_int_lt(results(&f, 0), 30000); /* killed mid-run */
+		ck_assert_int_eq(sched_stop(&s, SIGKILL), 128 + SIGKILL);
+		fw_pump(&w, 100); /* answers to the dead scheduler are lost: fine */
+		sched_start(&s, f.dsn, f.dir, eps, "HERALD_SCHED_LEASE_SIZE_BULK=128");
+	}
+	serve_until(&f, ws, 1, 0, 30000, 60000);
+	ck_assert_int_eq(results(&f, 0), 30000);
+	ck_assert_int_eq(q(&f, "SELECT count(DISTINCT message_id) FROM %s.results", f.t[0].schema), 30000);
+	/* at least once: the worker saw every message, some more than once */
+	ck_assert_int_ge(w.jobs_seen, 30000);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	fw_close(&w);
+	fixture_close(&f);
+}
+END_TEST
+
+int main(void)
+{
+	th_pg_dsn();
+	Suite *s = suite_create("scheduler_pipeline");
+	TCase *tc;
+	tc = th_tcase("exactly_once");
+	tcase_set_timeout(tc, 240);
+	tcase_add_test(tc, every_message_gets_exactly_one_result_in_its_tenant);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("dead_letter");
+	tcase_set_timeout(tc, 240);
+	tcase_add_test(tc, temporary_failures_retry_then_dead_letter);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("throttling");
+	tcase_set_timeout(tc, 240);
+	tcase_add_test(tc, throttling_is_not_a_failure);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("permanent");
+	tcase_set_timeout(tc, 240);
+	tcase_add_test(tc, permanent_failures_and_bounces_are_recorded_and_suppressed);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("lanes");
+	tcase_set_timeout(tc, 240);
+	tcase_add_test(tc, transactional_lane_is_not_behind_bulk);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("fairness");
+	tcase_set_timeout(tc, 240);
+	tcase_add_test(tc, small_tenant_is_not_starved_by_a_big_one);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("stuck");
+	tcase_set_timeout(tc, 240);
+	tcase_add_test(tc, stuck_worker_leases_are_redispatched);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("sigkill");
+	tcase_set_timeout(tc, 240);
+	tcase_add_test(tc, sigkill_of_the_scheduler_loses_nothing_and_duplicates_no_result);
+	suite_add_tcase(s, tc);
+	return th_run(s);
+}
