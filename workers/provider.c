@@ -14,6 +14,7 @@ struct wk_providers {
 	wk_provider *head, *tail; /* most recently used first */
 	unsigned count;
 	unsigned max_idle;        /* unreferenced providers kept at most */
+	uint64_t serial;          /* last serial handed out */
 };
 
 const char *wk_transport_name(wk_transport_kind k)
@@ -253,6 +254,7 @@ bool wk_provider_get(wk_providers *ps, const char *json, size_t len, wk_provider
 	p->key = hr_strndup(json, len);
 	p->key_len = len;
 	p->refs = 1;
+	p->serial = ++ps->serial;
 	push_front(ps, p);
 	/* Bound the cache: free the least recently used idle providers. */
 	for (wk_provider *q = ps->tail; q && ps->count > ps->max_idle;) {

@@ -64,6 +64,7 @@ struct wk_provider {
 	struct curl_slist *headers;  /* extra HTTP headers ("Name: value") */
 	liquid_template *body;       /* HTTP body template; NULL = the default JSON body */
 	liquid_template *unsubscribe; /* List-Unsubscribe URL template; NULL = none */
+	uint64_t serial;             /* unique per parsed provider in this process (never reused) */
 	uint32_t inflight;           /* sends of this account in a transport now */
 	unsigned refs;               /* leases holding it */
 	wk_provider *prev, *next;    /* cache list, most recently used first */

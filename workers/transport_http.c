@@ -44,7 +44,10 @@ typedef struct sess {
 	wk_buf body;                  /* request body */
 	wk_buf resp;                  /* response body (bounded) */
 	char retry_after[64];         /* Retry-After header, "" = none */
-	struct curl_slist *headers;   /* this request's headers */
+	uint64_t configured;          /* serial of the provider the handle is set up for, 0 = none */
+	char idem[64];                /* "Idempotency-Key: <message id>" */
+	struct curl_slist *hnodes;    /* this request's header list, nodes on our memory */
+	size_t nhnodes;
 	struct sess *next_idle;
 } sess;
 
@@ -112,8 +115,6 @@ static uint32_t retry_after_ms(const char *v)
 static void give_back(http_t *t, sess *x)
 {
 	x->s = NULL;
-	curl_slist_free_all(x->headers);
-	x->headers = NULL;
 	x->next_idle = t->idle;
 	t->idle = x;
 }
@@ -174,12 +175,33 @@ static sess *take_session(http_t *t)
 	return x;
 }
 
-static void add_header(sess *x, const char *line)
+/*
+ * The header list: the provider's headers, Content-Type unless the provider
+ * sets one, Idempotency-Key, "Expect:" (no 100-continue round trip).  Nodes
+ * live in the session and point at the provider's strings (held by the
+ * lease) and the session's idem buffer: no allocation per request.
+ */
+static struct curl_slist *build_headers(sess *x, const wk_provider *p)
 {
-	struct curl_slist *l = curl_slist_append(x->headers, line);
-	if (!l)
-		hr_panic("curl_slist_append: out of memory");
-	x->headers = l;
+	size_t n = 3;
+	bool has_ctype = false;
+	for (const struct curl_slist *h = p->headers; h; h = h->next, n++)
+		if (strncasecmp(h->data, "content-type:", 13) == 0)
+			has_ctype = true;
+	if (n > x->nhnodes) {
+		x->hnodes = hr_realloc(x->hnodes, n * sizeof *x->hnodes);
+		x->nhnodes = n;
+	}
+	size_t k = 0;
+	for (const struct curl_slist *h = p->headers; h; h = h->next)
+		x->hnodes[k++].data = h->data;
+	if (!has_ctype)
+		x->hnodes[k++].data = (char *)"Content-Type: application/json";
+	x->hnodes[k++].data = x->idem;
+	x->hnodes[k++].data = (char *)"Expect:";
+	for (size_t i = 0; i < k; i++)
+		x->hnodes[i].next = i + 1 < k ? &x->hnodes[i + 1] : NULL;
+	return x->hnodes;
 }
 
 /* The default body: {"to","message_id","tenant","text"[,"title"]}, JSON-escaped by jansson. */
@@ -247,37 +269,35 @@ static void http_submit(wk_transport *tr, wk_send *s)
 		fail_now(t, s, "body: the rendered message is not valid UTF-8");
 		return;
 	}
-	bool has_ctype = false;
-	for (const struct curl_slist *h = p->headers; h; h = h->next) {
-		add_header(x, h->data);
-		if (strncasecmp(h->data, "content-type:", 13) == 0)
-			has_ctype = true;
-	}
-	if (!has_ctype)
-		add_header(x, "Content-Type: application/json");
-	char idem[64];
-	snprintf(idem, sizeof idem, "Idempotency-Key: %llu", (unsigned long long)s->j->message_id);
-	add_header(x, idem);
-	add_header(x, "Expect:"); /* no 100-continue round trip for larger bodies */
+	snprintf(x->idem, sizeof x->idem, "Idempotency-Key: %llu", (unsigned long long)s->j->message_id);
+	struct curl_slist *headers = build_headers(x, p);
 
 	x->s = s;
 	CURL *e = x->easy;
-	curl_easy_reset(e);
-	long timeout = p->timeout_ms ? p->timeout_ms : t->o.http_timeout_ms;
-	curl_easy_setopt(e, CURLOPT_URL, url);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+	if (x->configured != p->serial) {
+		/* A handle set up for another account must not keep its options. */
+		curl_easy_reset(e);
+		long timeout = p->timeout_ms ? p->timeout_ms : t->o.http_timeout_ms;
+		curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+		if (strcmp(p->method, "POST") != 0)
+			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, p->method);
+		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+		curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+		curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+		curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout);
+		curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout < 10000 ? timeout : 10000L);
+		curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+		if (p->url)
+			curl_easy_setopt(e, CURLOPT_URL, p->url);
+		x->configured = p->serial;
+	}
+	/* Per request: what changes from one message to the next. */
+	if (!p->url)
+		curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
 	curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body.p);
 	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body.len);
-	if (strcmp(p->method, "POST") != 0)
-		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, p->method);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout < 10000 ? timeout : 10000L);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	wk_curlio_start(t->io, e, &x->req);
 }
 
@@ -293,7 +313,7 @@ static void http_free(wk_transport *tr)
 			snprintf(t->all[i]->s->reason, sizeof t->all[i]->s->reason, "worker exiting");
 			wk_transport_finish(&t->base, t->all[i]->s);
 		}
-		curl_slist_free_all(t->all[i]->headers);
+		hr_free(t->all[i]->hnodes);
 		wk_buf_free(&t->all[i]->body);
 		wk_buf_free(&t->all[i]->resp);
 		hr_free(t->all[i]);
