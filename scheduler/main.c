@@ -122,6 +122,9 @@ int main(int argc, char **argv)
 		zmq_setsockopt(s->router[l], ZMQ_SNDHWM, &hwm, sizeof hwm);
 		zmq_setsockopt(s->router[l], ZMQ_RCVHWM, &hwm, sizeof hwm);
 		zmq_setsockopt(s->router[l], ZMQ_LINGER, &linger, sizeof linger);
+		/* Workers keep their routing id across reconnects: the new connection wins. */
+		int handover = 1;
+		zmq_setsockopt(s->router[l], ZMQ_ROUTER_HANDOVER, &handover, sizeof handover);
 		if (zmq_bind(s->router[l], ep[l]) != 0)
 			hr_fatal("scheduler: cannot bind %s lane to %s: %s", hr_lane_name(l + 1), ep[l],
 				 zmq_strerror(zmq_errno()));

@@ -53,7 +53,7 @@ static const char usage_text[] =
 	"  send TENANT --provider NAME --content JSON (--to A,B,.. | --count N --to-pattern P)\n"
 	"       [--channel C] [--lane transactional|bulk] [--data JSON]\n"
 	"                                       enqueue messages (demos, load tests); P holds\n"
-	"                                       one %%d, e.g. user%%d@example.com\n"
+	"                                       one %%d or %%0Nd, e.g. user%%d@example.com\n"
 	"  local start|stop|status              the embedded PostgreSQL under data_dir\n"
 	"  config                               show the settings (secrets masked)\n"
 	"  config --markdown                    the settings table, for docs\n"
@@ -436,9 +436,15 @@ static int cmd_send(ctx *x)
 		n = strtol(count, &end, 10);
 		if (*end || n < 1 || n > 100000000)
 			usage_error("--count must be 1..100000000, not '%s'", count);
-		const char *pc = pattern ? strstr(pattern, "%d") : NULL;
-		if (!pc || strchr(pc + 2, '%') || strchr(pattern, '%') != pc)
-			usage_error("--to-pattern must contain exactly one %%d, got '%s'", pattern ? pattern : "");
+		/* exactly one conversion: %d or %0Nd */
+		const char *pc = pattern ? strchr(pattern, '%') : NULL;
+		const char *q = pc ? pc + 1 : NULL;
+		if (q && *q == '0')
+			while (*q >= '0' && *q <= '9')
+				q++;
+		if (!q || *q != 'd' || strchr(q, '%'))
+			usage_error("--to-pattern must contain exactly one %%d (or %%0Nd), got '%s'",
+				    pattern ? pattern : "");
 	}
 	hr_err err = {0};
 	PGconn *c = connect_control(x, true);

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# stack.sh -- the embedded local stack: PostgreSQL, herald-scheduler, a worker
+# per channel and lane, the provider simulator and postfix's smtp-sink.
+#
+#   bash infra/stack.sh start     # idempotent: starts what is not running
+#   bash infra/stack.sh stop      # drains workers, stops everything
+#   bash infra/stack.sh status
+#
+# Processes run in the background with pid files and logs under
+# $HERALD_DATA_DIR/stack (default /var/lib/herald as root).  Ports on
+# 127.0.0.1: scheduler 7710 (transactional) and 7711 (bulk), provider
+# simulator 7780, smtp-sink 2525; override with HERALD_STACK_*_PORT.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+B="$ROOT/build"
+if [ "$(id -u)" -eq 0 ]; then DEF=/var/lib/herald; else DEF="$HOME/.local/share/herald"; fi
+export HERALD_DATA_DIR=${HERALD_DATA_DIR:-$DEF}
+RUN="$HERALD_DATA_DIR/stack"
+TX_PORT=${HERALD_STACK_TX_PORT:-7710}
+BULK_PORT=${HERALD_STACK_BULK_PORT:-7711}
+SIM_PORT=${HERALD_STACK_SIM_PORT:-7780}
+SMTP_PORT=${HERALD_STACK_SMTP_PORT:-2525}
+export HERALD_SCHED_BIND_TRANSACTIONAL="tcp://127.0.0.1:$TX_PORT"
+export HERALD_SCHED_BIND_BULK="tcp://127.0.0.1:$BULK_PORT"
+
+running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+launch() { # name command...
+  local name=$1; shift
+  if running "$name"; then return 0; fi
+  "$@" >"$RUN/$name.out" 2>"$RUN/$name.log" &
+  echo $! >"$RUN/$name.pid"
+}
+
+wait_for() { # name pattern file
+  for _ in $(seq 1 100); do
+    grep -q "$2" "$3" 2>/dev/null && return 0
+    running "$1" || { echo "stack: $1 failed to start:"; tail -n 5 "$RUN/$1.log"; exit 1; }
+    sleep 0.1
+  done
+  echo "stack: $1 did not become ready"; exit 1
+}
+
+start() {
+  mkdir -p "$RUN"
+  "$B/infra/ctl/heraldctl" local start >/dev/null
+  "$B/infra/ctl/heraldctl" migrate >/dev/null 2>&1 || "$B/infra/ctl/heraldctl" migrate
+  # smtp-sink drops root for an unprivileged user once its socket is open.
+  SINK_USER=()
+  [ "$(id -u)" -eq 0 ] && SINK_USER=(-u postfix)
+  launch smtp-sink /usr/sbin/smtp-sink "${SINK_USER[@]}" 127.0.0.1:"$SMTP_PORT" 1000
+  launch provsim "$B/infra/provsim/herald-provsim" --port "$SIM_PORT" --threads 2
+  launch scheduler "$B/scheduler/herald-scheduler"
+  wait_for scheduler "lane=bulk" "$RUN/scheduler.out"
+  wait_for provsim "listening" "$RUN/provsim.out"
+  for _ in $(seq 1 50); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$SMTP_PORT") 2>/dev/null && break
+    running smtp-sink || { echo "stack: smtp-sink failed:"; tail -n 3 "$RUN/smtp-sink.log"; exit 1; }
+    sleep 0.1
+  done
+  for ch in email sms messenger push webhook; do
+    launch "worker-$ch-tx" "$B/workers/herald-worker" --channel "$ch" --lane transactional \
+      --scheduler "tcp://127.0.0.1:$TX_PORT" --metrics-port -1
+    launch "worker-$ch-bulk" "$B/workers/herald-worker" --channel "$ch" --lane bulk \
+      --scheduler "tcp://127.0.0.1:$BULK_PORT" --metrics-port -1
+  done
+}
+
+stop() {
+  [ -d "$RUN" ] || return 0
+  # Workers first (they drain: finish or hand back their leases), then the
+  # scheduler (lands every result it has), then the peers.
+  for f in "$RUN"/worker-*.pid "$RUN"/scheduler.pid "$RUN"/provsim.pid "$RUN"/smtp-sink.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$f"
+  done
+  "$B/infra/ctl/heraldctl" local stop >/dev/null
+}
+
+status() {
+  for f in "$RUN"/*.pid; do
+    [ -f "$f" ] || continue
+    n=$(basename "$f" .pid)
+    if running "$n"; then echo "$n: running (pid $(cat "$f"))"; else echo "$n: dead (see $RUN/$n.log)"; fi
+  done
+  "$B/infra/ctl/heraldctl" local status || true
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
