@@ -130,7 +130,7 @@ static void smtp_done(wk_curlreq *req, CURLcode rc)
 		const char *id = strlen(x->reply) > 4 ? x->reply + 4 : "";
 		snprintf(s->provider_id, sizeof s->provider_id, "%s", id);
 	} else if (code >= 400 && verdict[0]) {
-		snprintf(s->reason, sizeof s->reason, "smtp %s", verdict);
+		snprintf(s->reason, sizeof s->reason, "smtp %.*s", (int)sizeof s->reason - 6, verdict);
 	} else {
 		snprintf(s->reason, sizeof s->reason, "smtp: %s", curl_easy_strerror(rc));
 	}
