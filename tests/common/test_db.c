@@ -204,7 +204,7 @@ START_TEST(edited_migration_is_refused_and_nothing_applied)
 	make_tenants(dsn, base, 2, t);
 	/* Edit an applied tenant migration and add a new one in the same set. */
 	put(dir, "tenant/0001_core.sql", "\n-- an innocent-looking edit\n", "a");
-	put(dir, "tenant/0002_new.sql", "CREATE TABLE must_not_exist (x int);\n", "w");
+	put(dir, "tenant/0900_new.sql", "CREATE TABLE must_not_exist (x int);\n", "w");
 	hr_migration_set *edited = load(dir);
 	ck_assert(!hr_migrate_all(dsn, edited, 2, true, &rep, &err));
 	ck_assert_int_eq(rep.failed, 2);
@@ -270,20 +270,20 @@ START_TEST(failed_tenant_does_not_stop_others_and_run_resumes)
 	char sql[256];
 	snprintf(sql, sizeof sql, "CREATE TABLE %s.blocker (x int)", t[2].schema);
 	ck_assert(hr_db_exec(c, sql, &err));
-	put(dir, "tenant/0002_blocker.sql", "CREATE TABLE blocker (y int);\n", "w");
+	put(dir, "tenant/0900_blocker.sql", "CREATE TABLE blocker (y int);\n", "w");
 	hr_migration_set *next = load(dir);
 	ck_assert(!hr_migrate_all(dsn, next, 2, true, &rep, &err));
 	ck_assert_int_eq(rep.failed, 1);
 	ck_assert_int_eq(rep.migrated, 3);
 	ck_assert_msg(strstr(err.msg, "1 of 4 tenant schema(s) failed"), "got '%s'", err.msg);
-	ck_assert_int_eq(count(c, "SELECT count(*) FROM herald.tenants WHERE schema_version = 2"), 3);
+	ck_assert_int_eq(count(c, "SELECT count(*) FROM herald.tenants WHERE schema_version = 900"), 3);
 	/* Fix the cause; the next run does only what is left. */
 	snprintf(sql, sizeof sql, "DROP TABLE %s.blocker", t[2].schema);
 	ck_assert(hr_db_exec(c, sql, &err));
 	ck_assert_msg(hr_migrate_all(dsn, next, 2, true, &rep, &err), "%s", err.msg);
 	ck_assert_int_eq(rep.migrated, 1);
 	ck_assert_int_eq(rep.failed, 0);
-	ck_assert_int_eq(count(c, "SELECT count(*) FROM herald.tenants WHERE schema_version = 2"), 4);
+	ck_assert_int_eq(count(c, "SELECT count(*) FROM herald.tenants WHERE schema_version = 900"), 4);
 	th_expect_warnings(1);
 	PQfinish(c);
 	hr_migrations_free(base);
@@ -324,7 +324,7 @@ START_TEST(concurrent_runners_do_not_collide)
 	ck_assert_int_eq(a.rep.control_applied + b.rep.control_applied, (int)base->ncontrol);
 	hr_tenant t[6];
 	make_tenants(dsn, base, 6, t);
-	put(dir, "tenant/0002_more.sql", "CREATE TABLE more (x int); SELECT pg_sleep(0.05);\n", "w");
+	put(dir, "tenant/0900_more.sql", "CREATE TABLE more (x int); SELECT pg_sleep(0.05);\n", "w");
 	hr_migration_set *next = load(dir);
 	a.set = b.set = next;
 	pthread_create(&ta, NULL, runner, &a);
@@ -336,7 +336,7 @@ START_TEST(concurrent_runners_do_not_collide)
 	PGconn *c = connect_dsn(dsn);
 	for (int i = 0; i < 6; i++) {
 		char sql[256];
-		snprintf(sql, sizeof sql, "SELECT count(*) FROM %s.schema_migrations WHERE version = 2",
+		snprintf(sql, sizeof sql, "SELECT count(*) FROM %s.schema_migrations WHERE version = 900",
 			 t[i].schema);
 		ck_assert_int_eq(count(c, sql), 1);
 	}
