@@ -51,7 +51,7 @@ static const setting settings[] = {
 	{"master_key_file", T_STR, NULL, 0, 0, HR_ROLE_ALL, false, false,
 	 "file holding the master key (64 hex digits); default data_dir/master.key, "
 	 "created on first use by the embedded stack only"},
-	{"metrics_port", T_INT, "0", -1, 65535, HR_ROLE_WORKER, false, false,
+	{"metrics_port", T_INT, "0", -1, 65535, HR_ROLE_WORKER | HR_ROLE_SCHEDULER, false, false,
 	 "port of the Prometheus endpoint (/metrics, /healthz) on 127.0.0.1; 0 = pick a free one "
 	 "(logged), -1 = off"},
 	{"migrate_jobs", T_INT, "4", 1, 64, HR_ROLE_CTL, true, false,

@@ -13,7 +13,7 @@ PKGS=(
   # chosen libraries (see docs/dependencies.md)
   libjansson-dev libmicrohttpd-dev libyaml-dev
   # embedded local stack and tests: PostgreSQL server binaries, smtp-sink
-  postgresql-15 postfix tzdata procps
+  postgresql-15 postfix tzdata procps curl
   # load generator for benchmarks
   wrk
 )

@@ -28,6 +28,7 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "metrics.h"
 #include "model.h"
 
 int64_t store_promote_future(tenant *t, int64_t now);
@@ -569,6 +570,9 @@ static void on_results(sched *s, worker *w, const void *data, size_t len)
 	lease *l = lease_find(s, rb.lease_id);
 	tenant *t = l ? l->b->t : tenant_find(s, rb.tenant_id);
 	int64_t tnow = now_ns(), wall = now_ms();
+	if (l)
+		for (uint32_t i = 0; i < rb.nresults; i++)
+			metrics_observe(s, l->b->lane - 1, (double)(tnow - l->sent_ns) / 1e6);
 	for (uint32_t i = 0; t && i < rb.nresults; i++) {
 		const hr_result *r = &rb.results[i];
 		batch *b = l ? l->b : batch_of(t, (int64_t)r->message_id);
@@ -821,7 +825,7 @@ static void flush_out(sched *s)
 int sched_run(sched *s);
 int sched_run(sched *s)
 {
-	int64_t last_house = 0, last_beat = 0;
+	int64_t last_house = 0, last_beat = 0, last_metrics = 0;
 	int64_t stop_at = 0;
 	for (;;) {
 		if (s->stopping && !stop_at) {
@@ -862,6 +866,10 @@ int sched_run(sched *s)
 		if (wall - last_beat >= 1000) {
 			heartbeat_all(s);
 			last_beat = wall;
+		}
+		if (wall - last_metrics >= 250) {
+			metrics_publish(s->metrics, s);
+			last_metrics = wall;
 		}
 		if (!stop_at) {
 			load_all(s);

@@ -21,6 +21,7 @@
 #include "alloc.h"
 #include "db.h"
 #include "log.h"
+#include "metrics.h"
 #include "migrate.h"
 #include "providers.h"
 #include "model.h"
@@ -137,6 +138,8 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	if (!(s->lander = lander_start(s->dsn, &err)))
 		hr_fatal("scheduler: results writer: %s", err.msg);
+	if (!metrics_start((int)hr_config_int(s->cfg, "metrics_port"), &s->metrics, &err))
+		hr_fatal("scheduler: %s", err.msg);
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
@@ -144,6 +147,7 @@ int main(int argc, char **argv)
 	hr_info("scheduler: %d tenant(s); lanes bound; running", s->ntenants);
 	int rc = sched_run(s);
 	lander_stop(s->lander);
+	metrics_stop(s->metrics);
 	hr_info("scheduler: stopped; dispatched transactional=%llu bulk=%llu",
 		(unsigned long long)s->dispatched[0], (unsigned long long)s->dispatched[1]);
 	for (int l = 0; l < NLANES; l++)

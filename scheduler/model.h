@@ -151,6 +151,11 @@ typedef struct sched {
 	/* counters for metrics */
 	uint64_t dispatched[NLANES], results[8], retried, throttled, dead_lettered, expired;
 	uint64_t rate_waits;
+	/* dispatch-to-result latency histogram per lane (metrics.c) */
+	uint64_t lat_bucket[NLANES][14];
+	uint64_t lat_count[NLANES];
+	double lat_sum_ms[NLANES];
+	struct metrics_server *metrics;
 } sched;
 
 /* store.c -- Postgres side of the loop's thread */

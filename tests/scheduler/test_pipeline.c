@@ -41,6 +41,7 @@ static int64_t mono_ms(void)
 typedef struct sproc {
 	pid_t pid;
 	char ep[2][128]; /* transactional, bulk */
+	int metrics_port;
 	char log[512];
 } sproc;
 
@@ -95,7 +96,8 @@ static void sched_start(sproc *p, const char *dsn, const char *dir, const char *
 	int64_t deadline = mono_ms() + 20000;
 	char buf[2048];
 	size_t len = 0;
-	while (got < 2 && mono_ms() < deadline) {
+	p->metrics_port = 0;
+	while ((got < 2 || !p->metrics_port) && mono_ms() < deadline) {
 		struct pollfd pfd = {fds[0], POLLIN, 0};
 		if (poll(&pfd, 1, 200) <= 0)
 			continue;
@@ -108,6 +110,9 @@ static void sched_start(sproc *p, const char *dsn, const char *dir, const char *
 		while ((nl = strchr(buf, '\n'))) {
 			*nl = '\0';
 			char lane[32], ep[128];
+			int mport;
+			if (sscanf(buf, "metrics port=%d", &mport) == 1)
+				p->metrics_port = mport;
 			if (sscanf(buf, "listening lane=%31s endpoint=%127s", lane, ep) == 2) {
 				snprintf(p->ep[strcmp(lane, "bulk") == 0], sizeof p->ep[0], "%s", ep);
 				got++;
@@ -398,6 +403,19 @@ START_TEST(every_message_gets_exactly_one_result_in_its_tenant)
 		fw_pump(&w, 50);
 	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.dispatch_state WHERE low_water > (SELECT max(id) FROM %s.outbox)",
 			   f.t[0].schema), 1);
+	/* Prometheus metrics and health, as an operator scrapes them */
+	char *m = NULL;
+	fw_pump(&w, 300); /* a publish interval */
+	ck_assert_int_eq(th_sh(&m, "curl -sf http://127.0.0.1:%d/metrics", s.metrics_port), 0);
+	ck_assert_msg(strstr(m, "herald_results_total{status=\"sent\"} 13000\n") &&
+			      strstr(m, "herald_dispatched_total{lane=\"bulk\"} 13000\n") &&
+			      strstr(m, "herald_workers{channel=\"email\",lane=\"bulk\"} 1\n") &&
+			      strstr(m, "herald_dispatch_to_result_ms_count{lane=\"bulk\"} 13000\n"),
+		      "metrics: %s", m);
+	hr_free(m);
+	ck_assert_int_eq(th_sh(&m, "curl -sf http://127.0.0.1:%d/healthz", s.metrics_port), 0);
+	ck_assert_str_eq(m, "ok\n");
+	hr_free(m);
 	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
 	fw_close(&w);
 	fixture_close(&f);
