@@ -1,0 +1,120 @@
+# bench/lib.sh -- shared by bench/pipeline, bench/lanes and bench/ratelimit
+# (sourced, not run).  Builds the release binaries, makes a private temp dir
+# with its own embedded PostgreSQL (production settings, fsync on), starts
+# processes on free 127.0.0.1 ports and remembers their pids; on any exit
+# every process started here is stopped (by pid) and the temp dir removed.
+#
+# After `bench_setup TARGETS...`: $ROOT $B $WORK $HC (heraldctl command) $DSN.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+B="$ROOT/build"
+PIDS=()
+WORK=
+
+bench_cleanup() {
+	local pid
+	# Newest first: workers before the scheduler, the scheduler before peers.
+	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+		pid=${PIDS[i]}
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$pid" 2>/dev/null || true
+	done
+	if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+		$HC local stop >/dev/null 2>&1 || true
+		rm -rf "$WORK"
+	fi
+}
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
+
+# bench_setup TARGET...: build (release) and start PostgreSQL.
+bench_setup() {
+	cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo -Wno-dev >/dev/null
+	cmake --build "$B" -j2 --target heraldctl herald-bench-pipeline "$@" >/dev/null
+	WORK=$(mktemp -d /tmp/herald-bench.XXXXXX)
+	chmod 711 "$WORK"
+	export HERALD_DATA_DIR="$WORK/data"
+	HC="$B/infra/ctl/heraldctl"
+	DSN=$($HC local start)
+	$HC migrate >/dev/null
+	$HC agency create bench --name Bench >/dev/null
+}
+
+freeport() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# launch NAME CMD...: run in the background, stdout/stderr to $WORK/NAME.{out,log};
+# sets LAST_PID.
+launch() {
+	local name=$1
+	shift
+	"$@" >"$WORK/$name.out" 2>"$WORK/$name.log" &
+	LAST_PID=$!
+	PIDS+=("$LAST_PID")
+}
+
+# stop PID: SIGTERM, wait up to 15 s, then SIGKILL.
+stop() {
+	kill -TERM "$1" 2>/dev/null || true
+	for _ in $(seq 1 150); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+	kill -KILL "$1" 2>/dev/null || true
+}
+
+# wait_line NAME PATTERN FILE: until FILE has PATTERN (10 s), or NAME's process died.
+wait_line() {
+	for _ in $(seq 1 200); do
+		grep -q "$2" "$3" 2>/dev/null && return 0
+		kill -0 "$LAST_PID" 2>/dev/null || { echo "bench: $1 died:" >&2; tail -n 5 "$WORK/$1.log" >&2; exit 1; }
+		sleep 0.05
+	done
+	echo "bench: $1 not ready" >&2
+	exit 1
+}
+
+# start_scheduler [ENV=VALUE...]: herald-scheduler on two free ports, every lease traced.
+start_scheduler() {
+	TX_EP="tcp://127.0.0.1:$(freeport)"
+	BULK_EP="tcp://127.0.0.1:$(freeport)"
+	launch scheduler env HERALD_SCHED_BIND_TRANSACTIONAL="$TX_EP" HERALD_SCHED_BIND_BULK="$BULK_EP" \
+		HERALD_SCHED_TRACE=true "$@" "$B/scheduler/herald-scheduler"
+	SCHED_PID=$LAST_PID
+	wait_line scheduler "lane=bulk" "$WORK/scheduler.out"
+}
+
+# start_worker NAME CHANNEL LANE ARGS...: sets LAST_PID.
+start_worker() {
+	local name=$1 ch=$2 lane=$3
+	shift 3
+	local ep=$BULK_EP
+	[ "$lane" = transactional ] && ep=$TX_EP
+	launch "$name" "$B/workers/herald-worker" --channel "$ch" --lane "$lane" --scheduler "$ep" \
+		--metrics-port -1 "$@"
+}
+
+# start_provsim NAME ARGS...: sets SIM_PORT, LAST_PID.
+start_provsim() {
+	local name=$1
+	shift
+	SIM_PORT=$(freeport)
+	launch "$name" "$B/infra/provsim/herald-provsim" --port "$SIM_PORT" --threads 2 "$@"
+	wait_line "$name" "listening" "$WORK/$name.out"
+}
+
+# vmhwm_mb PID: peak RSS in MB (VmHWM).
+vmhwm_mb() {
+	awk '/^VmHWM:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"
+}
+
+# log_ms LINE: the millisecond unix time of a herald log line.
+log_ms() {
+	date -d "$(cut -d' ' -f1 <<<"$1")" +%s%3N
+}
+
+# median of the numbers on stdin
+median() {
+	sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+}

@@ -1,0 +1,151 @@
+/*
+ * pipeline_bench.c -- the small drivers behind bench/pipeline, bench/lanes
+ * and bench/ratelimit (the scripts build, start and stop everything; this
+ * program only talks to Postgres).
+ *
+ *   herald-bench-pipeline wait DSN SCHEMA LOW_WATER [TIMEOUT_S]
+ *       Poll SCHEMA.dispatch_state every 2 ms over one connection until
+ *       low_water >= LOW_WATER (every outbox batch below it has all its
+ *       results committed: the lander writes low water in the transaction of,
+ *       or after, the results it covers).  Prints "landed_ns=<unix ns>", the
+ *       wall clock when that was first seen.  Exit 1 on timeout.
+ *
+ *   herald-bench-pipeline tx DSN TENANT PROVIDER CHANNEL RATE SECONDS OUT
+ *       Enqueue RATE transactional messages per second for SECONDS, one per
+ *       outbox batch, each in its own transaction through hr_outbox_enqueue
+ *       (what the API does), on a fixed schedule (no drift, no catch-up
+ *       bursts beyond one period).  Writes "<message id> <unix ns after
+ *       COMMIT returned>" per message to OUT.  Prints "tx_sent=N".
+ *
+ * Errors: a message on stderr and exit status 1.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "db.h"
+#include "log.h"
+#include "outbox.h"
+#include "tenancy.h"
+
+static int64_t wall_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void sleep_until(int64_t mono)
+{
+	struct timespec ts = {mono / 1000000000, mono % 1000000000};
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+}
+
+static int die(const hr_err *err)
+{
+	fprintf(stderr, "herald-bench-pipeline: %s\n", err->msg);
+	return 1;
+}
+
+static int cmd_wait(int argc, char **argv)
+{
+	if (argc < 5)
+		return 2;
+	hr_err err = {0};
+	PGconn *c;
+	if (!hr_db_connect(argv[2], &c, &err))
+		return die(&err);
+	char *schema = hr_db_ident(c, argv[3]);
+	char sql[256];
+	snprintf(sql, sizeof sql, "SELECT low_water FROM %s.dispatch_state", schema);
+	long long want = atoll(argv[4]);
+	int64_t deadline = mono_ns() + (argc > 5 ? atoll(argv[5]) : 3600) * 1000000000LL;
+	int64_t next = mono_ns();
+	for (;;) {
+		PGresult *r;
+		if (!hr_db_query(c, sql, 0, NULL, &r, &err))
+			return die(&err);
+		long long low = PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : 0;
+		PQclear(r);
+		if (low >= want) {
+			printf("landed_ns=%lld\n", (long long)wall_ns());
+			break;
+		}
+		if (mono_ns() > deadline) {
+			fprintf(stderr, "herald-bench-pipeline: low water %lld, want %lld: timed out\n", low, want);
+			return 1;
+		}
+		next += 2000000;
+		sleep_until(next);
+	}
+	PQfinish(c);
+	return 0;
+}
+
+static int cmd_tx(int argc, char **argv)
+{
+	if (argc < 9)
+		return 2;
+	hr_err err = {0};
+	PGconn *c;
+	hr_tenant t;
+	if (!hr_db_connect(argv[2], &c, &err) || !hr_tenant_get(c, argv[3], &t, &err))
+		return die(&err);
+	int rate = atoi(argv[6]), secs = atoi(argv[7]);
+	FILE *out = fopen(argv[8], "w");
+	if (!out || rate < 1 || secs < 1) {
+		fprintf(stderr, "herald-bench-pipeline: bad rate/seconds or cannot write %s\n", argv[8]);
+		return 1;
+	}
+	int64_t period = 1000000000LL / rate, next = mono_ns();
+	long total = (long)rate * secs;
+	char to[64];
+	for (long i = 0; i < total; i++) {
+		sleep_until(next);
+		next += period;
+		snprintf(to, sizeof to, "+1555%07ld", i);
+		const char *addr[] = {to};
+		hr_outbox_batch b = {
+			.channel = argv[5],
+			.lane = "transactional",
+			.content = "{\"text\":\"Your code is {{ herald.message_id }}\"}",
+			.provider = argv[4],
+			.origin = "test",
+			.n = 1,
+			.addresses = addr,
+		};
+		int64_t id;
+		if (!hr_db_tenant_begin(c, t.schema, t.role, &err) ||
+		    !hr_outbox_enqueue(c, t.id, &b, &id, &err) || !hr_db_commit(c, &err))
+			return die(&err);
+		fprintf(out, "%lld %lld\n", (long long)id, (long long)wall_ns());
+	}
+	fclose(out);
+	PQfinish(c);
+	printf("tx_sent=%ld\n", total);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	hr_log_init("bench");
+	int rc = 2;
+	if (argc > 1 && strcmp(argv[1], "wait") == 0)
+		rc = cmd_wait(argc, argv);
+	else if (argc > 1 && strcmp(argv[1], "tx") == 0)
+		rc = cmd_tx(argc, argv);
+	if (rc == 2)
+		fprintf(stderr, "usage: herald-bench-pipeline wait DSN SCHEMA LOW_WATER [TIMEOUT_S]\n"
+				"       herald-bench-pipeline tx DSN TENANT PROVIDER CHANNEL RATE SECONDS OUT\n");
+	return rc;
+}
