@@ -109,10 +109,15 @@ bool store_listen(sched *s, hr_err *err)
 	return hr_db_exec(s->db, "LISTEN herald_outbox; LISTEN herald_tenants", err);
 }
 
-bool store_poll_notify(sched *s)
+/*
+ * Act on the NOTIFYs libpq holds.  Every query on the loop's connection also
+ * reads whatever notifications arrived meanwhile and queues them inside
+ * libpq, where they no longer make the socket readable; so this runs after
+ * the loop's own queries too, or such a wake-up would be lost until the next
+ * unrelated one (a tenant's later batches would wait forever).
+ */
+static void take_notifies(sched *s)
 {
-	if (!PQconsumeInput(s->db))
-		return false;
 	PGnotify *n;
 	bool reload_tenants = false;
 	while ((n = PQnotifies(s->db))) {
@@ -137,6 +142,13 @@ bool store_poll_notify(sched *s)
 				if (t->last_seen == 0 && t->recover_until == 0)
 					t->need_load = true;
 	}
+}
+
+bool store_poll_notify(sched *s)
+{
+	if (!PQconsumeInput(s->db))
+		return false;
+	take_notifies(s);
 	return true;
 }
 
@@ -340,5 +352,6 @@ bool store_load_batches(sched *s, tenant *t, int room, hr_err *err)
 	}
 	if (t->last_seen >= t->recover_until)
 		t->recovering = t->recovering && t->ndue > 0;
+	take_notifies(s);
 	return true;
 }
