@@ -412,21 +412,26 @@ static const char *email_domain(const char *addr)
 	return at ? at + 1 : addr;
 }
 
-/* Dispatch one lease from tenant t's first ready batch to w; returns messages sent. */
-static uint32_t dispatch_one(sched *s, tenant *t, int lane, int ch, uint32_t allowance, worker *w)
+static void ready_remove(tenant *t, int lane, int ch, batch *b)
 {
-	batch *b = t->head[lane][ch];
-	while (b && b->remaining > 0 && b->cursor >= b->n) {
-		/* nothing pending left in it: off the ready list */
-		t->head[lane][ch] = b->next;
-		if (!t->head[lane][ch])
-			t->tail[lane][ch] = NULL;
-		b->ready = false;
-		b = t->head[lane][ch];
-	}
-	if (!b)
-		return 0;
-	uint32_t want = allowance < (uint32_t)s->lease_size[lane] ? allowance : (uint32_t)s->lease_size[lane];
+	batch *prev = NULL;
+	for (batch *x = t->head[lane][ch]; x; prev = x, x = x->next)
+		if (x == b) {
+			if (prev)
+				prev->next = b->next;
+			else
+				t->head[lane][ch] = b->next;
+			if (t->tail[lane][ch] == b)
+				t->tail[lane][ch] = prev;
+			b->ready = false;
+			b->next = NULL;
+			return;
+		}
+}
+
+/* Lease up to `want` pending messages of batch b to w; returns how many. */
+static uint32_t lease_from(sched *s, tenant *t, batch *b, int lane, int ch, uint32_t want, worker *w)
+{
 	if ((int)want > capjobs) {
 		capjobs = (int)want * 2;
 		jobs = hr_realloc(jobs, (size_t)capjobs * sizeof *jobs);
@@ -461,13 +466,8 @@ static uint32_t dispatch_one(sched *s, tenant *t, int lane, int ch, uint32_t all
 		idx[n++] = (uint16_t)i;
 		b->cursor++;
 	}
-	if (b->cursor >= b->n) {
-		/* scanned to the end: off the ready list until something re-pends */
-		t->head[lane][ch] = b->next;
-		if (!t->head[lane][ch])
-			t->tail[lane][ch] = NULL;
-		b->ready = false;
-	}
+	if (b->cursor >= b->n)
+		ready_remove(t, lane, ch, b); /* scanned to the end: back when something re-pends */
 	if (n == 0) {
 		hr_free(idx);
 		return 0;
@@ -522,6 +522,26 @@ static uint32_t dispatch_one(sched *s, tenant *t, int lane, int ch, uint32_t all
 	w->credit--;
 	s->dispatched[lane] += n;
 	return n;
+}
+
+/*
+ * Dispatch one lease of tenant t to w: from its first ready batch the limiter
+ * lets through.  A batch whose account or domain is held must not block the
+ * tenant's batches for other accounts, so a few batches further down the
+ * ready list are tried too.  Returns the messages leased.
+ */
+static uint32_t dispatch_one(sched *s, tenant *t, int lane, int ch, uint32_t allowance, worker *w)
+{
+	uint32_t want = allowance < (uint32_t)s->lease_size[lane] ? allowance : (uint32_t)s->lease_size[lane];
+	batch *b = t->head[lane][ch];
+	for (int tries = 0; b && tries < 8; tries++) {
+		batch *next = b->next;
+		uint32_t n = lease_from(s, t, b, lane, ch, want, w);
+		if (n > 0)
+			return n;
+		b = next;
+	}
+	return 0;
 }
 
 static void dispatch_lane(sched *s, int lane)
@@ -777,7 +797,7 @@ static void load_all(sched *s)
 			if (!t->active)
 				continue;
 			int room = s->max_loaded - t->loaded;
-			if (room <= 0 || !(t->need_load || t->more_rows || t->ndue > 0))
+			if (!(t->need_load || t->more_rows || t->ndue > 0)) /* room <= 0: transactional only */
 				continue;
 			hr_err err = {0};
 			if (!store_load_batches(s, t, room, &err))
