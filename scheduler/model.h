@@ -80,8 +80,9 @@ typedef struct tenant {
 	bool recovering;          /* rows loaded so far may already have results */
 	int64_t last_seen;        /* highest outbox id whose header was read */
 	int64_t *due_ids;         /* FIFO of due batch ids not yet materialised */
-	int ndue, capdue, duehead;
-	struct { int64_t due_ms, id; } *future; /* min-heap of batches due later */
+	uint8_t *due_tx;          /* parallel to due_ids: 1 = transactional lane (loaded first) */
+	int ndue, capdue, duehead, ndue_tx; /* ndue_tx: transactional ids among them */
+	struct { int64_t due_ms, id; bool tx; } *future; /* min-heap of batches due later */
 	int nfuture, capfuture;
 	bool more_rows;           /* the last header scan was full: read again */
 	int64_t recover_until;    /* outbox ids <= this were there at startup */
@@ -164,7 +165,8 @@ bool store_load_tenants(sched *s, hr_err *err) HR_MUST_CHECK;
 bool store_listen(sched *s, hr_err *err) HR_MUST_CHECK;
 /* Drain NOTIFYs; marks tenants need_load.  Returns false on a lost connection. */
 bool store_poll_notify(sched *s);
-/* Load up to `room` new batches of t (due or not). */
+/* Load up to `room` new batches of t (due or not); transactional ones first,
+ * and they may exceed room (<= 0 too) by up to max_loaded. */
 bool store_load_batches(sched *s, tenant *t, int room, hr_err *err) HR_MUST_CHECK;
 tenant *tenant_find(sched *s, uint32_t id);
 

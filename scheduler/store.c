@@ -152,21 +152,41 @@ bool store_poll_notify(sched *s)
 	return true;
 }
 
-static void push_due(tenant *t, int64_t id)
+static void push_due(tenant *t, int64_t id, bool tx)
 {
 	if (t->ndue + t->duehead == t->capdue) {
 		if (t->duehead > 0) {
 			memmove(t->due_ids, t->due_ids + t->duehead, (size_t)t->ndue * sizeof *t->due_ids);
+			memmove(t->due_tx, t->due_tx + t->duehead, (size_t)t->ndue);
 			t->duehead = 0;
 		} else {
 			t->capdue = t->capdue ? t->capdue * 2 : 256;
 			t->due_ids = hr_realloc(t->due_ids, (size_t)t->capdue * sizeof *t->due_ids);
+			t->due_tx = hr_realloc(t->due_tx, (size_t)t->capdue);
 		}
 	}
-	t->due_ids[t->duehead + t->ndue++] = id;
+	t->due_ids[t->duehead + t->ndue] = id;
+	t->due_tx[t->duehead + t->ndue++] = tx;
+	t->ndue_tx += tx;
 }
 
-static void push_future(tenant *t, int64_t due_ms, int64_t id)
+/* Take the FIFO's entry at position k (0 = head), keeping the rest in order. */
+static int64_t take_due(tenant *t, int k)
+{
+	int64_t id = t->due_ids[t->duehead + k];
+	t->ndue_tx -= t->due_tx[t->duehead + k];
+	if (k == 0) {
+		t->duehead++;
+	} else {
+		int at = t->duehead + k, rest = t->ndue - k - 1;
+		memmove(t->due_ids + at, t->due_ids + at + 1, (size_t)rest * sizeof *t->due_ids);
+		memmove(t->due_tx + at, t->due_tx + at + 1, (size_t)rest);
+	}
+	t->ndue--;
+	return id;
+}
+
+static void push_future(tenant *t, int64_t due_ms, int64_t id, bool tx)
 {
 	if (t->nfuture == t->capfuture) {
 		t->capfuture = t->capfuture ? t->capfuture * 2 : 64;
@@ -182,6 +202,7 @@ static void push_future(tenant *t, int64_t due_ms, int64_t id)
 	}
 	t->future[i].due_ms = due_ms;
 	t->future[i].id = id;
+	t->future[i].tx = tx;
 }
 
 /* Move future batches that are now due to the FIFO.  Returns the next due time (0 = none). */
@@ -189,9 +210,10 @@ int64_t store_promote_future(tenant *t, int64_t now);
 int64_t store_promote_future(tenant *t, int64_t now)
 {
 	while (t->nfuture > 0 && t->future[0].due_ms <= now) {
-		push_due(t, t->future[0].id);
+		push_due(t, t->future[0].id, t->future[0].tx);
 		/* pop */
 		int64_t due = t->future[t->nfuture - 1].due_ms, id = t->future[t->nfuture - 1].id;
+		bool tx = t->future[t->nfuture - 1].tx;
 		int n = --t->nfuture, i = 0;
 		for (;;) {
 			int c = 2 * i + 1;
@@ -207,6 +229,7 @@ int64_t store_promote_future(tenant *t, int64_t now)
 		if (n > 0) {
 			t->future[i].due_ms = due;
 			t->future[i].id = id;
+			t->future[i].tx = tx;
 		}
 	}
 	return t->nfuture ? t->future[0].due_ms : 0;
@@ -222,7 +245,8 @@ static bool read_headers(sched *s, tenant *t, hr_err *err)
 	if (!tenant_exec(s, t, err))
 		return false;
 	bool ok = hr_db_query(s->db,
-			      "SELECT id, (extract(epoch FROM due_at) * 1000)::bigint, due_at <= now() "
+			      "SELECT id, (extract(epoch FROM due_at) * 1000)::bigint, due_at <= now(), "
+			      "lane = 'transactional' "
 			      "FROM outbox WHERE id > $1 ORDER BY id LIMIT 2000",
 			      1, p, &r, err);
 	hr_db_rollback(s->db);
@@ -231,10 +255,11 @@ static bool read_headers(sched *s, tenant *t, hr_err *err)
 	int n = PQntuples(r);
 	for (int i = 0; i < n; i++) {
 		int64_t id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+		bool tx = strcmp(PQgetvalue(r, i, 3), "t") == 0;
 		if (strcmp(PQgetvalue(r, i, 2), "t") == 0)
-			push_due(t, id);
+			push_due(t, id, tx);
 		else
-			push_future(t, strtoll(PQgetvalue(r, i, 1), NULL, 10), id);
+			push_future(t, strtoll(PQgetvalue(r, i, 1), NULL, 10), id, tx);
 		t->last_seen = id;
 	}
 	t->more_rows = n == 2000;
@@ -335,19 +360,42 @@ done:
 	return ok;
 }
 
+/*
+ * Transactional batches are materialised before bulk ones, whatever their
+ * order in the outbox, and may go over the tenant's max_loaded by up to
+ * max_loaded more: one message waiting behind a million-message bulk
+ * backlog of its own tenant would otherwise wait for the backlog.  Headers
+ * are read whenever new rows were announced (not only when the FIFO is
+ * short), so a new transactional batch is seen at once; the FIFO is capped
+ * at HEADERS_MAX ids (9 bytes each) per tenant.
+ */
+#define HEADERS_MAX 65536
+
 bool store_load_batches(sched *s, tenant *t, int room, hr_err *err)
 {
-	if (t->ndue < room && (t->need_load || t->more_rows)) {
+	if (t->ndue < HEADERS_MAX && (t->need_load || (t->more_rows && t->ndue < room))) {
 		t->need_load = false;
 		if (!read_headers(s, t, err))
 			return false;
 	}
-	while (room > 0 && t->ndue > 0) {
-		int64_t id = t->due_ids[t->duehead];
-		t->duehead++;
-		t->ndue--;
-		if (!materialise(s, t, id, err))
+	/* An id leaves the FIFO only once its batch is loaded: low_water() counts
+	 * the FIFO, so a failed load must not let the low water pass it. */
+	int tx_room = room + s->max_loaded;
+	for (int k = 0; tx_room > 0 && t->ndue_tx > 0 && k < t->ndue;) {
+		if (!t->due_tx[t->duehead + k]) {
+			k++;
+			continue;
+		}
+		if (!materialise(s, t, t->due_ids[t->duehead + k], err))
 			return false;
+		take_due(t, k);
+		tx_room--;
+		room--;
+	}
+	while (room > 0 && t->ndue > 0) {
+		if (!materialise(s, t, t->due_ids[t->duehead], err))
+			return false;
+		take_due(t, 0);
 		room--;
 	}
 	if (t->last_seen >= t->recover_until)
