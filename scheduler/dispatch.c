@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
 #include <zmq.h>
 
 #include "alloc.h"
@@ -137,6 +138,7 @@ void batch_free(batch *b)
 		hr_free(b->provider_json);
 	}
 	hr_free(b->scope_account);
+	hr_free(b->scope_sender);
 	hr_free(b);
 }
 
@@ -205,6 +207,39 @@ static void msg_final(sched *s, batch *b, int idx, uint8_t status, const hr_resu
 	}
 }
 
+/*
+ * The sender identity a batch is sent as: the provider account's "sender"
+ * (an SMS sender id, a from-domain), else for email the domain of a literal
+ * From address in the content (a From built by Liquid markup is not known
+ * before rendering, and then only the account's identity applies).
+ */
+static char *sender_scope(const tenant *t, const batch *b)
+{
+	char ident[256] = "";
+	json_t *p = b->provider_json ? json_loads(b->provider_json, 0, NULL) : NULL;
+	const char *v = p ? json_string_value(json_object_get(p, "sender")) : NULL;
+	if (v)
+		snprintf(ident, sizeof ident, "%s", v);
+	json_decref(p);
+	if (!ident[0] && b->channel == HR_CH_EMAIL && b->content) {
+		json_t *c = json_loads(b->content, 0, NULL);
+		const char *from = c ? json_string_value(json_object_get(c, "from")) : NULL;
+		const char *at = from && !strstr(from, "{{") && !strstr(from, "{%") ? strrchr(from, '@') : NULL;
+		if (at) {
+			size_t n = strcspn(at + 1, "> \t\"");
+			if (n > 0 && n < sizeof ident)
+				snprintf(ident, sizeof ident, "%.*s", (int)n, at + 1);
+		}
+		json_decref(c);
+	}
+	if (!ident[0])
+		return NULL;
+	for (char *q = ident; *q; q++)
+		if (*q >= 'A' && *q <= 'Z')
+			*q = (char)(*q - 'A' + 'a');
+	return hr_sprintf("sender:%u/%s", t->id, ident);
+}
+
 void tenant_add_batch(sched *s, tenant *t, batch *b)
 {
 	/* Keep t->all sorted by id: promoted future batches can be older. */
@@ -219,6 +254,7 @@ void tenant_add_batch(sched *s, tenant *t, batch *b)
 		tenant_settle(s, t);
 		return;
 	}
+	b->scope_sender = sender_scope(t, b);
 	backlog_add(s, b, b->remaining); /* msg_final below takes back what it finishes */
 	if (!b->provider_json || !b->channel || !b->lane) {
 		char reason[256];
@@ -440,7 +476,10 @@ static uint32_t lease_from(sched *s, tenant *t, batch *b, int lane, int ch, uint
 	uint32_t n = 0;
 	char scope_tc[48];
 	snprintf(scope_tc, sizeof scope_tc, "tenant:%u/%s", t->id, hr_channel_name(ch));
-	const char *scopes[5] = {t->scope_tenant, scope_tc, t->scope_agency, b->scope_account, NULL};
+	const char *scopes[6] = {t->scope_tenant, scope_tc, t->scope_agency, b->scope_account, NULL, NULL};
+	int nbase = 4;
+	if (b->scope_sender)
+		scopes[nbase++] = b->scope_sender;
 	int64_t tnow = now_ns();
 	while (n < want && b->cursor < b->n) {
 		int i = b->cursor;
@@ -450,11 +489,10 @@ static uint32_t lease_from(sched *s, tenant *t, batch *b, int lane, int ch, uint
 		}
 		uint64_t wait = 0;
 		char dscope[300];
-		int ns = 4;
+		int ns = nbase;
 		if (ch == HR_CH_EMAIL) {
 			snprintf(dscope, sizeof dscope, "domain:%s", email_domain(b->address[i]));
-			scopes[4] = dscope;
-			ns = 5;
+			scopes[ns++] = dscope;
 		}
 		/* Take one token per message: pacing stays even and per-domain scopes apply. */
 		if (hr_limiter_take(s->limiter, scopes, ns, 1, (uint64_t)tnow, &wait) == 0) {

@@ -66,7 +66,10 @@ static void load_limits(sched *s)
 			 "SELECT 'tenant:' || id, (limits->>'rate_per_s')::float FROM herald.tenants "
 			 "WHERE limits ? 'rate_per_s' UNION ALL "
 			 "SELECT 'agency:' || id, (limits->>'rate_per_s')::float FROM herald.agencies "
-			 "WHERE limits ? 'rate_per_s'",
+			 "WHERE limits ? 'rate_per_s' UNION ALL "
+			 "SELECT 'sender:' || t.id || '/' || lower(r.key), r.value::float FROM herald.tenants t, "
+			 "jsonb_each_text(CASE WHEN jsonb_typeof(t.limits->'sender_rates') = 'object' "
+			 "THEN t.limits->'sender_rates' ELSE '{}'::jsonb END) r",
 			 0, NULL, &r, &err))
 		hr_fatal("scheduler: reading limits: %s", err.msg);
 	for (int i = 0; i < PQntuples(r); i++)

@@ -48,6 +48,7 @@ typedef struct batch {
 	char *provider;           /* provider account name */
 	char *provider_json;      /* resolved account (with secrets) for the workers */
 	char *scope_account;      /* "account:<tenant>/<name>" */
+	char *scope_sender;       /* "sender:<tenant>/<identity>", NULL when none is known */
 	int n;
 	char **address;           /* [n] */
 	char **data;              /* [n] JSON text the template sees */

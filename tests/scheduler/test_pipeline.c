@@ -40,6 +40,8 @@ typedef struct fworker {
 	void *ud;
 	long jobs_seen, leases_seen;
 	bool hold;          /* take leases, answer nothing (a stuck worker) */
+	int64_t *deadlines; /* lease_deadline of every job received, if not NULL */
+	int ndeadlines;
 	int64_t last_hello;
 	char id[64];
 } fworker;
@@ -114,6 +116,8 @@ static void fw_pump(fworker *w, int ms)
 			ck_assert_int_eq(jb.channel, w->channel);
 			w->leases_seen++;
 			w->jobs_seen += jb.njobs;
+			for (uint32_t i = 0; w->deadlines && i < jb.njobs; i++)
+				w->deadlines[w->ndeadlines++] = (int64_t)jb.lease_deadline;
 			if (!w->hold) {
 				hr_result *rs = hr_calloc(jb.njobs ? jb.njobs : 1, sizeof *rs);
 				for (uint32_t i = 0; i < jb.njobs; i++) {
@@ -427,6 +431,60 @@ START_TEST(sigkill_of_the_scheduler_loses_nothing_and_duplicates_no_result)
 }
 END_TEST
 
+START_TEST(sender_identity_is_rate_limited)
+{
+	fixture f;
+	fixture_open(&f, 1);
+	char sql[256];
+	snprintf(sql, sizeof sql,
+		 "UPDATE herald.tenants SET limits = '{\"sender_rates\": {\"News.Example\": 20}}' WHERE id = %lld",
+		 (long long)f.t[0].id);
+	hr_err err = {0};
+	ck_assert(hr_db_exec(f.c, sql, &err));
+	/* 60 messages from one sender identity, From a literal address of news.example */
+	const char *addr[60];
+	char *own[60];
+	for (int i = 0; i < 60; i++)
+		addr[i] = own[i] = hr_sprintf("r%d@example.org", i);
+	hr_outbox_batch b = {.channel = "email", .lane = "bulk", .provider = "main", .origin = "test", .n = 60,
+			     .content = "{\"from\":\"News <hi@news.example>\",\"text\":\"x\"}", .addresses = addr};
+	ck_assert(hr_db_tenant_begin(f.c, f.t[0].schema, f.t[0].role, &err));
+	ck_assert_msg(hr_outbox_enqueue(f.c, (int64_t)f.t[0].id, &b, NULL, &err), "%s", err.msg);
+	ck_assert(hr_db_commit(f.c, &err));
+	for (int i = 0; i < 60; i++)
+		hr_free(own[i]);
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, NULL, "HERALD_SCHED_LEASE_TIMEOUT_MS=30000");
+	fworker w;
+	fw_open(&w, s.ep[1], HR_CH_EMAIL, HR_LANE_BULK, 8, always_sent, NULL);
+	int64_t stamps[64];
+	w.deadlines = stamps;
+	fworker *ws[] = {&w};
+	serve_until(&f, ws, 1, 0, 60, 30000);
+	ck_assert_int_eq(results(&f, 0), 60);
+	ck_assert_int_eq(w.ndeadlines, 60);
+	/* dispatch time = lease deadline - 30 s: no 1-s window may hold more than 20 + a burst of 1 */
+	int best = 0;
+	for (int i = 0; i < 60; i++) {
+		int n = 0;
+		for (int j = 0; j < 60; j++)
+			n += stamps[j] >= stamps[i] && stamps[j] < stamps[i] + 1000;
+		if (n > best)
+			best = n;
+	}
+	ck_assert_msg(best <= 21, "%d messages of sender news.example dispatched within one second, limit 20/s", best);
+	int64_t lo = stamps[0], hi = stamps[0];
+	for (int i = 0; i < 60; i++) {
+		lo = stamps[i] < lo ? stamps[i] : lo;
+		hi = stamps[i] > hi ? stamps[i] : hi;
+	}
+	ck_assert_msg(hi - lo >= 2000, "60 messages at 20/s took only %lld ms", (long long)(hi - lo));
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	fw_close(&w);
+	fixture_close(&f);
+}
+END_TEST
+
 int main(void)
 {
 	th_pg_dsn();
@@ -459,6 +517,10 @@ int main(void)
 	tc = th_tcase("stuck");
 	tcase_set_timeout(tc, 240);
 	tcase_add_test(tc, stuck_worker_leases_are_redispatched);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("sender");
+	tcase_set_timeout(tc, 240);
+	tcase_add_test(tc, sender_identity_is_rate_limited);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("sigkill");
 	tcase_set_timeout(tc, 240);
