@@ -649,6 +649,16 @@ static void on_results(sched *s, worker *w, const void *data, size_t len)
 		int st = b->state[idx];
 		if (st == MSG_DONE)
 			continue; /* answered already through another lease */
+		/*
+		 * A final answer counts whenever it comes: the provider has the
+		 * message.  A temporary one (retry, throttled) only from a live lease
+		 * whose message is still leased: after a lease expired, the message
+		 * is pending, waiting or leased again, and the new owner decides.
+		 */
+		bool final = r->status == HR_RES_SENT || r->status == HR_RES_PERMANENT ||
+			     r->status == HR_RES_BOUNCED;
+		if (!final && (!l || st != MSG_LEASED))
+			continue;
 		switch (r->status) {
 		case HR_RES_SENT:
 			hr_limiter_succeeded(s->limiter, b->scope_account, 1, (uint64_t)tnow);
@@ -665,8 +675,6 @@ static void on_results(sched *s, worker *w, const void *data, size_t len)
 			/* not an attempt: the provider asked us to wait, nothing failed */
 			if (b->attempts[idx] > 0)
 				b->attempts[idx]--;
-			if (st == MSG_PENDING)
-				break; /* already re-dispatchable */
 			msg_set(b, idx, MSG_WAITING);
 			retry_push(b->t, b, idx, wall + (r->retry_after_ms ? r->retry_after_ms : 100));
 			break;
@@ -682,8 +690,6 @@ static void on_results(sched *s, worker *w, const void *data, size_t len)
 				break;
 			}
 			s->retried++;
-			if (st == MSG_PENDING)
-				break;
 			msg_set(b, idx, MSG_WAITING);
 			retry_push(b->t, b, idx, wall + backoff_ms(s, b->attempts[idx], r->retry_after_ms));
 			break;

@@ -42,6 +42,9 @@ typedef struct fworker {
 	bool hold;          /* take leases, answer nothing (a stuck worker) */
 	int64_t *deadlines; /* lease_deadline of every job received, if not NULL */
 	int ndeadlines;
+	/* leases taken while holding: answered later by fw_answer_held */
+	struct held { uint64_t lease, tenant; uint32_t n; uint64_t ids[512]; } *held;
+	int nheld;
 	int64_t last_hello;
 	char id[64];
 } fworker;
@@ -118,6 +121,14 @@ static void fw_pump(fworker *w, int ms)
 			w->jobs_seen += jb.njobs;
 			for (uint32_t i = 0; w->deadlines && i < jb.njobs; i++)
 				w->deadlines[w->ndeadlines++] = (int64_t)jb.lease_deadline;
+			if (w->hold && w->held && jb.njobs <= 512) {
+				struct held *h = &w->held[w->nheld++];
+				h->lease = jb.lease_id;
+				h->tenant = jb.tenant_id;
+				h->n = jb.njobs;
+				for (uint32_t i = 0; i < jb.njobs; i++)
+					h->ids[i] = jb.jobs[i].message_id;
+			}
 			if (!w->hold) {
 				hr_result *rs = hr_calloc(jb.njobs ? jb.njobs : 1, sizeof *rs);
 				for (uint32_t i = 0; i < jb.njobs; i++) {
@@ -144,6 +155,25 @@ static void fw_pump(fworker *w, int ms)
 		}
 		zmq_msg_close(&m);
 	} while (sched_now_ms() < end);
+}
+
+/* Answer every held lease now, all with `status` (a worker that was presumed dead speaks up). */
+static void fw_answer_held(fworker *w, uint8_t status)
+{
+	for (int k = 0; k < w->nheld; k++) {
+		struct held *h = &w->held[k];
+		hr_result rs[512];
+		memset(rs, 0, sizeof rs);
+		for (uint32_t i = 0; i < h->n; i++)
+			rs[i] = (hr_result){.message_id = h->ids[i], .status = status, .reason = {"late", 4}};
+		hr_result_batch rb = {.lease_id = h->lease, .tenant_id = (uint32_t)h->tenant, .nresults = h->n,
+				      .results = rs};
+		hr_buf b = {0};
+		hr_wire_encode_results(&b, &rb);
+		fw_send(w, &b);
+		hr_buf_free(&b);
+	}
+	w->nheld = 0;
 }
 
 static uint8_t always_sent(const hr_job *j, void *ud, uint32_t *ra)
@@ -485,6 +515,53 @@ START_TEST(sender_identity_is_rate_limited)
 }
 END_TEST
 
+static uint8_t retry_until_told(const hr_job *j, void *ud, uint32_t *ra)
+{
+	(void)j, (void)ra;
+	return *(bool *)ud ? HR_RES_SENT : HR_RES_RETRY;
+}
+
+START_TEST(late_answers_from_expired_leases_are_harmless)
+{
+	fixture f;
+	fixture_open(&f, 1);
+	enqueue(&f, 0, "sms", "bulk", 50, "sms");
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, NULL,
+		    "HERALD_SCHED_LEASE_TIMEOUT_MS=1000 HERALD_SCHED_RETRY_BASE_MS=4000 HERALD_SCHED_MAX_ATTEMPTS=5");
+	fworker a, b;
+	fw_open(&a, s.ep[1], HR_CH_SMS, HR_LANE_BULK, 1, always_sent, NULL);
+	a.hold = true;
+	a.held = hr_calloc(8, sizeof *a.held);
+	int64_t until = sched_now_ms() + 20000;
+	while (a.jobs_seen < 50 && sched_now_ms() < until)
+		fw_pump(&a, 20);
+	ck_assert_int_eq(a.jobs_seen, 50);
+	/* a's lease expires; b takes the messages and answers "retry": they wait ~2-4 s */
+	bool ok_now = false;
+	fw_open(&b, s.ep[1], HR_CH_SMS, HR_LANE_BULK, 1, retry_until_told, &ok_now);
+	until = sched_now_ms() + 20000;
+	while (b.jobs_seen < 50 && sched_now_ms() < until)
+		fw_pump(&b, 20);
+	ck_assert_int_eq(b.jobs_seen, 50);
+	/* now the worker presumed dead answers its expired lease: retry for every message */
+	fw_answer_held(&a, HR_RES_RETRY);
+	a.hold = false;
+	ok_now = true;
+	fworker *ws[] = {&a, &b};
+	serve_until(&f, ws, 2, 0, 50, 30000);
+	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.results WHERE status = 'sent'", f.t[0].schema), 50);
+	/* the late answers neither crashed the scheduler nor counted as attempts */
+	ck_assert_int_eq(q(&f, "SELECT max(attempts) FROM %s.results", f.t[0].schema), 3);
+	th_expect_warnings(0);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	fw_close(&a);
+	fw_close(&b);
+	hr_free(a.held);
+	fixture_close(&f);
+}
+END_TEST
+
 int main(void)
 {
 	th_pg_dsn();
@@ -521,6 +598,10 @@ int main(void)
 	tc = th_tcase("sender");
 	tcase_set_timeout(tc, 240);
 	tcase_add_test(tc, sender_identity_is_rate_limited);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("late");
+	tcase_set_timeout(tc, 240);
+	tcase_add_test(tc, late_answers_from_expired_leases_are_harmless);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("sigkill");
 	tcase_set_timeout(tc, 240);
