@@ -26,6 +26,22 @@ typedef struct setting {
 
 /* THE table.  Keep it sorted by name; docs/operations.md is generated from it. */
 static const setting settings[] = {
+	{"api_bind", T_STR, "127.0.0.1", 0, 0, HR_ROLE_API, false, false,
+	 "address herald-api listens on (IPv4 literal); 0.0.0.0 = every interface"},
+	{"api_key_cache_ms", T_INT, "5000", 0, 60000, HR_ROLE_API, false, false,
+	 "how long herald-api trusts a verified API key before checking it again; a revoked key "
+	 "or a suspended tenant stops working within this time (0 = check every request)"},
+	{"api_key_rps", T_INT, "100", 0, 1000000, HR_ROLE_API, false, false,
+	 "requests per second allowed per API key (token bucket, burst of one second); beyond it "
+	 "429 with Retry-After; 0 = no limit"},
+	{"api_max_body", T_INT, "1048576", 1024, 67108864, HR_ROLE_API, false, false,
+	 "largest request body herald-api accepts, in bytes; larger ones get 413"},
+	{"api_port", T_INT, "8080", 0, 65535, HR_ROLE_API, false, false,
+	 "TCP port of herald-api; 0 = pick a free one (printed as `listening port=N` on stdout)"},
+	{"api_threads", T_INT, "4", 1, 256, HR_ROLE_API, false, false,
+	 "herald-api's request threads, each with its own PostgreSQL connection"},
+	{"api_timeout_ms", T_INT, "30000", 1000, 600000, HR_ROLE_API, false, false,
+	 "herald-api closes a connection idle this long and cancels SQL statements running longer"},
 	{"channel", T_STR, NULL, 0, 0, HR_ROLE_WORKER, false, false,
 	 "the channel a worker serves: email, sms, messenger, push or webhook"},
 	{"concurrency", T_INT, "16", 1, 1024, HR_ROLE_WORKER, false, false,

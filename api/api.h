@@ -1,0 +1,173 @@
+/*
+ * api.h -- the parts of herald-api that its files share (internal to api/).
+ *
+ * A request goes through server.c: the body is collected (bounded by
+ * api_max_body), the route is matched against the one table in routes.c
+ * (404 / 405), the key is authenticated (auth.c: cache, rate limit, scopes),
+ * the tenant is resolved and, for tenant routes, a transaction is opened with
+ * hr_db_tenant_begin() on the thread's PostgreSQL connection.  The handler
+ * then fills the response with api_json() or api_problem*(); the server
+ * commits when the status is below 400 and rolls back otherwise, and a failed
+ * COMMIT turns the answer into a 503 -- so a 2xx is only ever sent for
+ * committed work and an error never leaves anything written.
+ *
+ * Ownership: an api_req lives for one HTTP request and owns its body, parsed
+ * JSON and response text.  Handlers run on MHD's pool threads; everything
+ * they touch through api_req is theirs alone.  Errors: RFC 9457 problem+json
+ * (problem.c); a handler never writes to the socket itself.
+ */
+#ifndef HERALD_API_H
+#define HERALD_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <libpq-fe.h>
+
+#include "config.h"
+#include "crypto.h"
+#include "err.h"
+#include "migrate.h"
+#include "tenancy.h"
+
+typedef struct api_server api_server;
+typedef struct api_req api_req;
+
+/* Who may call a route. */
+typedef enum api_auth {
+	API_AUTH_NONE,   /* public (the OpenAPI document) */
+	API_AUTH_AGENCY, /* agency keys only */
+	API_AUTH_TENANT, /* tenant keys, or agency keys naming the tenant in Herald-Tenant */
+} api_auth;
+
+typedef void (*api_handler)(api_req *r);
+
+typedef struct api_route {
+	const char *method;
+	const char *pattern;  /* "/v1/contacts/{id}": {name} matches one path segment */
+	api_auth auth;
+	bool send_ok;         /* a tenant `send` key may call it (messages and events) */
+	bool body;            /* expects a JSON object body */
+	api_handler fn;
+} api_route;
+
+/* The route table (routes.c); the OpenAPI test compares it with docs/openapi.yaml. */
+const api_route *api_routes(size_t *n);
+
+#define API_MAX_PARAMS 3
+
+struct api_req {
+	api_server *srv;
+	const api_route *route;
+	const char *method;
+	const char *path;
+	char *param[API_MAX_PARAMS]; /* path parameters, in pattern order (heap) */
+	void *conn;                  /* struct MHD_Connection */
+	json_t *json;                /* parsed body, when the route takes one */
+	PGconn *db;                  /* this thread's connection, for the request */
+	hr_principal who;            /* the authenticated key */
+	hr_tenant tenant;            /* tenant routes: the tenant acted on */
+	json_t *tenant_settings;     /* tenant routes: herald.tenants.settings */
+	/* the response */
+	int status;
+	char *resp;
+	const char *ctype;
+	char allow[64];              /* 405: the Allow header */
+	int retry_after;             /* 429: seconds, 0 = none */
+	bool www_auth;               /* 401: send WWW-Authenticate */
+	char location[160];          /* 201: Location, "" = none */
+};
+
+/* ---- server-wide things handlers may use ---- */
+const hr_config *api_cfg(const api_req *r);
+const hr_migration_set *api_migrations(const api_req *r);
+/* The master key, or NULL when none could be loaded (provider endpoints then answer 503). */
+const uint8_t *api_master_key(const api_req *r);
+
+/* ---- responses (problem.c) ---- */
+/* A JSON response; takes ownership of body. */
+void api_json(api_req *r, int status, json_t *body);
+/* problem+json.  errors (may be NULL) is stolen: an array of {pointer, detail}. */
+void api_problem(api_req *r, int status, const char *type, const char *title, const char *detail,
+		 json_t *errors);
+/* A problem from an hr_err: kind -> status, field -> pointer. */
+void api_problem_err(api_req *r, const hr_err *e);
+/* 422 with the validator's errors. */
+void api_problem_invalid(api_req *r, json_t *errors);
+
+/* ---- JSON validation (json.c) ---- */
+/*
+ * A validator collects every problem of a body as {pointer, detail}, so one
+ * 422 lists them all.  Getters return the value or NULL / false, adding an
+ * error when the field is present with the wrong type or required and
+ * missing.  `base` is the JSON pointer of the object ("" for the body root).
+ */
+typedef struct jv {
+	json_t *errors; /* array */
+} jv;
+
+void jv_init(jv *v);
+void jv_free(jv *v);
+bool jv_ok(const jv *v);
+void jv_add(jv *v, const char *base, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* base + "/" + name, with ~ and / escaped as RFC 6901 says (heap). */
+char *jv_ptr(const char *base, const char *name);
+/* Error for every member of obj not in allowed (NULL-terminated). */
+void jv_only(jv *v, json_t *obj, const char *base, const char *const *allowed);
+/* A string of 1..maxlen bytes without control characters. */
+const char *jv_str(jv *v, json_t *obj, const char *base, const char *name, bool required, size_t maxlen);
+json_t *jv_obj(jv *v, json_t *obj, const char *base, const char *name, bool required);
+/* Presence in *present; value in *out. */
+void jv_bool(jv *v, json_t *obj, const char *base, const char *name, bool required, bool *present, bool *out);
+void jv_int(jv *v, json_t *obj, const char *base, const char *name, bool required, int64_t min,
+	    int64_t max, bool *present, int64_t *out);
+/* RFC 3339 date-time (e.g. 2026-01-02T03:04:05.678+02:00). */
+bool jv_rfc3339(const char *s);
+
+/* JSON text of a value (heap, hr_free). */
+char *api_dump(const json_t *v);
+
+/* ---- normalisation (normalize.c) ---- */
+/* Email: trimmed, lower-cased, syntax checked.  out has room for 255 bytes. */
+bool hr_email_normalize(const char *in, char out[256], hr_err *err) HR_MUST_CHECK;
+/* Phone to E.164; cc = the tenant's default country code ("44", "+44") or NULL. */
+bool hr_phone_normalize(const char *in, const char *cc, char out[20], hr_err *err) HR_MUST_CHECK;
+/* An IANA zone name that exists under /usr/share/zoneinfo. */
+bool hr_tz_valid(const char *tz);
+/* A BCP 47-like locale tag: en, en-GB, pt_BR, zh-Hant-TW. */
+bool hr_locale_valid(const char *s);
+
+/* ---- contact references shared by events and messages (contacts.c) ---- */
+/*
+ * Validate a contact reference object {"id"|"external_id"|"email"|"phone": ...}
+ * (exactly one member) into kind/value (normalised).  Errors go to v.
+ */
+bool contact_ref_parse(jv *v, json_t *ref, const char *base, const char *cc, const char **kind,
+		       char value[256]);
+
+/* ---- handlers ---- */
+void openapi_get(api_req *r);
+void tenants_create(api_req *r);
+void tenants_list(api_req *r);
+void tenants_suspend(api_req *r);
+void tenants_resume(api_req *r);
+void tenants_key_create(api_req *r);
+void tenants_provider_put(api_req *r);
+void contacts_put(api_req *r);
+void contacts_list(api_req *r);
+void contacts_get(api_req *r);
+void consents_post(api_req *r);
+void consents_list(api_req *r);
+void events_post(api_req *r);
+void messages_post(api_req *r);
+void messages_get(api_req *r);
+
+/* A request header (NULL when absent). */
+const char *api_header(api_req *r, const char *name);
+/* A query-string argument (NULL when absent). */
+const char *api_query(api_req *r, const char *name);
+
+#endif

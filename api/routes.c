@@ -1,0 +1,36 @@
+/*
+ * routes.c -- THE route table of herald-api.  docs/openapi.yaml must describe
+ * every row (tests/api/test_openapi.c fails otherwise).
+ *
+ * auth: who may call it; send_ok: a tenant `send` key may (messages and
+ * events); body: the route takes a JSON object.  `read` keys may call every
+ * GET of the tenant API; `full` keys and agency keys (with Herald-Tenant)
+ * everything of the tenant API.
+ */
+#include "api.h"
+
+static const api_route routes[] = {
+	{"GET", "/v1/openapi.yaml", API_AUTH_NONE, false, false, openapi_get},
+	/* agency API */
+	{"GET", "/v1/tenants", API_AUTH_AGENCY, false, false, tenants_list},
+	{"POST", "/v1/tenants", API_AUTH_AGENCY, false, true, tenants_create},
+	{"POST", "/v1/tenants/{slug}/suspend", API_AUTH_AGENCY, false, false, tenants_suspend},
+	{"POST", "/v1/tenants/{slug}/resume", API_AUTH_AGENCY, false, false, tenants_resume},
+	{"POST", "/v1/tenants/{slug}/keys", API_AUTH_AGENCY, false, true, tenants_key_create},
+	{"PUT", "/v1/tenants/{slug}/providers/{name}", API_AUTH_AGENCY, false, true, tenants_provider_put},
+	/* tenant API */
+	{"GET", "/v1/contacts", API_AUTH_TENANT, false, false, contacts_list},
+	{"PUT", "/v1/contacts", API_AUTH_TENANT, false, true, contacts_put},
+	{"GET", "/v1/contacts/{id}", API_AUTH_TENANT, false, false, contacts_get},
+	{"GET", "/v1/contacts/{id}/consents", API_AUTH_TENANT, false, false, consents_list},
+	{"POST", "/v1/contacts/{id}/consents", API_AUTH_TENANT, false, true, consents_post},
+	{"POST", "/v1/events", API_AUTH_TENANT, true, true, events_post},
+	{"POST", "/v1/messages", API_AUTH_TENANT, true, true, messages_post},
+	{"GET", "/v1/messages/{id}", API_AUTH_TENANT, true, false, messages_get},
+};
+
+const api_route *api_routes(size_t *n)
+{
+	*n = sizeof routes / sizeof routes[0];
+	return routes;
+}

@@ -1,0 +1,530 @@
+/*
+ * server.c -- HTTP plumbing, routing and the request pipeline (see api.h).
+ *
+ * libmicrohttpd runs api_threads polling threads (MHD_OPTION_THREAD_POOL_SIZE);
+ * each request borrows one of as many PostgreSQL connections for its whole
+ * life, so a request never waits for a connection while holding a thread.
+ * Keep-alive is MHD's default for HTTP/1.1.  Bodies over api_max_body are
+ * refused with 413 (at once when Content-Length says so, else as soon as the
+ * collected bytes pass the limit; the rest is discarded).  Idle connections
+ * close after api_timeout_ms, and each connection's statement_timeout is the
+ * same, so no request can hold a thread and a connection forever.
+ *
+ * URLs are not percent-decoded (no unescape callback): path parameters are
+ * matched raw and must be ids or slugs, so `%2e%2e`, `%00` or quotes in a
+ * path simply do not match and answer 404.
+ */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <microhttpd.h>
+
+#include "alloc.h"
+#include "api.h"
+#include "auth.h"
+#include "db.h"
+#include "log.h"
+#include "providers.h"
+
+struct api_server {
+	const hr_config *cfg;
+	const hr_migration_set *set;
+	char *dsn;
+	uint8_t master[HR_KEY_LEN];
+	bool have_master;
+	size_t max_body;
+	struct MHD_Daemon *d;
+	int port;
+	api_keys *keys;
+	/* the connection pool */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int nconn;
+	PGconn **conn;
+	bool *busy;
+};
+
+/* One HTTP request's collection state (MHD's con_cls). */
+typedef struct upload {
+	char *buf;
+	size_t len, cap;
+	bool too_large;
+} upload;
+
+const hr_config *api_cfg(const api_req *r)
+{
+	return r->srv->cfg;
+}
+
+const hr_migration_set *api_migrations(const api_req *r)
+{
+	return r->srv->set;
+}
+
+const uint8_t *api_master_key(const api_req *r)
+{
+	return r->srv->have_master ? r->srv->master : NULL;
+}
+
+const char *api_header(api_req *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *api_query(api_req *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+/* ---- the connection pool ---- */
+
+static bool pool_open(api_server *s, hr_err *err)
+{
+	char *dsn = hr_sprintf("%s%soptions='-c statement_timeout=%ld'", s->dsn,
+			       strstr(s->dsn, "://") ? (strchr(s->dsn, '?') ? "&" : "?") : " ",
+			       hr_config_int(s->cfg, "api_timeout_ms"));
+	/* A URL takes options=... URL-encoded. */
+	if (strstr(s->dsn, "://")) {
+		hr_free(dsn);
+		dsn = hr_sprintf("%s%soptions=-c%%20statement_timeout%%3D%ld", s->dsn,
+				 strchr(s->dsn, '?') ? "&" : "?", hr_config_int(s->cfg, "api_timeout_ms"));
+	}
+	bool ok = true;
+	for (int i = 0; i < s->nconn && ok; i++)
+		ok = hr_db_connect(dsn, &s->conn[i], err);
+	hr_free(s->dsn);
+	s->dsn = dsn;
+	return ok;
+}
+
+static PGconn *pool_get(api_server *s, int *slot)
+{
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		for (int i = 0; i < s->nconn; i++)
+			if (!s->busy[i]) {
+				s->busy[i] = true;
+				*slot = i;
+				pthread_mutex_unlock(&s->mu);
+				PGconn *c = s->conn[i];
+				if (PQstatus(c) != CONNECTION_OK)
+					PQreset(c);
+				return c;
+			}
+		pthread_cond_wait(&s->cv, &s->mu);
+	}
+}
+
+static void pool_put(api_server *s, int slot)
+{
+	PGconn *c = s->conn[slot];
+	if (PQtransactionStatus(c) != PQTRANS_IDLE)
+		hr_db_rollback(c);
+	pthread_mutex_lock(&s->mu);
+	s->busy[slot] = false;
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- routing ---- */
+
+/* Match path against pattern; fills r->param.  Returns false on no match. */
+static bool match(const char *pattern, const char *path, api_req *r)
+{
+	int np = 0;
+	const char *p = pattern, *u = path;
+	while (*p && *u) {
+		if (*p == '{') {
+			const char *end = strchr(u, '/');
+			size_t n = end ? (size_t)(end - u) : strlen(u);
+			if (n == 0 || np >= API_MAX_PARAMS)
+				goto no;
+			r->param[np++] = hr_strndup(u, n);
+			u += n;
+			p = strchr(p, '}') + 1;
+		} else if (*p++ != *u++) {
+			goto no;
+		}
+	}
+	if (*p || *u)
+		goto no;
+	return true;
+no:
+	for (int i = 0; i < np; i++) {
+		hr_free(r->param[i]);
+		r->param[i] = NULL;
+	}
+	return false;
+}
+
+static const api_route *route(api_req *r)
+{
+	size_t n;
+	const api_route *t = api_routes(&n);
+	const api_route *found = NULL;
+	size_t alen = 0;
+	for (size_t i = 0; i < n && !found; i++) {
+		api_req probe = {0};
+		if (!match(t[i].pattern, r->path, &probe))
+			continue;
+		if (strcmp(t[i].method, r->method) == 0) {
+			found = &t[i];
+			memcpy(r->param, probe.param, sizeof r->param);
+			break;
+		}
+		for (int k = 0; k < API_MAX_PARAMS; k++)
+			hr_free(probe.param[k]);
+		alen += (size_t)snprintf(r->allow + alen, alen < sizeof r->allow ? sizeof r->allow - alen : 0,
+					 "%s%s", alen ? ", " : "", t[i].method);
+	}
+	if (found)
+		return found;
+	if (r->allow[0])
+		api_problem(r, 405, "method-not-allowed", "Method not allowed", "this resource does not take that method",
+			    NULL);
+	else
+		api_problem(r, 404, "not-found", "Not found", "no such resource", NULL);
+	return NULL;
+}
+
+/* ---- the pipeline ---- */
+
+static void parse_body(api_req *r, const upload *u)
+{
+	const char *ct = api_header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
+	if (!ct || strncasecmp(ct, "application/json", 16) != 0 || (ct[16] && ct[16] != ';' && ct[16] != ' ')) {
+		api_problem(r, 415, "unsupported-media-type", "Unsupported media type",
+			    "send the body as Content-Type: application/json", NULL);
+		return;
+	}
+	json_error_t je;
+	/* Duplicate keys are ambiguous: refuse them.  Invalid UTF-8 and \u0000 are refused by the parser. */
+	r->json = json_loadb(u->buf ? u->buf : "", u->len, JSON_REJECT_DUPLICATES, &je);
+	if (!r->json) {
+		char *d = hr_sprintf("malformed JSON at line %d, column %d: %s", je.line, je.column, je.text);
+		json_t *errors = json_array(), *e = json_object();
+		json_object_set_new(e, "pointer", json_string(""));
+		json_object_set_new(e, "line", json_integer(je.line));
+		json_object_set_new(e, "column", json_integer(je.column));
+		json_t *dj = json_string(d);
+		json_object_set_new(e, "detail", dj ? dj : json_string("malformed JSON"));
+		json_array_append_new(errors, e);
+		api_problem(r, 400, "malformed-json", "Malformed JSON", d, errors);
+		hr_free(d);
+		return;
+	}
+	if (!json_is_object(r->json)) {
+		json_t *errors = json_array(), *e = json_object();
+		json_object_set_new(e, "pointer", json_string(""));
+		json_object_set_new(e, "detail", json_string("must be a JSON object"));
+		json_array_append_new(errors, e);
+		api_problem(r, 422, "validation", "The request is not valid", "the body must be a JSON object", errors);
+	}
+}
+
+static bool authenticate(api_req *r)
+{
+	const char *h = api_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+	hr_err err = {0};
+	if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
+		r->www_auth = true;
+		api_problem(r, 401, "unauthorized", "Unauthorized", "send Authorization: Bearer <API key>", NULL);
+		return false;
+	}
+	const char *key = h + 7;
+	while (*key == ' ')
+		key++;
+	if (!api_keys_verify(r->srv->keys, r->db, key, &r->who, &err)) {
+		if (err.kind == HR_ERR_NOTFOUND) {
+			r->www_auth = true;
+			api_problem(r, 401, "unauthorized", "Unauthorized", "the API key is not valid", NULL);
+		} else {
+			api_problem_err(r, &err);
+		}
+		return false;
+	}
+	if (!api_keys_take(r->srv->keys, r->who.key_pk, &r->retry_after)) {
+		api_problem(r, 429, "rate-limited", "Too many requests",
+			    "this key is over its request rate; retry after the Retry-After seconds", NULL);
+		return false;
+	}
+	const api_route *rt = r->route;
+	bool agency = strcmp(r->who.scope, "agency") == 0;
+	if (rt->auth == API_AUTH_AGENCY && !agency) {
+		api_problem(r, 403, "forbidden", "Forbidden", "this endpoint needs an agency key", NULL);
+		return false;
+	}
+	if (rt->auth == API_AUTH_TENANT && !agency && strcmp(r->who.scope, "full") != 0) {
+		bool ok = strcmp(r->who.scope, "read") == 0 ? strcmp(r->method, "GET") == 0 : rt->send_ok;
+		if (!ok) {
+			char *d = hr_sprintf("a '%s' key may not %s %s", r->who.scope, r->method, rt->pattern);
+			api_problem(r, 403, "forbidden", "Forbidden", d, NULL);
+			hr_free(d);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Tenant routes: which tenant, its settings, then the request's transaction. */
+static bool enter_tenant(api_req *r)
+{
+	hr_err err = {0};
+	const char *slug = api_header(r, "Herald-Tenant");
+	if (slug && !hr_slug_valid(slug, "Herald-Tenant", &err)) {
+		api_problem(r, 404, "not-found", "Not found", "no such tenant", NULL);
+		return false;
+	}
+	if (!hr_principal_tenant(r->db, &r->who, slug, &r->tenant, &err)) {
+		if (err.kind == HR_ERR_INVALID)
+			api_problem(r, 400, "tenant-required", "Tenant required",
+				    "an agency key must name the tenant in the Herald-Tenant header", NULL);
+		else if (err.kind == HR_ERR_NOTFOUND)
+			api_problem(r, 404, "not-found", "Not found", "no such tenant", NULL);
+		else
+			api_problem_err(r, &err);
+		return false;
+	}
+	char id[32];
+	snprintf(id, sizeof id, "%lld", (long long)r->tenant.id);
+	const char *p[] = {id};
+	PGresult *res;
+	if (!hr_db_query(r->db, "SELECT settings, status FROM herald.tenants WHERE id = $1", 1, p, &res, &err)) {
+		api_problem_err(r, &err);
+		return false;
+	}
+	bool found = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 1), "active") == 0;
+	if (found)
+		r->tenant_settings = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+	PQclear(res);
+	if (!found) {
+		api_problem(r, 404, "not-found", "Not found", "no such tenant", NULL);
+		return false;
+	}
+	if (!r->tenant_settings)
+		r->tenant_settings = json_object();
+	if (!hr_db_tenant_begin(r->db, r->tenant.schema, r->tenant.role, &err)) {
+		api_problem_err(r, &err);
+		return false;
+	}
+	return true;
+}
+
+static void run(api_req *r, const upload *u)
+{
+	if (!(r->route = route(r)))
+		return;
+	if (u->too_large) {
+		api_problem(r, 413, "too-large", "Request body too large", "the body is larger than the server accepts",
+			    NULL);
+		return;
+	}
+	if (r->route->body) {
+		parse_body(r, u);
+		if (r->status)
+			return;
+	}
+	if (r->route->auth == API_AUTH_NONE) {
+		r->route->fn(r);
+		return;
+	}
+	int slot;
+	r->db = pool_get(r->srv, &slot);
+	if (authenticate(r)) {
+		bool tenant = r->route->auth == API_AUTH_TENANT;
+		if (!tenant || enter_tenant(r)) {
+			r->route->fn(r);
+			if (tenant) {
+				hr_err err = {0};
+				if (r->status < 400 && !hr_db_commit(r->db, &err))
+					api_problem_err(r, &err);
+			}
+		}
+	}
+	pool_put(r->srv, slot);
+	r->db = NULL;
+}
+
+static enum MHD_Result respond(struct MHD_Connection *conn, api_req *r)
+{
+	if (!r->status)
+		hr_panic("api: %s %s produced no response", r->method, r->path);
+	size_t len = r->resp ? strlen(r->resp) : 0;
+	struct MHD_Response *resp = MHD_create_response_from_buffer(len, r->resp, MHD_RESPMEM_MUST_COPY);
+	if (r->ctype)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->ctype);
+	if (r->status == 405)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
+	if (r->www_auth)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"herald\"");
+	if (r->location[0])
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, r->location);
+	if (r->status == 429) {
+		char ra[16];
+		snprintf(ra, sizeof ra, "%d", r->retry_after > 0 ? r->retry_after : 1);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+	}
+	enum MHD_Result ret = MHD_queue_response(conn, (unsigned)r->status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static void req_free(api_req *r)
+{
+	for (int i = 0; i < API_MAX_PARAMS; i++)
+		hr_free(r->param[i]);
+	json_decref(r->json);
+	json_decref(r->tenant_settings);
+	hr_free(r->resp);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+				  const char *version, const char *data, size_t *size, void **con_cls)
+{
+	api_server *s = cls;
+	upload *u = *con_cls;
+	if (!u) {
+		u = hr_calloc(1, sizeof *u);
+		*con_cls = u;
+		const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (cl && strtoull(cl, NULL, 10) > s->max_body) {
+			/* Answer before reading: MHD then skips (or closes on) the body. */
+			api_req r = {.srv = s, .conn = conn, .method = method, .path = url};
+			u->too_large = true;
+			api_problem(&r, 413, "too-large", "Request body too large",
+				    "the body is larger than the server accepts", NULL);
+			enum MHD_Result ret = respond(conn, &r);
+			req_free(&r);
+			return ret;
+		}
+		return MHD_YES;
+	}
+	if (*size) {
+		if (!u->too_large && u->len + *size > s->max_body) {
+			u->too_large = true;
+			hr_free(u->buf);
+			u->buf = NULL;
+			u->len = u->cap = 0;
+		}
+		if (!u->too_large) {
+			if (u->len + *size + 1 > u->cap) {
+				u->cap = (u->len + *size + 1) * 2;
+				if (u->cap > s->max_body + 1)
+					u->cap = s->max_body + 1;
+				u->buf = hr_realloc(u->buf, u->cap);
+			}
+			memcpy(u->buf + u->len, data, *size);
+			u->len += *size;
+			u->buf[u->len] = '\0';
+		}
+		*size = 0;
+		return MHD_YES;
+	}
+	api_req r = {.srv = s, .conn = conn, .method = method, .path = url};
+	run(&r, u);
+	enum MHD_Result ret = respond(conn, &r);
+	req_free(&r);
+	return ret;
+}
+
+static void on_done(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	upload *u = *con_cls;
+	if (u) {
+		hr_free(u->buf);
+		hr_free(u);
+		*con_cls = NULL;
+	}
+}
+
+/* Keep URLs as sent (see the file comment). */
+static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+	return strlen(s);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char buf[512];
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	size_t n = strlen(buf);
+	while (n && buf[n - 1] == '\n')
+		buf[--n] = '\0';
+	hr_info("api: microhttpd: %s", buf);
+}
+
+bool api_server_start(const hr_config *cfg, const char *dsn, const hr_migration_set *set, api_server **out,
+		      hr_err *err)
+{
+	api_server *s = hr_calloc(1, sizeof *s);
+	s->cfg = cfg;
+	s->set = set;
+	s->dsn = hr_strdup(dsn);
+	s->max_body = (size_t)hr_config_int(cfg, "api_max_body");
+	s->nconn = (int)hr_config_int(cfg, "api_threads");
+	s->conn = hr_calloc((size_t)s->nconn, sizeof *s->conn);
+	s->busy = hr_calloc((size_t)s->nconn, sizeof *s->busy);
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	s->keys = api_keys_new(hr_config_int(cfg, "api_key_cache_ms"), hr_config_int(cfg, "api_key_rps"));
+	hr_err kerr = {0};
+	s->have_master = hr_master_key_load(cfg, s->master, &kerr);
+	if (!s->have_master)
+		hr_info("api: no master key (%s); provider endpoints answer 503", kerr.msg);
+	if (!pool_open(s, err))
+		goto fail;
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)hr_config_int(cfg, "api_port"))};
+	if (inet_pton(AF_INET, hr_config_str(cfg, "api_bind"), &sa.sin_addr) != 1) {
+		hr_fail(err, HR_ERR_INVALID, "api_bind", "api_bind: '%s' is not an IPv4 address",
+			hr_config_str(cfg, "api_bind"));
+		goto fail;
+	}
+	unsigned timeout_s = (unsigned)((hr_config_int(cfg, "api_timeout_ms") + 999) / 1000);
+	s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+				on_request, s, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->nconn,
+				MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
+				MHD_OPTION_NOTIFY_COMPLETED, on_done, s, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, s,
+				MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_END);
+	if (!s->d) {
+		hr_fail(err, HR_ERR_IO, "api_port", "cannot listen on %s:%ld", hr_config_str(cfg, "api_bind"),
+			hr_config_int(cfg, "api_port"));
+		goto fail;
+	}
+	const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+	s->port = info ? info->port : (int)hr_config_int(cfg, "api_port");
+	*out = s;
+	return true;
+fail:
+	api_server_stop(s);
+	return false;
+}
+
+int api_server_port(const api_server *s)
+{
+	return s->port;
+}
+
+void api_server_stop(api_server *s)
+{
+	if (!s)
+		return;
+	if (s->d)
+		MHD_stop_daemon(s->d);
+	for (int i = 0; i < s->nconn; i++)
+		if (s->conn[i])
+			PQfinish(s->conn[i]);
+	hr_free(s->conn);
+	hr_free(s->busy);
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->cv);
+	api_keys_free(s->keys);
+	hr_free(s->dsn);
+	hr_free(s);
+}

@@ -1,0 +1,623 @@
+/*
+ * test_api.c -- herald-api over HTTP: routing, errors, auth, the agency API,
+ * contacts and consent, events, messages.  Every error case asserts the
+ * status, the problem's pointer and that nothing was written.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "apitest.h"
+#include "db.h"
+#include "harness.h"
+
+#define CONTACTS "SELECT count(*) FROM %s.contacts"
+
+static long long ms_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static long long jint(resp *r, const char *name)
+{
+	return (long long)json_integer_value(json_object_get(r->json, name));
+}
+
+static const char *jstr(resp *r, const char *name)
+{
+	const char *s = json_string_value(json_object_get(r->json, name));
+	return s ? s : "";
+}
+
+/* ---- server, routing, errors ---- */
+
+START_TEST(openapi_is_served_without_auth)
+{
+	resp *r = call("GET", "/v1/openapi.yaml", NULL, NULL, NULL);
+	ck_assert_int_eq(r->status, 200);
+	ck_assert_ptr_nonnull(strstr(r->body, "openapi: 3.1"));
+	resp_free(r);
+}
+END_TEST
+
+START_TEST(unknown_route_404_wrong_method_405)
+{
+	fx f;
+	fx_open(&f);
+	resp *r = call("GET", "/v1/nope", f.full, NULL, NULL);
+	expect_problem(r, 404, NULL);
+	resp_free(r);
+	r = call("DELETE", "/v1/contacts", f.full, NULL, NULL);
+	expect_problem(r, 405, NULL);
+	ck_assert_ptr_nonnull(strstr(r->allow, "PUT"));
+	ck_assert_ptr_nonnull(strstr(r->allow, "GET"));
+	resp_free(r);
+	/* path tricks never match a route or a row */
+	static const char *const tricks[] = {"/v1/contacts/../tenants", "/v1/contacts/1%00", "/v1/contacts/1'--",
+					     "/v1/contacts/%2e%2e", "/v1/contacts/1;DROP", "/v1/contacts/-1",
+					     "/v1/contacts/99999999999999999999999", "/v1/messages/%27"};
+	for (size_t i = 0; i < sizeof tricks / sizeof *tricks; i++) {
+		r = call("GET", tricks[i], f.full, NULL, NULL);
+		ck_assert_msg(r->status == 404, "%s: got %ld", tricks[i], r->status);
+		expect_problem(r, 404, NULL);
+		resp_free(r);
+	}
+	fx_close(&f);
+}
+END_TEST
+
+START_TEST(malformed_bodies_are_400_or_422_and_write_nothing)
+{
+	fx f;
+	fx_open(&f);
+	resp *r = call("PUT", "/v1/contacts", f.full, NULL, "{\"email\": \"a@b.co\",\n  \"phone\": }");
+	expect_problem(r, 400, "");
+	json_t *e = json_array_get(json_object_get(r->json, "errors"), 0);
+	ck_assert_int_eq(json_integer_value(json_object_get(e, "line")), 2);
+	ck_assert_ptr_nonnull(strstr(jstr(r, "detail"), "line 2"));
+	resp_free(r);
+	/* invalid UTF-8 */
+	r = call_at(0, "PUT", "/v1/contacts", f.full, NULL, "{\"external_id\": \"a\xff\xfe\"}", -1);
+	expect_problem(r, 400, "");
+	resp_free(r);
+	/* NUL inside a string */
+	r = call("PUT", "/v1/contacts", f.full, NULL, "{\"external_id\": \"a\\u0000b\"}");
+	expect_problem(r, 400, "");
+	resp_free(r);
+	/* not an object */
+	r = call("PUT", "/v1/contacts", f.full, NULL, "[1,2]");
+	expect_problem(r, 422, "");
+	resp_free(r);
+	/* wrong types, unknown field: every bad field is listed */
+	r = call("PUT", "/v1/contacts", f.full, NULL,
+		 "{\"external_id\": 5, \"attributes\": [], \"locale\": true, \"bogus\": 1, \"email\": \"x@y.io\"}");
+	expect_problem(r, 422, "/external_id");
+	expect_problem(r, 422, "/attributes");
+	expect_problem(r, 422, "/locale");
+	expect_problem(r, 422, "/bogus");
+	resp_free(r);
+	/* duplicate keys */
+	r = call("PUT", "/v1/contacts", f.full, NULL, "{\"email\": \"a@b.co\", \"email\": \"c@d.co\"}");
+	expect_problem(r, 400, "");
+	resp_free(r);
+	/* oversized: 2 MiB > the 1 MiB default */
+	size_t big = 2u << 20;
+	char *huge = hr_malloc(big + 64);
+	memset(huge, ' ', big + 63);
+	memcpy(huge, "{\"external_id\": \"x\"", 19);
+	huge[big + 62] = '}';
+	huge[big + 63] = '\0';
+	r = call("PUT", "/v1/contacts", f.full, NULL, huge);
+	expect_problem(r, 413, NULL);
+	resp_free(r);
+	hr_free(huge);
+	/* wrong content type */
+	r = call_at(0, "POST", "/v1/tenants", f.agency_key, NULL, NULL, 0);
+	expect_problem(r, 415, NULL);
+	resp_free(r);
+	ck_assert_int_eq(count(&f, CONTACTS), 0);
+	fx_close(&f);
+}
+END_TEST
+
+/* ---- auth ---- */
+
+START_TEST(auth_missing_bad_revoked_keys_are_401)
+{
+	fx f;
+	fx_open(&f);
+	resp *r = call("GET", "/v1/contacts", NULL, NULL, NULL);
+	expect_problem(r, 401, NULL);
+	resp_free(r);
+	r = call("GET", "/v1/contacts", "hk_nonsense", NULL, NULL);
+	expect_problem(r, 401, NULL);
+	resp_free(r);
+	/* a valid-looking key with a wrong secret */
+	char wrong[64];
+	snprintf(wrong, sizeof wrong, "%s", f.full);
+	wrong[strlen(wrong) - 1] = wrong[strlen(wrong) - 1] == 'a' ? 'b' : 'a';
+	r = call("GET", "/v1/contacts", wrong, NULL, NULL);
+	expect_problem(r, 401, NULL);
+	resp_free(r);
+	/* revoked before first use: refused at once */
+	char key_id[16];
+	snprintf(key_id, sizeof key_id, "%.12s", f.read + 3);
+	hr_err err = {0};
+	ck_assert(hr_apikey_revoke(f.c, key_id, &err));
+	r = call("GET", "/v1/contacts", f.read, NULL, NULL);
+	expect_problem(r, 401, NULL);
+	resp_free(r);
+	/* revoked after use: refused within api_key_cache_ms (the suite's server: 5 s default) */
+	r = call("GET", "/v1/contacts", f.full, NULL, NULL);
+	ck_assert_int_eq(r->status, 200);
+	resp_free(r);
+	snprintf(key_id, sizeof key_id, "%.12s", f.full + 3);
+	ck_assert(hr_apikey_revoke(f.c, key_id, &err));
+	long long t0 = ms_now();
+	long st = 200;
+	while (st == 200 && ms_now() - t0 < 7000) {
+		r = call("GET", "/v1/contacts", f.full, NULL, NULL);
+		st = r->status;
+		resp_free(r);
+		struct timespec d = {0, 50000000};
+		nanosleep(&d, NULL);
+	}
+	ck_assert_int_eq(st, 401);
+	ck_assert_int_le(ms_now() - t0, 5000 + 1500);
+	fx_close(&f);
+}
+END_TEST
+
+START_TEST(scopes_read_send_full_agency)
+{
+	fx f;
+	fx_open(&f);
+	const char *body = "{\"email\": \"scope@example.com\"}";
+	resp *r = call("PUT", "/v1/contacts", f.read, NULL, body);
+	expect_problem(r, 403, NULL);
+	resp_free(r);
+	r = call("PUT", "/v1/contacts", f.send, NULL, body);
+	expect_problem(r, 403, NULL);
+	resp_free(r);
+	r = call("GET", "/v1/contacts", f.send, NULL, NULL);
+	expect_problem(r, 403, NULL);
+	resp_free(r);
+	ck_assert_int_eq(count(&f, CONTACTS), 0);
+	r = call("GET", "/v1/contacts", f.read, NULL, NULL);
+	ck_assert_int_eq(r->status, 200);
+	resp_free(r);
+	/* tenant keys cannot use the agency API */
+	r = call("GET", "/v1/tenants", f.full, NULL, NULL);
+	expect_problem(r, 403, NULL);
+	resp_free(r);
+	/* an agency key needs Herald-Tenant for the tenant API */
+	r = call("GET", "/v1/contacts", f.agency_key, NULL, NULL);
+	expect_problem(r, 400, NULL);
+	resp_free(r);
+	r = call("PUT", "/v1/contacts", f.agency_key, f.t.slug, body);
+	ck_assert_int_eq(r->status, 201);
+	resp_free(r);
+	/* a tenant key naming another tenant */
+	r = call("GET", "/v1/contacts", f.full, "someone-else", NULL);
+	expect_problem(r, 404, NULL);
+	resp_free(r);
+	ck_assert_int_eq(count(&f, CONTACTS), 1);
+	fx_close(&f);
+}
+END_TEST
+
+START_TEST(agency_key_on_another_agencys_tenant_is_404)
+{
+	fx a, b;
+	fx_open(&a);
+	fx_open(&b);
+	resp *r = call("GET", "/v1/contacts", a.agency_key, b.t.slug, NULL);
+	expect_problem(r, 404, NULL);
+	char *d1 = hr_strdup(r->body);
+	resp_free(r);
+	r = call("GET", "/v1/contacts", a.agency_key, "no-such-tenant", NULL);
+	expect_problem(r, 404, NULL);
+	ck_assert_str_eq(r->body, d1); /* indistinguishable from a missing tenant */
+	resp_free(r);
+	hr_free(d1);
+	r = call("POST", "/v1/tenants/x/suspend", a.agency_key, NULL, NULL);
+	expect_problem(r, 404, NULL);
+	resp_free(r);
+	char path[128];
+	snprintf(path, sizeof path, "/v1/tenants/%s/suspend", b.t.slug);
+	r = call("POST", path, a.agency_key, NULL, NULL);
+	expect_problem(r, 404, NULL);
+	resp_free(r);
+	snprintf(path, sizeof path, "/v1/tenants/%s/keys", b.t.slug);
+	long keys = count(&a, "SELECT count(*) FROM herald.api_keys");
+	r = call("POST", path, a.agency_key, NULL, "{\"scope\": \"full\"}");
+	expect_problem(r, 404, NULL);
+	resp_free(r);
+	ck_assert_int_eq(count(&a, "SELECT count(*) FROM herald.api_keys"), keys);
+	ck_assert_int_eq(count(&b, "SELECT count(*) FROM herald.tenants WHERE status = 'active' AND schema_name = '%s'"), 1);
+	fx_close(&a);
+	fx_close(&b);
+}
+END_TEST
+
+START_TEST(rate_limit_answers_429_with_retry_after)
+{
+	fx f;
+	fx_open(&f);
+	srv s;
+	srv_start(&s, the_dsn, "HERALD_API_KEY_RPS=2");
+	long got429 = 0;
+	char ra[16] = "";
+	for (int i = 0; i < 6 && !got429; i++) {
+		resp *r = call_at(s.port, "GET", "/v1/contacts", f.full, NULL, NULL, -1);
+		if (r->status == 429) {
+			expect_problem(r, 429, NULL);
+			got429 = 1;
+			snprintf(ra, sizeof ra, "%s", r->retry_after);
+		}
+		resp_free(r);
+	}
+	ck_assert_int_eq(got429, 1);
+	ck_assert_int_ge(atoi(ra), 1);
+	ck_assert_int_eq(srv_stop(&s), 0);
+	fx_close(&f);
+}
+END_TEST
+
+/* ---- agency API ---- */
+
+START_TEST(agency_creates_lists_suspends_tenants_and_keys)
+{
+	fx f;
+	fx_open(&f);
+	char slug[48], body[256], path[160];
+	th_slug("nt", slug, sizeof slug);
+	snprintf(body, sizeof body, "{\"slug\": \"%s\", \"name\": \"New\", \"settings\": {\"default_country_code\": \"44\"}}", slug);
+	resp *r = call("POST", "/v1/tenants", f.agency_key, NULL, body);
+	ck_assert_msg(r->status == 201, "%s", r->body);
+	ck_assert_str_eq(jstr(r, "slug"), slug);
+	resp_free(r);
+	/* duplicate */
+	r = call("POST", "/v1/tenants", f.agency_key, NULL, body);
+	expect_problem(r, 409, NULL);
+	resp_free(r);
+	/* bad slug, SQL metacharacters, bad settings: 422 with pointers, nothing created */
+	long before = count(&f, "SELECT count(*) FROM herald.tenants");
+	static const char *const bad[] = {
+		"{\"slug\": \"x'; DROP TABLE herald.tenants; --\"}", "{\"slug\": \"../etc\"}", "{\"slug\": \"A\"}",
+		"{\"slug\": 12}", "{}", "{\"slug\": \"okslug\", \"settings\": {\"default_country_code\": \"0x\"}}",
+		"{\"slug\": \"okslug\", \"settings\": {\"transactional_policy\": \"always\"}}",
+		"{\"slug\": \"okslug\", \"extra\": 1}"};
+	static const char *const ptr[] = {"/slug", "/slug", "/slug", "/slug", "/slug",
+					  "/settings/default_country_code", "/settings/transactional_policy", "/extra"};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		r = call("POST", "/v1/tenants", f.agency_key, NULL, bad[i]);
+		expect_problem(r, 422, ptr[i]);
+		resp_free(r);
+	}
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM herald.tenants"), before);
+	r = call("GET", "/v1/tenants", f.agency_key, NULL, NULL);
+	ck_assert_int_eq(r->status, 200);
+	ck_assert_int_eq(json_array_size(json_object_get(r->json, "data")), 2);
+	resp_free(r);
+	/* a key for the new tenant, shown once, works */
+	snprintf(path, sizeof path, "/v1/tenants/%s/keys", slug);
+	r = call("POST", path, f.agency_key, NULL, "{\"scope\": \"all\"}");
+	expect_problem(r, 422, "/scope");
+	resp_free(r);
+	r = call("POST", path, f.agency_key, NULL, "{\"scope\": \"full\", \"name\": \"backend\"}");
+	ck_assert_int_eq(r->status, 201);
+	char key[64];
+	snprintf(key, sizeof key, "%s", jstr(r, "key"));
+	resp_free(r);
+	r = call("PUT", "/v1/contacts", key, NULL, "{\"phone\": \"020 7946 0018\"}");
+	ck_assert_msg(r->status == 201, "%s", r->body);
+	ck_assert_str_eq(jstr(r, "phone"), "+442079460018"); /* the tenant's default country code */
+	resp_free(r);
+	/* suspend: the key stops (cache is 5 s: use a fresh key whose first use is after the suspension) */
+	snprintf(path, sizeof path, "/v1/tenants/%s/suspend", slug);
+	r = call("POST", path, f.agency_key, NULL, NULL);
+	ck_assert_int_eq(r->status, 200);
+	ck_assert_str_eq(jstr(r, "status"), "suspended");
+	resp_free(r);
+	r = call("GET", "/v1/contacts", f.agency_key, slug, NULL);
+	expect_problem(r, 404, NULL);
+	resp_free(r);
+	snprintf(path, sizeof path, "/v1/tenants/%s/resume", slug);
+	r = call("POST", path, f.agency_key, NULL, NULL);
+	ck_assert_int_eq(r->status, 200);
+	resp_free(r);
+	r = call("GET", "/v1/contacts", f.agency_key, slug, NULL);
+	ck_assert_int_eq(r->status, 200);
+	resp_free(r);
+	fx_close(&f);
+}
+END_TEST
+
+START_TEST(agency_puts_provider_accounts)
+{
+	fx f;
+	fx_open(&f);
+	char path[160];
+	snprintf(path, sizeof path, "/v1/tenants/%s/providers/sms-main", f.t.slug);
+	resp *r = call("PUT", path, f.agency_key, NULL,
+		       "{\"channel\": \"sms\", \"transport\": \"http\", \"config\": {\"url\": \"http://x\"}, "
+		       "\"secret\": {\"token\": \"s3cret\"}, \"rate_per_s\": 50}");
+	ck_assert_msg(r->status == 200, "%s", r->body);
+	ck_assert_ptr_null(strstr(r->body, "s3cret"));
+	resp_free(r);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM herald.provider_accounts WHERE name = 'sms-main'"), 1);
+	r = call("PUT", path, f.agency_key, NULL, "{\"channel\": \"fax\", \"transport\": \"http\", \"rate_per_s\": 0}");
+	expect_problem(r, 422, "/channel");
+	expect_problem(r, 422, "/rate_per_s");
+	resp_free(r);
+	snprintf(path, sizeof path, "/v1/tenants/%s/providers/Bad'Name", f.t.slug);
+	r = call("PUT", path, f.agency_key, NULL, "{\"channel\": \"sms\", \"transport\": \"http\"}");
+	expect_problem(r, 422, "name");
+	resp_free(r);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM herald.provider_accounts p JOIN herald.tenants t ON "
+				   "t.id = p.tenant_id WHERE t.schema_name = '%s'"), 1);
+	fx_close(&f);
+}
+END_TEST
+
+/* ---- contacts ---- */
+
+START_TEST(contacts_upsert_normalise_get_list)
+{
+	fx f;
+	fx_open(&f);
+	resp *r = call("PUT", "/v1/contacts", f.full, NULL,
+		       "{\"external_id\": \"u-1\", \"email\": \"  Ann.Lee@Example.COM \", \"phone\": \"+1 (415) 555-0100\", "
+		       "\"attributes\": {\"city\": \"SF\"}, \"time_zone\": \"America/Los_Angeles\", \"locale\": \"en-US\"}");
+	ck_assert_msg(r->status == 201, "%s", r->body);
+	long long id = jint(r, "id");
+	ck_assert_str_eq(jstr(r, "email"), "ann.lee@example.com");
+	ck_assert_str_eq(jstr(r, "phone"), "+14155550100");
+	ck_assert_ptr_nonnull(strstr(r->location, "/v1/contacts/"));
+	resp_free(r);
+	/* same person by email, attributes merged */
+	r = call("PUT", "/v1/contacts", f.full, NULL, "{\"email\": \"ann.lee@example.com\", \"attributes\": {\"plan\": \"pro\"}}");
+	ck_assert_int_eq(r->status, 200);
+	ck_assert_int_eq(jint(r, "id"), id);
+	json_t *a = json_object_get(r->json, "attributes");
+	ck_assert_str_eq(json_string_value(json_object_get(a, "city")), "SF");
+	ck_assert_str_eq(json_string_value(json_object_get(a, "plan")), "pro");
+	resp_free(r);
+	char path[64];
+	snprintf(path, sizeof path, "/v1/contacts/%lld", id);
+	r = call("GET", path, f.read, NULL, NULL);
+	ck_assert_int_eq(r->status, 200);
+	ck_assert_str_eq(jstr(r, "time_zone"), "America/Los_Angeles");
+	resp_free(r);
+	/* list with cursor */
+	for (int i = 0; i < 4; i++) {
+		char b[96];
+		snprintf(b, sizeof b, "{\"external_id\": \"p-%d\"}", i);
+		r = call("PUT", "/v1/contacts", f.full, NULL, b);
+		ck_assert_int_eq(r->status, 201);
+		resp_free(r);
+	}
+	int seen = 0;
+	char next[128] = "";
+	for (int page = 0; page < 5; page++) {
+		char p[256];
+		snprintf(p, sizeof p, "/v1/contacts?limit=2%s%s", next[0] ? "&cursor=" : "", next);
+		r = call("GET", p, f.read, NULL, NULL);
+		ck_assert_msg(r->status == 200, "%s", r->body);
+		seen += (int)json_array_size(json_object_get(r->json, "data"));
+		json_t *n = json_object_get(r->json, "next_cursor");
+		snprintf(next, sizeof next, "%s", json_is_string(n) ? json_string_value(n) : "");
+		resp_free(r);
+		if (!next[0])
+			break;
+	}
+	ck_assert_int_eq(seen, 5);
+	r = call("GET", "/v1/contacts?cursor=abc'--", f.read, NULL, NULL);
+	expect_problem(r, 400, "cursor");
+	resp_free(r);
+	r = call("GET", "/v1/contacts?limit=100000", f.read, NULL, NULL);
+	expect_problem(r, 400, "limit");
+	resp_free(r);
+	r = call("GET", "/v1/contacts/987654", f.read, NULL, NULL);
+	expect_problem(r, 404, NULL);
+	resp_free(r);
+	fx_close(&f);
+}
+END_TEST
+
+START_TEST(contacts_invalid_fields_are_422_and_write_nothing)
+{
+	fx f;
+	fx_open(&f);
+	static const struct {
+		const char *body, *pointer;
+	} cases[] = {
+		{"{\"phone\": \"12345\"}", "/phone"},            /* national, tenant has no country code */
+		{"{\"phone\": \"+0123456789\"}", "/phone"},
+		{"{\"phone\": \"+1 415 555 01OO\"}", "/phone"},
+		{"{\"phone\": \"+1234567890123456\"}", "/phone"},
+		{"{\"email\": \"no-at-sign\"}", "/email"},
+		{"{\"email\": \"a@b\"}", "/email"},
+		{"{\"email\": \"a..b@example.com\"}", "/email"},
+		{"{\"email\": \"x'; DROP TABLE contacts; --@example.com\"}", "/email"},
+		{"{\"email\": \"a@exa_mple.com\"}", "/email"},
+		{"{\"email\": \"ok@example.com\", \"time_zone\": \"Mars/Olympus\"}", "/time_zone"},
+		{"{\"email\": \"ok@example.com\", \"time_zone\": \"../../etc/passwd\"}", "/time_zone"},
+		{"{\"email\": \"ok@example.com\", \"time_zone\": \"Europe\"}", "/time_zone"},
+		{"{\"email\": \"ok@example.com\", \"locale\": \"english please\"}", "/locale"},
+		{"{\"email\": \"ok@example.com\", \"external_id\": \"\"}", "/external_id"},
+		{"{\"email\": \"ok@example.com\", \"external_id\": \"a\\u0001b\"}", "/external_id"},
+		{"{\"attributes\": {\"a\": 1}}", ""},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		resp *r = call("PUT", "/v1/contacts", f.full, NULL, cases[i].body);
+		ck_assert_msg(r->status == 422, "%s: got %ld %s", cases[i].body, r->status, r->body);
+		expect_problem(r, 422, cases[i].pointer);
+		resp_free(r);
+	}
+	ck_assert_int_eq(count(&f, CONTACTS), 0);
+	/* metacharacters in values that are valid are stored verbatim */
+	resp *r = call("PUT", "/v1/contacts", f.full, NULL,
+		       "{\"external_id\": \"x'); DROP TABLE contacts; --\\\"../%00\", \"attributes\": {\"q\": \"' OR 1=1 --\"}}");
+	ck_assert_msg(r->status == 201, "%s", r->body);
+	ck_assert_str_eq(jstr(r, "external_id"), "x'); DROP TABLE contacts; --\"../%00");
+	resp_free(r);
+	ck_assert_int_eq(count(&f, CONTACTS), 1);
+	fx_close(&f);
+}
+END_TEST
+
+START_TEST(contacts_with_same_phone_are_merged_into_the_oldest)
+{
+	fx f;
+	fx_open(&f);
+	resp *r = call("PUT", "/v1/contacts", f.full, NULL, "{\"external_id\": \"crm-1\", \"attributes\": {\"a\": 1}}");
+	long long a = jint(r, "id");
+	resp_free(r);
+	r = call("PUT", "/v1/contacts", f.full, NULL,
+		 "{\"phone\": \"+44 20 7946 0018\", \"email\": \"b@example.com\", \"attributes\": {\"a\": 2, \"b\": 2}}");
+	long long b = jint(r, "id");
+	resp_free(r);
+	char body[256];
+	snprintf(body, sizeof body, "{\"consent\": 1}");
+	char path[96];
+	snprintf(path, sizeof path, "/v1/contacts/%lld/consents", b);
+	r = call("POST", path, f.full, NULL,
+		 "{\"channel\": \"sms\", \"purpose\": \"marketing\", \"granted\": true, \"source\": \"pos\"}");
+	ck_assert_int_eq(r->status, 201);
+	resp_free(r);
+	/* the same phone written differently, with crm-1's external id: one person */
+	r = call("PUT", "/v1/contacts", f.full, NULL, "{\"external_id\": \"crm-1\", \"phone\": \"0044 (20) 7946-0018\"}");
+	ck_assert_msg(r->status == 200, "%s", r->body);
+	ck_assert_int_eq(jint(r, "id"), a);
+	ck_assert_str_eq(jstr(r, "phone"), "+442079460018");
+	ck_assert_str_eq(jstr(r, "email"), "b@example.com");
+	json_t *m = json_object_get(r->json, "merged");
+	ck_assert_int_eq(json_array_size(m), 1);
+	ck_assert_int_eq(json_integer_value(json_array_get(m, 0)), b);
+	json_t *attrs = json_object_get(r->json, "attributes");
+	ck_assert_int_eq(json_integer_value(json_object_get(attrs, "a")), 1); /* the survivor's value wins */
+	ck_assert_int_eq(json_integer_value(json_object_get(attrs, "b")), 2); /* gaps filled */
+	resp_free(r);
+	snprintf(path, sizeof path, "/v1/contacts/%lld", b);
+	r = call("GET", path, f.read, NULL, NULL);
+	ck_assert_int_eq(json_integer_value(json_object_get(r->json, "merged_into")), a);
+	resp_free(r);
+	snprintf(path, sizeof path, "/v1/contacts/%lld/consents", a);
+	r = call("GET", path, f.read, NULL, NULL);
+	ck_assert_int_eq(json_array_size(json_object_get(r->json, "current")), 1);
+	ck_assert_int_eq(json_array_size(json_object_get(r->json, "history")), 1);
+	resp_free(r);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.contacts WHERE merged_into IS NULL"), 1);
+	fx_close(&f);
+}
+END_TEST
+
+START_TEST(consents_record_history_and_validate)
+{
+	fx f;
+	fx_open(&f);
+	resp *r = call("PUT", "/v1/contacts", f.full, NULL, "{\"email\": \"c@example.com\"}");
+	long long id = jint(r, "id");
+	resp_free(r);
+	char path[96];
+	snprintf(path, sizeof path, "/v1/contacts/%lld/consents", id);
+	r = call("POST", path, f.full, NULL,
+		 "{\"channel\": \"email\", \"purpose\": \"marketing\", \"granted\": true, \"source\": \"form\", "
+		 "\"actor\": \"advisor-7\", \"detail\": {\"ip\": \"10.0.0.1\"}}");
+	ck_assert_msg(r->status == 201, "%s", r->body);
+	resp_free(r);
+	r = call("POST", path, f.full, NULL,
+		 "{\"channel\": \"email\", \"purpose\": \"marketing\", \"granted\": false, \"source\": \"unsubscribe link\"}");
+	ck_assert_int_eq(r->status, 201);
+	resp_free(r);
+	r = call("GET", path, f.read, NULL, NULL);
+	ck_assert_int_eq(r->status, 200);
+	json_t *cur = json_object_get(r->json, "current");
+	ck_assert_int_eq(json_array_size(cur), 1);
+	ck_assert(json_is_false(json_object_get(json_array_get(cur, 0), "granted")));
+	ck_assert_int_eq(json_array_size(json_object_get(r->json, "history")), 2);
+	resp_free(r);
+	long before = count(&f, "SELECT count(*) FROM %s.consent_log");
+	static const struct {
+		const char *body, *pointer;
+	} bad[] = {
+		{"{\"channel\": \"fax\", \"purpose\": \"marketing\", \"granted\": true, \"source\": \"x\"}", "/channel"},
+		{"{\"channel\": \"sms\", \"purpose\": \"Mark'eting\", \"granted\": true, \"source\": \"x\"}", "/purpose"},
+		{"{\"channel\": \"sms\", \"purpose\": \"marketing\", \"granted\": \"yes\", \"source\": \"x\"}", "/granted"},
+		{"{\"channel\": \"sms\", \"purpose\": \"marketing\", \"granted\": true}", "/source"},
+		{"{\"channel\": \"sms\", \"purpose\": \"marketing\", \"granted\": true, \"source\": \"x\", \"detail\": 3}", "/detail"},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		r = call("POST", path, f.full, NULL, bad[i].body);
+		expect_problem(r, 422, bad[i].pointer);
+		resp_free(r);
+	}
+	r = call("POST", "/v1/contacts/424242/consents", f.full, NULL,
+		 "{\"channel\": \"sms\", \"purpose\": \"marketing\", \"granted\": true, \"source\": \"x\"}");
+	expect_problem(r, 404, NULL);
+	resp_free(r);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.consent_log"), before);
+	fx_close(&f);
+}
+END_TEST
+
+START_TEST(another_tenants_ids_are_404)
+{
+	fx a, b;
+	fx_open(&a);
+	fx_open(&b);
+	resp *r = call("PUT", "/v1/contacts", b.full, NULL, "{\"email\": \"secret@b.com\"}");
+	long long id = jint(r, "id");
+	resp_free(r);
+	/* a has no contact with that id (ids are per schema: make sure a has none at all) */
+	char path[96];
+	snprintf(path, sizeof path, "/v1/contacts/%lld", id);
+	r = call("GET", path, a.full, NULL, NULL);
+	expect_problem(r, 404, NULL);
+	ck_assert_ptr_null(strstr(r->body, "secret"));
+	resp_free(r);
+	snprintf(path, sizeof path, "/v1/contacts/%lld/consents", id);
+	r = call("POST", path, a.full, NULL, "{\"channel\": \"sms\", \"purpose\": \"m\", \"granted\": true, \"source\": \"x\"}");
+	expect_problem(r, 404, NULL);
+	resp_free(r);
+	ck_assert_int_eq(count(&b, "SELECT count(*) FROM %s.consent_log"), 0);
+	fx_close(&a);
+	fx_close(&b);
+}
+END_TEST
+
+Suite *api_suite(void);
+Suite *api_suite(void)
+{
+	Suite *s = suite_create("api");
+	TCase *tc = th_tcase("http");
+	tcase_add_unchecked_fixture(tc, api_suite_setup, api_suite_teardown);
+	tcase_add_test(tc, openapi_is_served_without_auth);
+	tcase_add_test(tc, unknown_route_404_wrong_method_405);
+	tcase_add_test(tc, malformed_bodies_are_400_or_422_and_write_nothing);
+	tcase_add_test(tc, auth_missing_bad_revoked_keys_are_401);
+	tcase_add_test(tc, scopes_read_send_full_agency);
+	tcase_add_test(tc, agency_key_on_another_agencys_tenant_is_404);
+	tcase_add_test(tc, rate_limit_answers_429_with_retry_after);
+	tcase_add_test(tc, agency_creates_lists_suspends_tenants_and_keys);
+	tcase_add_test(tc, agency_puts_provider_accounts);
+	tcase_add_test(tc, contacts_upsert_normalise_get_list);
+	tcase_add_test(tc, contacts_invalid_fields_are_422_and_write_nothing);
+	tcase_add_test(tc, contacts_with_same_phone_are_merged_into_the_oldest);
+	tcase_add_test(tc, consents_record_history_and_validate);
+	tcase_add_test(tc, another_tenants_ids_are_404);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return th_run(api_suite());
+}
