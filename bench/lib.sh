@@ -24,6 +24,11 @@ bench_cleanup() {
 	done
 	if [ -n "$WORK" ] && [ -d "$WORK" ]; then
 		$HC local stop >/dev/null 2>&1 || true
+		# BENCH_KEEP=DIR keeps the logs and samples (not the database) for a look afterwards.
+		if [ -n "${BENCH_KEEP:-}" ]; then
+			mkdir -p "$BENCH_KEEP"
+			find "$WORK" -maxdepth 1 -type f -exec cp {} "$BENCH_KEEP/" \;
+		fi
 		rm -rf "$WORK"
 	fi
 }
