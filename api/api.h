@@ -51,6 +51,9 @@ typedef struct api_route {
 	bool send_ok;         /* a tenant `send` key may call it (messages and events) */
 	bool body;            /* expects a JSON object body */
 	api_handler fn;
+	/* optional: runs after auth and before the tenant transaction opens, on the
+	 * control schema (e.g. checking a provider account); may set an error */
+	api_handler pre;
 } api_route;
 
 /* The route table (routes.c); the OpenAPI test compares it with docs/openapi.yaml. */
@@ -70,6 +73,8 @@ struct api_req {
 	hr_principal who;            /* the authenticated key */
 	hr_tenant tenant;            /* tenant routes: the tenant acted on */
 	json_t *tenant_settings;     /* tenant routes: herald.tenants.settings */
+	void *state;                 /* a handler's parsed request, freed with state_free */
+	void (*state_free)(void *);
 	/* the response */
 	int status;
 	char *resp;
@@ -162,6 +167,7 @@ void contacts_get(api_req *r);
 void consents_post(api_req *r);
 void consents_list(api_req *r);
 void events_post(api_req *r);
+void messages_pre(api_req *r);
 void messages_post(api_req *r);
 void messages_get(api_req *r);
 

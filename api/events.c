@@ -1,2 +1,193 @@
+/*
+ * events.c -- POST /v1/events: one event, or {"events": [...]} (up to
+ * API_MAX_EVENTS).
+ *
+ * A batch is validated whole before anything is written: every bad item is
+ * reported by its pointer (/events/3/occurred_at) in one 422.  Contact
+ * references of the whole batch are resolved with one query, and the events
+ * are inserted with one statement over unnest() of arrays -- two round trips
+ * per batch, whatever its size.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
 #include "api.h"
-void events_post(api_req *r) { api_problem(r, 501, "not-implemented", "Not implemented", NULL, NULL); }
+#include "db.h"
+
+#define API_MAX_EVENTS 1000
+
+/* A growing Postgres array literal: {"a","b",NULL}. */
+typedef struct pga {
+	char *p;
+	size_t len, cap;
+} pga;
+
+static void pga_add(pga *a, const char *s)
+{
+	size_t need = a->len + (s ? 2 * strlen(s) : 4) + 8;
+	if (need > a->cap) {
+		a->cap = need * 2;
+		a->p = hr_realloc(a->p, a->cap);
+	}
+	char *o = a->p + a->len;
+	*o++ = a->len ? ',' : '{';
+	if (!s) {
+		memcpy(o, "NULL", 4);
+		o += 4;
+	} else {
+		*o++ = '"';
+		for (; *s; s++) {
+			if (*s == '"' || *s == '\\')
+				*o++ = '\\';
+			*o++ = *s;
+		}
+		*o++ = '"';
+	}
+	a->len = (size_t)(o - a->p);
+	*o = '\0';
+}
+
+static char *pga_end(pga *a)
+{
+	if (!a->len) {
+		a->p = hr_realloc(a->p, 3);
+		memcpy(a->p, "{}", 3);
+		return a->p;
+	}
+	/* pga_add always leaves room for two more bytes. */
+	a->p[a->len++] = '}';
+	a->p[a->len] = '\0';
+	return a->p;
+}
+
+typedef struct item {
+	const char *name;
+	const char *kind; /* contact ref kind, NULL = anonymous */
+	char ref[256];
+	char *props;      /* JSON text */
+	const char *at;   /* NULL = now */
+} item;
+
+static void parse_item(jv *v, json_t *o, const char *base, const char *cc, item *it)
+{
+	static const char *const allowed[] = {"name", "contact", "properties", "occurred_at", NULL};
+	if (!json_is_object(o)) {
+		jv_add(v, base, NULL, "must be an object");
+		return;
+	}
+	jv_only(v, o, base, allowed);
+	it->name = jv_str(v, o, base, "name", true, 128);
+	json_t *ref = json_object_get(o, "contact");
+	if (ref && !json_is_null(ref)) {
+		char *b = jv_ptr(base, "contact");
+		contact_ref_parse(v, ref, b, cc, &it->kind, it->ref);
+		hr_free(b);
+	}
+	json_t *props = jv_obj(v, o, base, "properties", false);
+	it->props = props ? api_dump(props) : NULL;
+	it->at = jv_str(v, o, base, "occurred_at", false, 40);
+	if (it->at && !jv_rfc3339(it->at)) {
+		jv_add(v, base, "occurred_at", "must be an RFC 3339 date-time, e.g. 2026-01-02T03:04:05Z");
+		it->at = NULL;
+	}
+}
+
+void events_post(api_req *r)
+{
+	const char *cc = json_string_value(json_object_get(r->tenant_settings, "default_country_code"));
+	json_t *list = json_object_get(r->json, "events");
+	bool batch = list != NULL;
+	jv v;
+	jv_init(&v);
+	size_t n = 1;
+	if (batch) {
+		static const char *const allowed[] = {"events", NULL};
+		jv_only(&v, r->json, "", allowed);
+		n = json_array_size(list);
+		if (!json_is_array(list) || n < 1 || n > API_MAX_EVENTS)
+			jv_add(&v, "", "events", "must be an array of 1 to %d events", API_MAX_EVENTS);
+		if (!jv_ok(&v)) {
+			api_problem_invalid(r, v.errors);
+			return;
+		}
+	}
+	item *it = hr_calloc(n, sizeof *it);
+	for (size_t i = 0; i < n; i++) {
+		char base[32];
+		snprintf(base, sizeof base, "/events/%zu", i);
+		parse_item(&v, batch ? json_array_get(list, i) : r->json, batch ? base : "", cc, &it[i]);
+	}
+	pga kinds = {0}, refs = {0}, names = {0}, props = {0}, ats = {0}, ids = {0};
+	char *ka = NULL, *ra = NULL;
+	PGresult *res = NULL;
+	hr_err err = {0};
+	if (!jv_ok(&v)) {
+		api_problem_invalid(r, v.errors);
+		v.errors = NULL;
+		goto done;
+	}
+	/* Resolve every contact reference at once. */
+	for (size_t i = 0; i < n; i++) {
+		pga_add(&kinds, it[i].kind ? it[i].kind : "none");
+		pga_add(&refs, it[i].kind ? it[i].ref : "");
+	}
+	ka = pga_end(&kinds);
+	ra = pga_end(&refs);
+	const char *pr[] = {ka, ra};
+	if (!hr_db_query(r->db,
+			 "SELECT r.ord, x.id FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(kind, val, ord) "
+			 "LEFT JOIN LATERAL ("
+			 "SELECT coalesce(c.merged_into, c.id) AS id FROM contacts c WHERE r.kind = 'id' "
+			 "AND c.id = CASE WHEN r.kind = 'id' THEN r.val::bigint END "
+			 "UNION ALL SELECT coalesce(c.merged_into, c.id) FROM contacts c "
+			 "WHERE r.kind = 'external_id' AND c.external_id = r.val "
+			 "UNION ALL SELECT coalesce(c.merged_into, c.id) FROM contacts c WHERE r.kind = 'email' AND c.email = r.val "
+			 "UNION ALL SELECT coalesce(c.merged_into, c.id) FROM contacts c WHERE r.kind = 'phone' AND c.phone = r.val "
+			 "LIMIT 1) x ON true ORDER BY r.ord",
+			 2, pr, &res, &err))
+		goto fail;
+	for (size_t i = 0; i < n; i++) {
+		bool missing = it[i].kind && PQgetisnull(res, (int)i, 1);
+		if (missing) {
+			char base[32];
+			snprintf(base, sizeof base, "/events/%zu", i);
+			jv_add(&v, batch ? base : "", "contact", "no such contact");
+		}
+		pga_add(&ids, it[i].kind && !missing ? PQgetvalue(res, (int)i, 1) : NULL);
+		pga_add(&names, it[i].name);
+		pga_add(&props, it[i].props ? it[i].props : "{}");
+		pga_add(&ats, it[i].at);
+	}
+	PQclear(res);
+	res = NULL;
+	if (!jv_ok(&v)) {
+		api_problem_invalid(r, v.errors);
+		v.errors = NULL;
+		goto done;
+	}
+	const char *pi[] = {pga_end(&ids), pga_end(&names), pga_end(&props), pga_end(&ats)};
+	if (!hr_db_query(r->db,
+			 "INSERT INTO events (contact_id, name, properties, occurred_at) "
+			 "SELECT c, nm, p, coalesce(at, now()) FROM unnest($1::bigint[], $2::text[], $3::jsonb[], "
+			 "$4::timestamptz[]) AS e(c, nm, p, at)",
+			 4, pi, NULL, &err))
+		goto fail;
+	api_json(r, 202, json_pack("{s:I}", "accepted", (json_int_t)n));
+	goto done;
+fail:
+	api_problem_err(r, &err);
+done:
+	PQclear(res);
+	for (size_t i = 0; i < n; i++)
+		hr_free(it[i].props);
+	hr_free(it);
+	hr_free(ids.p);
+	hr_free(names.p);
+	hr_free(props.p);
+	hr_free(ats.p);
+	hr_free(kinds.p);
+	hr_free(refs.p);
+	jv_free(&v);
+}

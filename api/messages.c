@@ -1,3 +1,370 @@
+/*
+ * messages.c -- transactional sends: POST /v1/messages and GET /v1/messages/{id}.
+ *
+ * POST: validate (messages_pre, before the tenant transaction: it also checks
+ * the provider account in the control schema), then in the request's tenant
+ * transaction: resolve the recipient, check the template version, replay or
+ * refuse an Idempotency-Key seen before, check suppressions and consent,
+ * enqueue a batch of one (hr_outbox_enqueue, which NOTIFYs the scheduler) and
+ * answer 202 with the message id -- the server commits before sending it.
+ *
+ * Consent policy: a bulk-lane send needs a granted consent for (contact,
+ * channel, purpose -- default "marketing") and an unsuppressed address.  A
+ * transactional send follows the tenant's settings.transactional_policy:
+ * "suppressions" (default: suppressed addresses are refused), "consent" (as
+ * bulk) or "none".  A refused send is a 422 of type "blocked" saying why.
+ *
+ * Idempotency: the key goes to outbox.idempotency_key (unique) and the SHA-256
+ * of the canonical body (keys sorted) to outbox.request_hash.  Same key, same
+ * body: the same 202 again (Idempotent-Replayed); same key, other body: 409.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
 #include "api.h"
-void messages_post(api_req *r) { api_problem(r, 501, "not-implemented", "Not implemented", NULL, NULL); }
-void messages_get(api_req *r) { api_problem(r, 501, "not-implemented", "Not implemented", NULL, NULL); }
+#include "db.h"
+#include "outbox.h"
+
+typedef struct msg_in {
+	const char *channel, *provider, *lane, *purpose, *to;
+	int64_t template_id, template_version;
+	char *content, *data;  /* JSON text or NULL */
+	const char *ref_kind;  /* contact reference, or NULL */
+	char ref[256];
+	char hash[65];
+	const char *idem;
+} msg_in;
+
+static void msg_free(void *p)
+{
+	msg_in *m = p;
+	hr_free(m->content);
+	hr_free(m->data);
+	hr_free(m);
+}
+
+static bool channel_valid(const char *c)
+{
+	return !strcmp(c, "email") || !strcmp(c, "sms") || !strcmp(c, "messenger") || !strcmp(c, "push") ||
+	       !strcmp(c, "webhook");
+}
+
+void messages_pre(api_req *r)
+{
+	static const char *const allowed[] = {"channel", "provider", "template", "content", "to", "contact",
+					      "data", "lane", "purpose", NULL};
+	msg_in *m = hr_calloc(1, sizeof *m);
+	r->state = m;
+	r->state_free = msg_free;
+	const char *cc = json_string_value(json_object_get(r->tenant_settings, "default_country_code"));
+	jv v;
+	jv_init(&v);
+	hr_err err = {0};
+	jv_only(&v, r->json, "", allowed);
+	m->channel = jv_str(&v, r->json, "", "channel", true, 16);
+	m->provider = jv_str(&v, r->json, "", "provider", true, 40);
+	m->lane = jv_str(&v, r->json, "", "lane", false, 16);
+	m->purpose = jv_str(&v, r->json, "", "purpose", false, 64);
+	if (!m->lane)
+		m->lane = "transactional";
+	if (!m->purpose)
+		m->purpose = "marketing";
+	if (m->channel && !channel_valid(m->channel))
+		jv_add(&v, "", "channel", "must be email, sms, messenger, push or webhook");
+	if (strcmp(m->lane, "transactional") && strcmp(m->lane, "bulk"))
+		jv_add(&v, "", "lane", "must be transactional or bulk");
+	if (m->provider && !hr_slug_valid(m->provider, "provider", &err))
+		jv_add(&v, "", "provider", "is not an account name");
+	json_t *tpl = jv_obj(&v, r->json, "", "template", false);
+	json_t *content = jv_obj(&v, r->json, "", "content", false);
+	if (tpl) {
+		static const char *const tallowed[] = {"id", "version", NULL};
+		bool p1, p2;
+		jv_only(&v, tpl, "/template", tallowed);
+		jv_int(&v, tpl, "/template", "id", true, 1, INT64_MAX, &p1, &m->template_id);
+		jv_int(&v, tpl, "/template", "version", true, 1, 1000000, &p2, &m->template_version);
+	}
+	if (!!tpl == !!content)
+		jv_add(&v, "", tpl ? "content" : "template", "give exactly one of template and content");
+	else if (content)
+		m->content = api_dump(content);
+	json_t *data = jv_obj(&v, r->json, "", "data", false);
+	if (data)
+		m->data = api_dump(data);
+	m->to = jv_str(&v, r->json, "", "to", false, 512);
+	json_t *ref = json_object_get(r->json, "contact");
+	if (ref && !json_is_null(ref))
+		contact_ref_parse(&v, ref, "/contact", cc, &m->ref_kind, m->ref);
+	if (!!m->to == !!m->ref_kind && !json_object_get(r->json, "to") && !(ref && !json_is_null(ref)))
+		jv_add(&v, "", "to", "give to (an address) or contact");
+	else if (m->to && ref && !json_is_null(ref))
+		jv_add(&v, "", "to", "give to or contact, not both");
+	m->idem = api_header(r, "Idempotency-Key");
+	if (m->idem) {
+		size_t n = strlen(m->idem);
+		bool ok = n >= 1 && n <= 255;
+		for (size_t i = 0; i < n && ok; i++)
+			ok = m->idem[i] > 0x20 && m->idem[i] < 0x7f;
+		if (!ok) {
+			json_t *e = json_pack("{s:s, s:s}", "parameter", "Idempotency-Key", "detail",
+					      "must be 1 to 255 printable ASCII characters");
+			json_array_append_new(v.errors, e);
+		}
+	}
+	if (!jv_ok(&v)) {
+		api_problem_invalid(r, v.errors);
+		return;
+	}
+	jv_free(&v);
+	/* The provider account must exist for this tenant and serve this channel. */
+	char tid[32];
+	snprintf(tid, sizeof tid, "%lld", (long long)r->tenant.id);
+	const char *p[] = {tid, m->provider};
+	PGresult *res;
+	if (!hr_db_query(r->db, "SELECT channel FROM herald.provider_accounts WHERE tenant_id = $1 AND name = $2", 2,
+			 p, &res, &err)) {
+		api_problem_err(r, &err);
+		return;
+	}
+	bool ok = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), m->channel) == 0;
+	bool exists = PQntuples(res) == 1;
+	PQclear(res);
+	if (!ok) {
+		jv_init(&v);
+		jv_add(&v, "", "provider", exists ? "this account serves another channel" : "no such provider account");
+		api_problem_invalid(r, v.errors);
+		return;
+	}
+	/* The request's fingerprint: canonical JSON (sorted keys) of the body. */
+	char *canon = json_dumps(r->json, JSON_COMPACT | JSON_SORT_KEYS);
+	hr_sha256_hex(canon, strlen(canon), m->hash);
+	free(canon);
+}
+
+static void blocked(api_req *r, const char *pointer, const char *why)
+{
+	json_t *errors = json_array();
+	json_array_append_new(errors, json_pack("{s:s, s:s}", "pointer", pointer, "detail", why));
+	api_problem(r, 422, "blocked", "The message may not be sent", why, errors);
+}
+
+static void accepted(api_req *r, long long id, bool replay)
+{
+	snprintf(r->location, sizeof r->location, "/v1/messages/%lld", id);
+	json_t *out = json_pack("{s:I, s:s}", "id", (json_int_t)id, "status", "queued");
+	if (replay)
+		json_object_set_new(out, "replayed", json_true());
+	api_json(r, 202, out);
+}
+
+void messages_post(api_req *r)
+{
+	msg_in *m = r->state;
+	hr_err err = {0};
+	PGresult *res = NULL;
+	char addr[520] = "", cid[32] = "";
+	const char *cc = json_string_value(json_object_get(r->tenant_settings, "default_country_code"));
+	bool email = !strcmp(m->channel, "email"), phone = !strcmp(m->channel, "sms") || !strcmp(m->channel, "messenger");
+	/* Idempotency first: a replay must not depend on today's consent. */
+	if (m->idem) {
+		const char *pk[] = {m->idem};
+		if (!hr_db_query(r->db, "SELECT id * 4096, request_hash FROM outbox WHERE idempotency_key = $1", 1, pk,
+				 &res, &err))
+			goto fail;
+		if (PQntuples(res) == 1) {
+			bool same = strcmp(PQgetvalue(res, 0, 1), m->hash) == 0;
+			long long id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+			PQclear(res);
+			if (same)
+				accepted(r, id, true);
+			else
+				api_problem(r, 409, "idempotency-conflict", "Idempotency-Key reused",
+					    "this Idempotency-Key was used with a different request", NULL);
+			return;
+		}
+		PQclear(res);
+		res = NULL;
+	}
+	if (m->to) {
+		if (email ? !hr_email_normalize(m->to, addr, &err)
+			  : !strcmp(m->channel, "sms") ? !hr_phone_normalize(m->to, cc, addr, &err) : false) {
+			jv v;
+			jv_init(&v);
+			jv_add(&v, "", "to", "%s", err.msg);
+			api_problem_invalid(r, v.errors);
+			return;
+		}
+		if (!addr[0])
+			snprintf(addr, sizeof addr, "%s", m->to);
+		/* The contact behind the address, if any (for consent). */
+		if (email || phone) {
+			const char *pa[] = {addr};
+			if (!hr_db_query(r->db,
+					 email ? "SELECT coalesce(merged_into, id) FROM contacts WHERE email = $1"
+					       : "SELECT coalesce(merged_into, id) FROM contacts WHERE phone = $1",
+					 1, pa, &res, &err))
+				goto fail;
+			if (PQntuples(res) == 1)
+				snprintf(cid, sizeof cid, "%s", PQgetvalue(res, 0, 0));
+			PQclear(res);
+			res = NULL;
+		}
+	} else {
+		static const char *const q[] = {"id", "external_id", "email", "phone"};
+		int k = 0;
+		while (strcmp(q[k], m->ref_kind))
+			k++;
+		char *sql = hr_sprintf("SELECT s.id, s.email, s.phone FROM contacts c JOIN contacts s ON "
+				       "s.id = coalesce(c.merged_into, c.id) WHERE c.%s = $1%s",
+				       q[k], k == 0 ? "::bigint" : "");
+		const char *pc[] = {m->ref};
+		bool ok = hr_db_query(r->db, sql, 1, pc, &res, &err);
+		hr_free(sql);
+		if (!ok)
+			goto fail;
+		if (PQntuples(res) != 1) {
+			PQclear(res);
+			jv v;
+			jv_init(&v);
+			jv_add(&v, "/contact", NULL, "no such contact");
+			api_problem_invalid(r, v.errors);
+			return;
+		}
+		snprintf(cid, sizeof cid, "%s", PQgetvalue(res, 0, 0));
+		int col = email ? 1 : phone ? 2 : -1;
+		if (col > 0 && !PQgetisnull(res, 0, col))
+			snprintf(addr, sizeof addr, "%s", PQgetvalue(res, 0, col));
+		PQclear(res);
+		res = NULL;
+		if (!addr[0]) {
+			blocked(r, "/contact", col > 0 ? "the contact has no address for this channel"
+						       : "give `to` for this channel: contacts hold no such address");
+			return;
+		}
+	}
+	if (m->template_id) {
+		char tid[32], ver[16];
+		snprintf(tid, sizeof tid, "%lld", (long long)m->template_id);
+		snprintf(ver, sizeof ver, "%lld", (long long)m->template_version);
+		const char *pt[] = {tid, ver, m->channel};
+		if (!hr_db_query(r->db,
+				 "SELECT 1 FROM template_versions v JOIN templates t ON t.id = v.template_id "
+				 "WHERE v.template_id = $1 AND v.version = $2 AND t.channel = $3",
+				 3, pt, &res, &err))
+			goto fail;
+		bool found = PQntuples(res) == 1;
+		PQclear(res);
+		res = NULL;
+		if (!found) {
+			jv v;
+			jv_init(&v);
+			jv_add(&v, "/template", NULL, "no such template version for this channel");
+			api_problem_invalid(r, v.errors);
+			return;
+		}
+	}
+	/* Suppressions and consent. */
+	const char *policy = json_string_value(json_object_get(r->tenant_settings, "transactional_policy"));
+	bool bulk = !strcmp(m->lane, "bulk");
+	bool check_supp = bulk || !policy || strcmp(policy, "none") != 0;
+	bool check_consent = bulk || (policy && !strcmp(policy, "consent"));
+	const char *who = m->to ? "/to" : "/contact";
+	if (check_supp) {
+		const char *ps[] = {m->channel, addr};
+		if (!hr_db_query(r->db, "SELECT reason FROM suppressions WHERE channel = $1 AND address = $2", 2, ps, &res,
+				 &err))
+			goto fail;
+		if (PQntuples(res) == 1) {
+			char why[96];
+			snprintf(why, sizeof why, "the address is suppressed (%s)", PQgetvalue(res, 0, 0));
+			PQclear(res);
+			blocked(r, who, why);
+			return;
+		}
+		PQclear(res);
+		res = NULL;
+	}
+	if (check_consent) {
+		if (!cid[0]) {
+			blocked(r, who, "no consent: the address is not a known contact");
+			return;
+		}
+		const char *pc[] = {cid, m->channel, m->purpose};
+		if (!hr_db_query(r->db, "SELECT granted FROM consents WHERE contact_id = $1 AND channel = $2 AND purpose = $3",
+				 3, pc, &res, &err))
+			goto fail;
+		bool granted = PQntuples(res) == 1 && !strcmp(PQgetvalue(res, 0, 0), "t");
+		bool withdrawn = PQntuples(res) == 1 && !granted;
+		PQclear(res);
+		res = NULL;
+		if (!granted) {
+			char why[160];
+			snprintf(why, sizeof why, "no consent for %s / %s%s", m->channel, m->purpose,
+				 withdrawn ? " (withdrawn)" : "");
+			blocked(r, who, why);
+			return;
+		}
+	}
+	const char *addrs[] = {addr};
+	int64_t cids[] = {cid[0] ? strtoll(cid, NULL, 10) : 0};
+	const char *datas[] = {m->data};
+	hr_outbox_batch b = {.channel = m->channel, .lane = m->lane, .template_id = m->template_id,
+			     .template_version = (int)m->template_version, .content = m->content,
+			     .provider = m->provider, .origin = "api", .idempotency_key = m->idem, .n = 1,
+			     .addresses = addrs, .contact_ids = cid[0] ? cids : NULL, .data = m->data ? datas : NULL};
+	int64_t id;
+	if (!hr_outbox_enqueue(r->db, r->tenant.id, &b, &id, &err))
+		goto fail;
+	if (m->idem) {
+		char batch[32];
+		snprintf(batch, sizeof batch, "%lld", (long long)(id / HR_OUTBOX_MAX));
+		const char *ph[] = {m->hash, batch};
+		if (!hr_db_query(r->db, "UPDATE outbox SET request_hash = $1 WHERE id = $2", 2, ph, NULL, &err))
+			goto fail;
+	}
+	accepted(r, (long long)id, false);
+	return;
+fail:
+	PQclear(res);
+	if (err.kind == HR_ERR_CONFLICT) /* a concurrent request with the same key won */
+		api_problem(r, 409, "idempotency-conflict", "Idempotency-Key in use",
+			    "a concurrent request used this Idempotency-Key; retry to get its answer", NULL);
+	else
+		api_problem_err(r, &err);
+}
+
+void messages_get(api_req *r)
+{
+	const char *s = r->param[0];
+	size_t n = strlen(s);
+	if (n < 1 || n > 18 || strspn(s, "0123456789") != n || s[0] == '0') {
+		api_problem(r, 404, "not-found", "Not found", "no such message", NULL);
+		return;
+	}
+	long long id = strtoll(s, NULL, 10);
+	char batch[32], idx[16];
+	snprintf(batch, sizeof batch, "%lld", id / HR_OUTBOX_MAX);
+	snprintf(idx, sizeof idx, "%lld", id % HR_OUTBOX_MAX);
+	const char *p[] = {s, batch, idx};
+	PGresult *res;
+	hr_err err = {0};
+	if (!hr_db_query(r->db,
+			 "SELECT jsonb_build_object('id', $1::bigint, 'status', coalesce(r.status, 'queued'), "
+			 "'channel', o.channel, 'lane', o.lane, 'provider', o.provider, "
+			 "'to', o.addresses[$3::int + 1], 'attempts', coalesce(r.attempts, 0), "
+			 "'provider_id', r.provider_id, 'reason', r.reason, 'created_at', o.created_at, "
+			 "'due_at', o.due_at, 'finished_at', r.at)::text "
+			 "FROM outbox o LEFT JOIN results r ON r.message_id = $1::bigint "
+			 "WHERE o.id = $2::bigint AND cardinality(o.addresses) > $3::int",
+			 3, p, &res, &err)) {
+		api_problem_err(r, &err);
+		return;
+	}
+	if (PQntuples(res) == 0)
+		api_problem(r, 404, "not-found", "Not found", "no such message", NULL);
+	else
+		api_json(r, 200, json_loads(PQgetvalue(res, 0, 0), 0, NULL));
+	PQclear(res);
+}

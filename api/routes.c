@@ -10,23 +10,23 @@
 #include "api.h"
 
 static const api_route routes[] = {
-	{"GET", "/v1/openapi.yaml", API_AUTH_NONE, false, false, openapi_get},
+	{"GET", "/v1/openapi.yaml", API_AUTH_NONE, false, false, openapi_get, NULL},
 	/* agency API */
-	{"GET", "/v1/tenants", API_AUTH_AGENCY, false, false, tenants_list},
-	{"POST", "/v1/tenants", API_AUTH_AGENCY, false, true, tenants_create},
-	{"POST", "/v1/tenants/{slug}/suspend", API_AUTH_AGENCY, false, false, tenants_suspend},
-	{"POST", "/v1/tenants/{slug}/resume", API_AUTH_AGENCY, false, false, tenants_resume},
-	{"POST", "/v1/tenants/{slug}/keys", API_AUTH_AGENCY, false, true, tenants_key_create},
-	{"PUT", "/v1/tenants/{slug}/providers/{name}", API_AUTH_AGENCY, false, true, tenants_provider_put},
+	{"GET", "/v1/tenants", API_AUTH_AGENCY, false, false, tenants_list, NULL},
+	{"POST", "/v1/tenants", API_AUTH_AGENCY, false, true, tenants_create, NULL},
+	{"POST", "/v1/tenants/{slug}/suspend", API_AUTH_AGENCY, false, false, tenants_suspend, NULL},
+	{"POST", "/v1/tenants/{slug}/resume", API_AUTH_AGENCY, false, false, tenants_resume, NULL},
+	{"POST", "/v1/tenants/{slug}/keys", API_AUTH_AGENCY, false, true, tenants_key_create, NULL},
+	{"PUT", "/v1/tenants/{slug}/providers/{name}", API_AUTH_AGENCY, false, true, tenants_provider_put, NULL},
 	/* tenant API */
-	{"GET", "/v1/contacts", API_AUTH_TENANT, false, false, contacts_list},
-	{"PUT", "/v1/contacts", API_AUTH_TENANT, false, true, contacts_put},
-	{"GET", "/v1/contacts/{id}", API_AUTH_TENANT, false, false, contacts_get},
-	{"GET", "/v1/contacts/{id}/consents", API_AUTH_TENANT, false, false, consents_list},
-	{"POST", "/v1/contacts/{id}/consents", API_AUTH_TENANT, false, true, consents_post},
-	{"POST", "/v1/events", API_AUTH_TENANT, true, true, events_post},
-	{"POST", "/v1/messages", API_AUTH_TENANT, true, true, messages_post},
-	{"GET", "/v1/messages/{id}", API_AUTH_TENANT, true, false, messages_get},
+	{"GET", "/v1/contacts", API_AUTH_TENANT, false, false, contacts_list, NULL},
+	{"PUT", "/v1/contacts", API_AUTH_TENANT, false, true, contacts_put, NULL},
+	{"GET", "/v1/contacts/{id}", API_AUTH_TENANT, false, false, contacts_get, NULL},
+	{"GET", "/v1/contacts/{id}/consents", API_AUTH_TENANT, false, false, consents_list, NULL},
+	{"POST", "/v1/contacts/{id}/consents", API_AUTH_TENANT, false, true, consents_post, NULL},
+	{"POST", "/v1/events", API_AUTH_TENANT, true, true, events_post, NULL},
+	{"POST", "/v1/messages", API_AUTH_TENANT, true, true, messages_post, messages_pre},
+	{"GET", "/v1/messages/{id}", API_AUTH_TENANT, true, false, messages_get, NULL},
 };
 
 const api_route *api_routes(size_t *n)

@@ -310,6 +310,11 @@ static bool enter_tenant(api_req *r)
 	}
 	if (!r->tenant_settings)
 		r->tenant_settings = json_object();
+	if (r->route->pre) {
+		r->route->pre(r);
+		if (r->status)
+			return false;
+	}
 	if (!hr_db_tenant_begin(r->db, r->tenant.schema, r->tenant.role, &err)) {
 		api_problem_err(r, &err);
 		return false;
@@ -382,6 +387,8 @@ static void req_free(api_req *r)
 		hr_free(r->param[i]);
 	json_decref(r->json);
 	json_decref(r->tenant_settings);
+	if (r->state_free)
+		r->state_free(r->state);
 	hr_free(r->resp);
 }
 

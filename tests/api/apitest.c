@@ -22,6 +22,7 @@
 #include "harness.h"
 
 srv the_srv;
+const char *extra_header;
 char *the_dsn;
 
 static long long now_ms(void)
@@ -222,6 +223,8 @@ resp *call_at(int port, const char *method, const char *path, const char *key, c
 		snprintf(line, sizeof line, "Herald-Tenant: %s", tenant);
 		hd = curl_slist_append(hd, line);
 	}
+	if (extra_header)
+		hd = curl_slist_append(hd, extra_header);
 	if (body) {
 		hd = curl_slist_append(hd, "Content-Type: application/json");
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);

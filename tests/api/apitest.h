@@ -67,6 +67,8 @@ resp *call_at(int port, const char *method, const char *path, const char *key, c
 	      const char *body, long body_len);
 resp *call(const char *method, const char *path, const char *key, const char *tenant, const char *body);
 void resp_free(resp *r);
+/* One extra request header ("Name: value") for the following calls, or NULL. */
+extern const char *extra_header;
 
 /* Assert a problem+json with status and (pointer != NULL) an errors[] entry with that pointer. */
 void expect_problem(resp *r, long status, const char *pointer);

@@ -13,6 +13,7 @@
 #include "apitest.h"
 #include "db.h"
 #include "harness.h"
+#include "providers.h"
 
 #define CONTACTS "SELECT count(*) FROM %s.contacts"
 
@@ -593,6 +594,238 @@ START_TEST(another_tenants_ids_are_404)
 }
 END_TEST
 
+
+/* ---- events ---- */
+
+START_TEST(events_single_and_batch_validated_whole)
+{
+	fx f;
+	fx_open(&f);
+	resp *r = call("PUT", "/v1/contacts", f.full, NULL, "{\"external_id\": \"ev-1\", \"email\": \"ev@example.com\"}");
+	long long id = jint(r, "id");
+	resp_free(r);
+	r = call("POST", "/v1/events", f.send, NULL,
+		 "{\"name\": \"order_placed\", \"contact\": {\"external_id\": \"ev-1\"}, \"properties\": {\"total\": 12.5}, "
+		 "\"occurred_at\": \"2026-01-02T03:04:05.123+02:00\"}");
+	ck_assert_msg(r->status == 202, "%s", r->body);
+	resp_free(r);
+	char body[512];
+	snprintf(body, sizeof body,
+		 "{\"events\": [{\"name\": \"a\", \"contact\": {\"id\": %lld}}, {\"name\": \"b\", \"contact\": {\"email\": \"EV@example.com\"}}, "
+		 "{\"name\": \"anon\"}]}", id);
+	r = call("POST", "/v1/events", f.send, NULL, body);
+	ck_assert_msg(r->status == 202, "%s", r->body);
+	ck_assert_int_eq(jint(r, "accepted"), 3);
+	resp_free(r);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.events"), 4);
+	char q[160];
+	snprintf(q, sizeof q, "SELECT count(*) FROM %%s.events WHERE contact_id = %lld", id);
+	ck_assert_int_eq(count(&f, q), 3);
+	/* one bad item among good ones: 422 naming each bad item, nothing written */
+	r = call("POST", "/v1/events", f.send, NULL,
+		 "{\"events\": [{\"name\": \"ok\"}, {\"name\": 5}, {\"name\": \"x\", \"occurred_at\": \"yesterday\"}, "
+		 "{\"name\": \"y\", \"contact\": {\"phone\": \"abc\"}}, {\"name\": \"z\", \"contact\": {\"external_id\": \"nobody\"}}, "
+		 "{\"name\": \"w\", \"properties\": []}, 7, {\"name\": \"v\", \"extra\": true}]}");
+	expect_problem(r, 422, "/events/1/name");
+	expect_problem(r, 422, "/events/2/occurred_at");
+	expect_problem(r, 422, "/events/3/contact/phone");
+	expect_problem(r, 422, "/events/5/properties");
+	expect_problem(r, 422, "/events/6");
+	expect_problem(r, 422, "/events/7/extra");
+	resp_free(r);
+	r = call("POST", "/v1/events", f.send, NULL,
+		 "{\"events\": [{\"name\": \"ok\"}, {\"name\": \"z\", \"contact\": {\"external_id\": \"nobody'--\"}}]}");
+	expect_problem(r, 422, "/events/1/contact");
+	resp_free(r);
+	r = call("POST", "/v1/events", f.send, NULL, "{\"events\": []}");
+	expect_problem(r, 422, "/events");
+	resp_free(r);
+	r = call("POST", "/v1/events", f.read, NULL, "{\"name\": \"x\"}");
+	expect_problem(r, 403, NULL);
+	resp_free(r);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.events"), 4);
+	fx_close(&f);
+}
+END_TEST
+
+/* ---- messages ---- */
+
+static void provider(fx *f, const char *name, const char *channel)
+{
+	uint8_t key[32];
+	hr_err err = {0};
+	ck_assert(hr_key_from_hex(MASTER_HEX, key, &err));
+	hr_provider_spec p = {.name = name, .channel = channel, .transport = "sink", .config = "{}"};
+	ck_assert_msg(hr_provider_put(f->c, key, f->t.slug, &p, &err), "%s", err.msg);
+}
+
+static void sql(fx *f, const char *fmt)
+{
+	char q[1024];
+	snprintf(q, sizeof q, fmt, f->t.schema, f->t.schema, f->t.schema);
+	PGresult *r = PQexec(f->c, q);
+	ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", q,
+		      PQerrorMessage(f->c));
+	PQclear(r);
+}
+
+START_TEST(messages_enqueue_get_status_and_idempotency)
+{
+	fx f;
+	fx_open(&f);
+	provider(&f, "mail", "email");
+	const char *body = "{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"Dev@Example.com\", "
+			   "\"content\": {\"subject\": \"Hi\", \"text\": \"code {{ code }}\"}, \"data\": {\"code\": \"1234\"}}";
+	resp *r = call("POST", "/v1/messages", f.send, NULL, body);
+	ck_assert_msg(r->status == 202, "%s", r->body);
+	long long id = jint(r, "id");
+	resp_free(r);
+	char path[64];
+	snprintf(path, sizeof path, "/v1/messages/%lld", id);
+	r = call("GET", path, f.read, NULL, NULL);
+	ck_assert_msg(r->status == 200, "%s", r->body);
+	ck_assert_str_eq(jstr(r, "status"), "queued");
+	ck_assert_str_eq(jstr(r, "to"), "dev@example.com");
+	resp_free(r);
+	char q[256];
+	snprintf(q, sizeof q, "INSERT INTO %%s.results (message_id, status, attempts, provider_id) VALUES (%lld, 'sent', 1, 'p-1')", id);
+	sql(&f, q);
+	r = call("GET", path, f.send, NULL, NULL);
+	ck_assert_str_eq(jstr(r, "status"), "sent");
+	ck_assert_str_eq(jstr(r, "provider_id"), "p-1");
+	ck_assert_int_eq(jint(r, "attempts"), 1);
+	resp_free(r);
+	/* by contact reference, with a template */
+	sql(&f, "INSERT INTO %s.templates (id, name, channel) VALUES (7, 'welcome', 'email'); "
+		"INSERT INTO %s.template_versions (template_id, version, content) VALUES (7, 1, '{}')");
+	r = call("PUT", "/v1/contacts", f.full, NULL, "{\"external_id\": \"m-1\", \"email\": \"m1@example.com\"}");
+	resp_free(r);
+	r = call("POST", "/v1/messages", f.send, NULL,
+		 "{\"channel\": \"email\", \"provider\": \"mail\", \"contact\": {\"external_id\": \"m-1\"}, "
+		 "\"template\": {\"id\": 7, \"version\": 1}}");
+	ck_assert_msg(r->status == 202, "%s", r->body);
+	resp_free(r);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.outbox WHERE addresses[1] = 'm1@example.com' "
+				   "AND template_id = 7 AND contact_ids[1] IS NOT NULL"), 1);
+	fx_close(&f);
+}
+END_TEST
+
+START_TEST(messages_idempotency_replay_and_conflict)
+{
+	fx f;
+	fx_open(&f);
+	provider(&f, "sms", "sms");
+	const char *body = "{\"channel\": \"sms\", \"provider\": \"sms\", \"to\": \"+1 415 555 0101\", "
+			   "\"content\": {\"text\": \"hi\"}}";
+	extra_header = "Idempotency-Key: order-42";
+	resp *a = call("POST", "/v1/messages", f.send, NULL, body);
+	ck_assert_msg(a->status == 202, "%s", a->body);
+	/* the same request with keys in another order is the same request */
+	resp *b = call("POST", "/v1/messages", f.send, NULL,
+		       "{\"to\": \"+1 415 555 0101\", \"provider\": \"sms\", \"channel\": \"sms\", \"content\": {\"text\": \"hi\"}}");
+	ck_assert_msg(b->status == 202, "%s", b->body);
+	ck_assert_int_eq(jint(a, "id"), jint(b, "id"));
+	resp *c = call("POST", "/v1/messages", f.send, NULL,
+		       "{\"channel\": \"sms\", \"provider\": \"sms\", \"to\": \"+1 415 555 0102\", \"content\": {\"text\": \"hi\"}}");
+	expect_problem(c, 409, NULL);
+	extra_header = "Idempotency-Key: bad key with spaces";
+	resp *d = call("POST", "/v1/messages", f.send, NULL, body);
+	expect_problem(d, 422, "Idempotency-Key");
+	extra_header = NULL;
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.outbox"), 1);
+	resp_free(a);
+	resp_free(b);
+	resp_free(c);
+	resp_free(d);
+	fx_close(&f);
+}
+END_TEST
+
+START_TEST(messages_blocked_by_suppression_and_consent)
+{
+	fx f;
+	fx_open(&f);
+	provider(&f, "mail", "email");
+	sql(&f, "INSERT INTO %s.suppressions (channel, address, reason) VALUES ('email', 'gone@example.com', 'hard_bounce')");
+	resp *r = call("POST", "/v1/messages", f.send, NULL,
+		       "{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"GONE@example.com\", \"content\": {\"text\": \"x\"}}");
+	expect_problem(r, 422, "/to");
+	ck_assert_ptr_nonnull(strstr(jstr(r, "detail"), "suppressed"));
+	resp_free(r);
+	/* bulk needs consent */
+	r = call("PUT", "/v1/contacts", f.full, NULL, "{\"email\": \"fan@example.com\"}");
+	long long id = jint(r, "id");
+	resp_free(r);
+	const char *bulk = "{\"channel\": \"email\", \"provider\": \"mail\", \"lane\": \"bulk\", "
+			   "\"contact\": {\"email\": \"fan@example.com\"}, \"content\": {\"text\": \"sale\"}}";
+	r = call("POST", "/v1/messages", f.send, NULL, bulk);
+	expect_problem(r, 422, "/contact");
+	ck_assert_ptr_nonnull(strstr(jstr(r, "detail"), "consent"));
+	resp_free(r);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.outbox"), 0);
+	char path[96];
+	snprintf(path, sizeof path, "/v1/contacts/%lld/consents", id);
+	r = call("POST", path, f.full, NULL, "{\"channel\": \"email\", \"purpose\": \"marketing\", \"granted\": true, \"source\": \"form\"}");
+	resp_free(r);
+	r = call("POST", "/v1/messages", f.send, NULL, bulk);
+	ck_assert_msg(r->status == 202, "%s", r->body);
+	resp_free(r);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.outbox WHERE lane = 'bulk'"), 1);
+	fx_close(&f);
+}
+END_TEST
+
+START_TEST(messages_invalid_and_other_tenants_ids)
+{
+	fx f, g;
+	fx_open(&f);
+	fx_open(&g);
+	provider(&f, "mail", "email");
+	provider(&f, "sms", "sms");
+	static const struct {
+		const char *body, *pointer;
+	} bad[] = {
+		{"{\"channel\": \"fax\", \"provider\": \"mail\", \"to\": \"a@b.co\", \"content\": {}}", "/channel"},
+		{"{\"channel\": \"email\", \"provider\": \"nope\", \"to\": \"a@b.co\", \"content\": {}}", "/provider"},
+		{"{\"channel\": \"email\", \"provider\": \"sms\", \"to\": \"a@b.co\", \"content\": {}}", "/provider"},
+		{"{\"channel\": \"email\", \"provider\": \"x'; --\", \"to\": \"a@b.co\", \"content\": {}}", "/provider"},
+		{"{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"not-an-address\", \"content\": {}}", "/to"},
+		{"{\"channel\": \"email\", \"provider\": \"mail\", \"content\": {}}", "/to"},
+		{"{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"a@b.co\"}", "/template"},
+		{"{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"a@b.co\", \"template\": {\"id\": 99, \"version\": 1}}", "/template"},
+		{"{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"a@b.co\", \"content\": {}, \"lane\": \"fast\"}", "/lane"},
+		{"{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"a@b.co\", \"content\": {}, \"data\": [1]}", "/data"},
+		{"{\"channel\": \"email\", \"provider\": \"mail\", \"contact\": {\"id\": 123456}, \"content\": {}}", "/contact"},
+		{"{\"channel\": \"email\", \"provider\": \"mail\", \"contact\": {\"id\": \"1\"}, \"content\": {}}", "/contact/id"},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		resp *r = call("POST", "/v1/messages", f.send, NULL, bad[i].body);
+		ck_assert_msg(r->status == 422, "%s: got %ld %s", bad[i].body, r->status, r->body);
+		expect_problem(r, 422, bad[i].pointer);
+		resp_free(r);
+	}
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.outbox"), 0);
+	resp *r = call("POST", "/v1/messages", f.send, NULL,
+		       "{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"a@b.co\", \"content\": {}}");
+	ck_assert_int_eq(r->status, 202);
+	char path[64];
+	snprintf(path, sizeof path, "/v1/messages/%lld", jint(r, "id"));
+	resp_free(r);
+	r = call("GET", path, g.full, NULL, NULL);
+	expect_problem(r, 404, NULL);
+	resp_free(r);
+	r = call("GET", path, g.agency_key, f.t.slug, NULL);
+	expect_problem(r, 404, NULL);
+	resp_free(r);
+	r = call("GET", "/v1/messages/4097", f.full, NULL, NULL); /* a batch that has no message 1 */
+	expect_problem(r, 404, NULL);
+	resp_free(r);
+	fx_close(&f);
+	fx_close(&g);
+}
+END_TEST
+
 Suite *api_suite(void);
 Suite *api_suite(void)
 {
@@ -613,6 +846,11 @@ Suite *api_suite(void)
 	tcase_add_test(tc, contacts_with_same_phone_are_merged_into_the_oldest);
 	tcase_add_test(tc, consents_record_history_and_validate);
 	tcase_add_test(tc, another_tenants_ids_are_404);
+	tcase_add_test(tc, events_single_and_batch_validated_whole);
+	tcase_add_test(tc, messages_enqueue_get_status_and_idempotency);
+	tcase_add_test(tc, messages_idempotency_replay_and_conflict);
+	tcase_add_test(tc, messages_blocked_by_suppression_and_consent);
+	tcase_add_test(tc, messages_invalid_and_other_tenants_ids);
 	suite_add_tcase(s, tc);
 	return s;
 }
