@@ -5,12 +5,18 @@
  * The loop hands over finished results (lander_submit) and goes on; the
  * lander wakes every 20 ms or when 8,192 results are queued, groups them by
  * tenant and writes each tenant's share in one transaction, as the tenant's
- * role: one multi-row INSERT ... SELECT FROM unnest(...) ON CONFLICT DO
- * NOTHING into results (the primary key makes "exactly one result per
- * message" hold even if a message was answered twice), the suppression of
+ * role: the results by COPY (about twice as fast as any INSERT here, which
+ * is what bounds a bulk campaign to the sink), the suppression of
  * hard-bounced addresses, and the tenant's new low water when the loop sent
  * a marker after the last result of a prefix of finished batches.  Order is
  * kept: a marker is written with (or after) every result submitted before it.
+ *
+ * Exactly one result per message is the results primary key's job.  COPY
+ * has no ON CONFLICT: when a message was answered twice (a lease re-sent
+ * after a timeout, recovery after a crash) the COPY fails on the key, the
+ * transaction rolls back, and that flush is written again with one
+ * INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING, which keeps the
+ * result already there.
  *
  * If Postgres fails, the batch is retried with backoff (results stay in
  * memory; nothing is dropped while the process lives).  If the process dies,
@@ -88,6 +94,28 @@ static void sb_elem(sbuf *b, const char *s)
 	b->p[b->len] = '\0';
 }
 
+/* A field of COPY's text format: \N for NULL, backslash escapes. */
+static void sb_copy_field(sbuf *b, const char *s)
+{
+	if (!s) {
+		sb_reserve(b, 2);
+		b->p[b->len++] = '\\';
+		b->p[b->len++] = 'N';
+		b->p[b->len] = '\0';
+		return;
+	}
+	sb_reserve(b, 2 * strlen(s));
+	for (; *s; s++) {
+		char c = *s;
+		if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
+			b->p[b->len++] = '\\';
+			c = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : c;
+		}
+		b->p[b->len++] = c;
+	}
+	b->p[b->len] = '\0';
+}
+
 static const char *status_text(uint8_t st)
 {
 	switch (st) {
@@ -102,14 +130,40 @@ static const char *status_text(uint8_t st)
 	}
 }
 
-/* Write items[0..n) (all of one tenant) in one transaction. */
-static bool land_tenant(lander *l, landed *items, int n, hr_err *err)
+/* COPY the rows in `rows` (text format) into results. */
+static bool copy_results(lander *l, const sbuf *rows, hr_err *err)
+{
+	PGresult *r = PQexec(l->db, "COPY results (message_id, status, attempts, provider_id, reason, "
+				    "latency_us) FROM STDIN");
+	if (PQresultStatus(r) != PGRES_COPY_IN) {
+		hr_db_fail(l->db, r, "copying results", err);
+		PQclear(r);
+		return false;
+	}
+	PQclear(r);
+	bool ok = PQputCopyData(l->db, rows->p, (int)rows->len) == 1 && PQputCopyEnd(l->db, NULL) == 1;
+	if (!ok)
+		hr_db_fail(l->db, NULL, "copying results", err);
+	while ((r = PQgetResult(l->db))) {
+		if (ok && PQresultStatus(r) != PGRES_COMMAND_OK)
+			ok = hr_db_fail(l->db, r, "copying results", err);
+		PQclear(r);
+	}
+	return ok;
+}
+
+/*
+ * Write items[0..n) (all of one tenant) in one transaction; results by COPY
+ * when use_copy, else by INSERT ... ON CONFLICT DO NOTHING.
+ */
+static bool land_tenant(lander *l, landed *items, int n, bool use_copy, hr_err *err)
 {
 	const tenant *t = items[0].t;
 	sbuf ids = {0}, st = {0}, att = {0}, pid = {0}, rsn = {0}, lat = {0}, bch = {0}, badr = {0};
 	sbuf *all[] = {&ids, &st, &att, &pid, &rsn, &lat, &bch, &badr};
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		sb_putc(all[i], '{');
+	sbuf rows = {0};
 	int64_t low = -1;
 	int nres = 0, nbounce = 0;
 	for (int i = 0; i < n; i++) {
@@ -117,6 +171,30 @@ static bool land_tenant(lander *l, landed *items, int n, hr_err *err)
 		if (x->low_water) {
 			if (x->message_id > low)
 				low = x->message_id;
+			continue;
+		}
+		if (x->status == HR_RES_BOUNCED && x->address) {
+			if (nbounce++) {
+				sb_putc(&bch, ',');
+				sb_putc(&badr, ',');
+			}
+			sb_elem(&bch, hr_channel_name(x->channel));
+			sb_elem(&badr, x->address);
+		}
+		if (use_copy) {
+			nres++;
+			sb_int(&rows, x->message_id);
+			sb_putc(&rows, '\t');
+			sb_copy_field(&rows, status_text(x->status));
+			sb_putc(&rows, '\t');
+			sb_int(&rows, x->attempts);
+			sb_putc(&rows, '\t');
+			sb_copy_field(&rows, x->provider_id);
+			sb_putc(&rows, '\t');
+			sb_copy_field(&rows, x->reason);
+			sb_putc(&rows, '\t');
+			sb_int(&rows, x->latency_us);
+			sb_putc(&rows, '\n');
 			continue;
 		}
 		if (nres++) {
@@ -133,19 +211,13 @@ static bool land_tenant(lander *l, landed *items, int n, hr_err *err)
 		sb_elem(&pid, x->provider_id);
 		sb_elem(&rsn, x->reason);
 		sb_int(&lat, x->latency_us);
-		if (x->status == HR_RES_BOUNCED && x->address) {
-			if (nbounce++) {
-				sb_putc(&bch, ',');
-				sb_putc(&badr, ',');
-			}
-			sb_elem(&bch, hr_channel_name(x->channel));
-			sb_elem(&badr, x->address);
-		}
 	}
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		sb_putc(all[i], '}');
 	bool ok = hr_db_tenant_begin(l->db, t->schema, t->role, err);
-	if (ok && nres) {
+	if (ok && nres && use_copy) {
+		ok = copy_results(l, &rows, err);
+	} else if (ok && nres) {
 		const char *p[] = {ids.p, st.p, att.p, pid.p, rsn.p, lat.p};
 		ok = hr_db_query(l->db,
 				 "INSERT INTO results (message_id, status, attempts, provider_id, reason, latency_us) "
@@ -173,6 +245,7 @@ static bool land_tenant(lander *l, landed *items, int n, hr_err *err)
 		hr_db_rollback(l->db);
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		hr_free(all[i]->p);
+	hr_free(rows.p);
 	return ok;
 }
 
@@ -232,7 +305,10 @@ static void *run(void *arg)
 			hr_err err = {0};
 			if (!l->db && !hr_db_connect(l->dsn, &l->db, &err)) {
 				hr_warn("lander: %s; retrying in %d ms", err.msg, backoff_ms);
-			} else if (land_tenant(l, items + done, end - done, &err)) {
+			} else if (land_tenant(l, items + done, end - done, true, &err) ||
+				   (err.kind == HR_ERR_CONFLICT && PQstatus(l->db) == CONNECTION_OK &&
+				    land_tenant(l, items + done, end - done, false, &err))) {
+				/* A conflict: some message already has its result; see the top. */
 				atomic_fetch_add(&l->landed_count, (unsigned long long)(end - done));
 				free_items(items + done, end - done);
 				done = end;
