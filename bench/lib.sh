@@ -37,8 +37,14 @@ trap 'exit 130' INT TERM
 
 # bench_setup TARGET...: build (release) and start PostgreSQL.
 bench_setup() {
-	cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo -Wno-dev >/dev/null
-	cmake --build "$B" -j2 --target heraldctl herald-bench-pipeline "$@" >/dev/null
+	# Others edit the same checkout: a tree caught mid-edit gets a few more tries.
+	local try
+	for try in 1 2 3 4 5 6; do
+		cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo -Wno-dev >/dev/null 2>&1 &&
+			cmake --build "$B" -j2 --target heraldctl herald-bench-pipeline "$@" >/dev/null 2>&1 && break
+		[ "$try" -eq 6 ] && { echo "bench: the build fails" >&2; exit 1; }
+		sleep 10
+	done
 	WORK=$(mktemp -d /tmp/herald-bench.XXXXXX)
 	chmod 711 "$WORK"
 	export HERALD_DATA_DIR="$WORK/data"

@@ -4,7 +4,7 @@
  * program only talks to Postgres).
  *
  *   herald-bench-pipeline wait DSN SCHEMA LOW_WATER [TIMEOUT_S]
- *       Poll SCHEMA.dispatch_state every 2 ms over one connection until
+ *       Poll SCHEMA.dispatch_state every 5 ms over one connection until
  *       low_water >= LOW_WATER (every outbox batch below it has all its
  *       results committed: the lander writes low water in the transaction of,
  *       or after, the results it covers).  Prints "landed_ns=<unix ns>", the
@@ -85,7 +85,7 @@ static int cmd_wait(int argc, char **argv)
 			fprintf(stderr, "herald-bench-pipeline: low water %lld, want %lld: timed out\n", low, want);
 			return 1;
 		}
-		next += 2000000;
+		next += 5000000;
 		sleep_until(next);
 	}
 	PQfinish(c);
