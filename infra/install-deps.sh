@@ -11,7 +11,7 @@ PKGS=(
   # required libraries
   libpq-dev libzmq3-dev libjemalloc-dev libcurl4-openssl-dev libssl-dev check
   # chosen libraries (see docs/dependencies.md)
-  libjansson-dev libmicrohttpd-dev libyaml-dev
+  libjansson-dev libmicrohttpd-dev libyaml-dev libical-dev
   # embedded local stack and tests: PostgreSQL server binaries, smtp-sink
   postgresql-15 postfix tzdata procps curl
   # load generator for benchmarks
