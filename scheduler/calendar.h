@@ -41,8 +41,8 @@
  * called from any thread, concurrently, on the same calendar.
  * Cost: hr_calendar_due() is a few zone look-ups (no allocation).  A
  * recurring rule is expanded once, when parsed (up to HR_CALENDAR_MAX_RUNS
- * runs, 8 bytes each; libical's expander costs ~5 us per occurrence, so an
- * hourly rule for 10 years takes ~0.5 s to parse); hr_calendar_next_run()
+ * runs, 8 bytes each; libical's expander costs ~2 us per occurrence, so an
+ * hourly rule of 90,000 runs takes ~0.2 s to parse); hr_calendar_next_run()
  * is then a binary search.
  */
 #ifndef HERALD_SCHED_CALENDAR_H

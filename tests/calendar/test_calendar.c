@@ -450,6 +450,8 @@ static const struct {
 	{"21:00", "09:00", "Europe/Berlin", "2026-10-24T21:00:00Z", "2026-10-25T08:00:00Z", "fall: 09:00 CET"},
 	{"01:00", "02:30", "Europe/Berlin", "2026-03-29T00:30:00Z", "2026-03-29T01:00:00Z", "end in the gap -> 03:00"},
 	{"23:00", "02:30", "Europe/Berlin", "2026-10-24T22:00:00Z", "2026-10-25T00:30:00Z", "end twice -> first"},
+	{"23:00", "02:30", "Europe/Berlin", "2026-10-25T01:10:00Z", "2026-10-25T01:30:00Z", "02:10 CET -> 02:30 CET"},
+	{"23:00", "02:30", "Europe/Berlin", "2026-10-25T01:40:00Z", "2026-10-25T01:40:00Z", "02:40 CET is not quiet"},
 };
 
 START_TEST(quiet_hours_move_to_their_end)
