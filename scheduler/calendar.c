@@ -284,7 +284,7 @@ static bool rule_value_ok(const rule_part *p, char *value, hr_calendar *c, char 
 	char *save = NULL;
 	if (!*value || value[strlen(value) - 1] == ',')
 		return snprintf(why, len, "%s=%s: empty list item", p->name, value), false;
-	char copy[512];
+	char copy[1024]; /* the whole rule is shorter */
 	snprintf(copy, sizeof copy, "%s", value);
 	for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
 		if (strcmp(p->name, "BYDAY") == 0) {
@@ -360,7 +360,11 @@ static bool parse_rrule(const char *text, hr_calendar *c, struct icalrecurrencet
 		if (!rule_value_ok(rp, eq + 1, c, why, sizeof why))
 			return hr_fail(err, HR_ERR_INVALID, "/rrule", "%s", why);
 		if (strcmp(rp->name, "UNTIL") != 0) {
+			/* Never longer than the input it is cut from; checked all the same. */
 			int n = snprintf(ical_text + o, sizeof ical_text - o, "%s%s=%s", o ? ";" : "", p, eq + 1);
+			if (n < 0 || (size_t)n >= sizeof ical_text - o)
+				return hr_fail(err, HR_ERR_INVALID, "/rrule", "longer than %zu characters",
+					       sizeof ical_text - 1);
 			o += (size_t)n;
 		}
 		if (!end)
