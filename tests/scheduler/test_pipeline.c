@@ -562,6 +562,46 @@ START_TEST(late_answers_from_expired_leases_are_harmless)
 }
 END_TEST
 
+START_TEST(a_result_already_landed_is_kept_and_the_rest_still_lands)
+{
+	fixture f;
+	fixture_open(&f, 1);
+	enqueue(&f, 0, "sms", "bulk", 20, "sms");
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, NULL, NULL);
+	fworker w;
+	fw_open(&w, s.ep[1], HR_CH_SMS, HR_LANE_BULK, 1, always_sent, NULL);
+	w.hold = true;
+	w.held = hr_calloc(4, sizeof *w.held);
+	int64_t until = sched_now_ms() + 20000;
+	while (w.jobs_seen < 20 && sched_now_ms() < until)
+		fw_pump(&w, 20);
+	ck_assert_int_eq(w.jobs_seen, 20);
+	/* While the lease is out, message 3 gets a result by another way (say, a scheduler that
+	 * was presumed dead landed it): the lander's COPY of the lease's 20 results conflicts. */
+	char sql[256];
+	snprintf(sql, sizeof sql,
+		 "INSERT INTO %s.results (message_id, status, attempts, reason) "
+		 "SELECT min(id) * 4096 + 3, 'failed', 1, 'pre-existing' FROM %s.outbox",
+		 f.t[0].schema, f.t[0].schema);
+	hr_err err = {0};
+	ck_assert_msg(hr_db_exec(f.c, sql, &err), "%s", err.msg);
+	fw_answer_held(&w, HR_RES_SENT);
+	w.hold = false;
+	fworker *ws[] = {&w};
+	serve_until(&f, ws, 1, 0, 20, 20000);
+	ck_assert_int_eq(results(&f, 0), 20);
+	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.results WHERE status = 'sent'", f.t[0].schema), 19);
+	/* the first result stays: exactly one per message */
+	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.results WHERE reason = 'pre-existing' AND "
+			       "message_id = (SELECT min(id) * 4096 + 3 FROM %s.outbox)", f.t[0].schema), 1);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	fw_close(&w);
+	hr_free(w.held);
+	fixture_close(&f);
+}
+END_TEST
+
 int main(void)
 {
 	th_pg_dsn();
@@ -602,6 +642,10 @@ int main(void)
 	tc = th_tcase("late");
 	tcase_set_timeout(tc, 240);
 	tcase_add_test(tc, late_answers_from_expired_leases_are_harmless);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("conflict");
+	tcase_set_timeout(tc, 240);
+	tcase_add_test(tc, a_result_already_landed_is_kept_and_the_rest_still_lands);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("sigkill");
 	tcase_set_timeout(tc, 240);
