@@ -100,6 +100,9 @@ static const setting settings[] = {
 	 "send attempts before a temporarily failing message is dead-lettered"},
 	{"sched_max_loaded", T_INT, "8", 1, 4096, HR_ROLE_SCHEDULER, true, false,
 	 "outbox batches (up to 4,096 messages each) a tenant may have in the scheduler's memory"},
+	{"sched_provider_cache_ms", T_INT, "10000", 100, 3600000, HR_ROLE_SCHEDULER, true, false,
+	 "how long the scheduler reuses a resolved provider account and its rate limits; a change "
+	 "made with heraldctl or the API applies within this time"},
 	{"sched_retry_base_ms", T_INT, "1000", 1, 600000, HR_ROLE_SCHEDULER, true, false,
 	 "first retry delay; doubled per attempt (jittered, capped at 10 minutes)"},
 	{"sched_trace", T_BOOL, "false", 0, 0, HR_ROLE_SCHEDULER, true, false,

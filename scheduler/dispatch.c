@@ -931,6 +931,14 @@ int sched_run(sched *s)
 			heartbeat_all(s);
 			last_beat = wall;
 		}
+		if (wall - s->limits_loaded_ms >= s->provider_cache_ms) {
+			/* limits changed with heraldctl or the API apply without a restart */
+			hr_err lerr = {0};
+			if (!store_load_limits(s, &lerr)) {
+				hr_warn("scheduler: re-reading limits: %s", lerr.msg);
+				s->limits_loaded_ms = wall;
+			}
+		}
 		if (wall - last_metrics >= 250) {
 			metrics_publish(s->metrics, s);
 			last_metrics = wall;

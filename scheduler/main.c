@@ -55,28 +55,6 @@ static void set_domain_rates(sched *s, const char *spec)
 	hr_free(copy);
 }
 
-/* Account and tenant limits from the control schema. */
-static void load_limits(sched *s)
-{
-	PGresult *r;
-	hr_err err = {0};
-	if (!hr_db_query(s->db,
-			 "SELECT 'account:' || tenant_id || '/' || name, rate_per_s FROM herald.provider_accounts "
-			 "WHERE rate_per_s IS NOT NULL UNION ALL "
-			 "SELECT 'tenant:' || id, (limits->>'rate_per_s')::float FROM herald.tenants "
-			 "WHERE limits ? 'rate_per_s' UNION ALL "
-			 "SELECT 'agency:' || id, (limits->>'rate_per_s')::float FROM herald.agencies "
-			 "WHERE limits ? 'rate_per_s' UNION ALL "
-			 "SELECT 'sender:' || t.id || '/' || lower(r.key), r.value::float FROM herald.tenants t, "
-			 "jsonb_each_text(CASE WHEN jsonb_typeof(t.limits->'sender_rates') = 'object' "
-			 "THEN t.limits->'sender_rates' ELSE '{}'::jsonb END) r",
-			 0, NULL, &r, &err))
-		hr_fatal("scheduler: reading limits: %s", err.msg);
-	for (int i = 0; i < PQntuples(r); i++)
-		hr_limiter_set_rate(s->limiter, PQgetvalue(r, i, 0), strtod(PQgetvalue(r, i, 1), NULL));
-	PQclear(r);
-}
-
 int main(int argc, char **argv)
 {
 	hr_log_init("herald-scheduler");
@@ -114,7 +92,9 @@ int main(int argc, char **argv)
 		for (int c = 0; c < NCHANNELS; c++)
 			s->fair[l][c] = hr_fair_new((uint32_t)s->lease_size[l]);
 	set_domain_rates(s, hr_config_str(s->cfg, "sched_domain_rates"));
-	load_limits(s);
+	s->provider_cache_ms = hr_config_int(s->cfg, "sched_provider_cache_ms");
+	if (!store_load_limits(s, &err))
+		hr_fatal("scheduler: reading limits: %s", err.msg);
 	if (!store_load_tenants(s, &err) || !store_listen(s, &err))
 		hr_fatal("scheduler: %s", err.msg);
 	s->zctx = zmq_ctx_new();
@@ -151,6 +131,7 @@ int main(int argc, char **argv)
 	int rc = sched_run(s);
 	lander_stop(s->lander);
 	metrics_stop(s->metrics);
+	store_providers_free(s);
 	hr_info("scheduler: stopped; dispatched transactional=%llu bulk=%llu",
 		(unsigned long long)s->dispatched[0], (unsigned long long)s->dispatched[1]);
 	for (int l = 0; l < NLANES; l++)

@@ -158,7 +158,16 @@ typedef struct sched {
 	uint64_t lat_count[NLANES];
 	double lat_sum_ms[NLANES];
 	struct metrics_server *metrics;
+	/* resolved provider accounts (store.c), refreshed after provider_cache_ms */
+	struct provider_entry *providers[256];
+	int64_t provider_cache_ms;
+	int64_t limits_loaded_ms;
 } sched;
+
+/* store.c */
+void store_providers_free(sched *s);
+/* Re-read account, tenant, agency and sender limits (at start and every provider_cache_ms). */
+bool store_load_limits(sched *s, hr_err *err) HR_MUST_CHECK;
 
 /* store.c -- Postgres side of the loop's thread */
 bool store_connect(sched *s, hr_err *err) HR_MUST_CHECK;

@@ -334,13 +334,89 @@ static bool read_headers(sched *s, tenant *t, hr_err *err)
 	return true;
 }
 
+/*
+ * Resolved provider accounts, cached for provider_cache_ms: without the cache
+ * every loaded batch cost the loop a control-schema query and an AES-GCM
+ * open.  A changed account applies to batches loaded after the entry ages
+ * out; a missing one is never cached.  Entries hold secrets: wiped on free.
+ */
+struct provider_entry {
+	uint32_t tenant_id;
+	char *name;
+	char *json;
+	int64_t fetched_ms;
+	struct provider_entry *next;
+};
+
+static void provider_entry_free(struct provider_entry *e)
+{
+	memset(e->json, 0, strlen(e->json));
+	hr_free(e->json);
+	hr_free(e->name);
+	hr_free(e);
+}
+
+void store_providers_free(sched *s)
+{
+	for (int i = 0; i < 256; i++)
+		while (s->providers[i]) {
+			struct provider_entry *e = s->providers[i];
+			s->providers[i] = e->next;
+			provider_entry_free(e);
+		}
+}
+
 static char *resolve_provider(sched *s, tenant *t, const char *name, hr_err *err)
 {
+	unsigned h = t->id;
+	for (const char *p = name; *p; p++)
+		h = h * 31 + (unsigned char)*p;
+	struct provider_entry **pp = &s->providers[h % 256];
+	int64_t now = now_ms();
+	for (; *pp; pp = &(*pp)->next) {
+		struct provider_entry *e = *pp;
+		if (e->tenant_id != t->id || strcmp(e->name, name) != 0)
+			continue;
+		if (now - e->fetched_ms < s->provider_cache_ms)
+			return hr_strdup(e->json);
+		*pp = e->next; /* stale: read it again below */
+		provider_entry_free(e);
+		break;
+	}
 	char *json = NULL;
 	/* Provider accounts live in the control schema: read outside the tenant role. */
 	if (!hr_provider_resolve(s->db, s->master_key, t->id, name, false, &json, err))
 		return NULL;
+	struct provider_entry *e = hr_calloc(1, sizeof *e);
+	e->tenant_id = t->id;
+	e->name = hr_strdup(name);
+	e->json = hr_strdup(json);
+	e->fetched_ms = now;
+	e->next = s->providers[h % 256];
+	s->providers[h % 256] = e;
 	return json;
+}
+
+bool store_load_limits(sched *s, hr_err *err)
+{
+	PGresult *r;
+	if (!hr_db_query(s->db,
+			 "SELECT 'account:' || tenant_id || '/' || name, rate_per_s FROM herald.provider_accounts "
+			 "WHERE rate_per_s IS NOT NULL UNION ALL "
+			 "SELECT 'tenant:' || id, (limits->>'rate_per_s')::float FROM herald.tenants "
+			 "WHERE limits ? 'rate_per_s' UNION ALL "
+			 "SELECT 'agency:' || id, (limits->>'rate_per_s')::float FROM herald.agencies "
+			 "WHERE limits ? 'rate_per_s' UNION ALL "
+			 "SELECT 'sender:' || t.id || '/' || lower(r.key), r.value::float FROM herald.tenants t, "
+			 "jsonb_each_text(CASE WHEN jsonb_typeof(t.limits->'sender_rates') = 'object' "
+			 "THEN t.limits->'sender_rates' ELSE '{}'::jsonb END) r",
+			 0, NULL, &r, err))
+		return false;
+	for (int i = 0; i < PQntuples(r); i++)
+		hr_limiter_set_rate(s->limiter, PQgetvalue(r, i, 0), strtod(PQgetvalue(r, i, 1), NULL));
+	PQclear(r);
+	s->limits_loaded_ms = now_ms();
+	return true;
 }
 
 /* Phase 2 reads a batch's header and its messages ($1 = id, $2 = recovering). */

@@ -602,6 +602,42 @@ START_TEST(a_result_already_landed_is_kept_and_the_rest_still_lands)
 }
 END_TEST
 
+START_TEST(a_rate_set_while_running_applies_without_a_restart)
+{
+	fixture f;
+	fixture_open(&f, 1);
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, NULL, "HERALD_SCHED_PROVIDER_CACHE_MS=300");
+	fworker w;
+	fw_open(&w, s.ep[1], HR_CH_SMS, HR_LANE_BULK, 8, always_sent, NULL);
+	int64_t stamps[64];
+	w.deadlines = stamps;
+	/* the operator limits the running scheduler's account to 20/s */
+	char sql[256];
+	snprintf(sql, sizeof sql, "UPDATE herald.provider_accounts SET rate_per_s = 20 WHERE tenant_id = %lld "
+		 "AND name = 'sms'", (long long)f.t[0].id);
+	hr_err err = {0};
+	ck_assert(hr_db_exec(f.c, sql, &err));
+	fw_pump(&w, 700); /* two reload periods */
+	enqueue(&f, 0, "sms", "bulk", 60, "sms");
+	fworker *ws[] = {&w};
+	serve_until(&f, ws, 1, 0, 60, 30000);
+	ck_assert_int_eq(results(&f, 0), 60);
+	ck_assert_int_eq(w.ndeadlines, 60);
+	int best = 0;
+	for (int i = 0; i < 60; i++) {
+		int n = 0;
+		for (int j = 0; j < 60; j++)
+			n += stamps[j] >= stamps[i] && stamps[j] < stamps[i] + 1000;
+		best = n > best ? n : best;
+	}
+	ck_assert_msg(best <= 21, "%d dispatched within one second after the limit was set to 20/s", best);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	fw_close(&w);
+	fixture_close(&f);
+}
+END_TEST
+
 int main(void)
 {
 	th_pg_dsn();
@@ -646,6 +682,10 @@ int main(void)
 	tc = th_tcase("conflict");
 	tcase_set_timeout(tc, 240);
 	tcase_add_test(tc, a_result_already_landed_is_kept_and_the_rest_still_lands);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("live_limits");
+	tcase_set_timeout(tc, 240);
+	tcase_add_test(tc, a_rate_set_while_running_applies_without_a_restart);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("sigkill");
 	tcase_set_timeout(tc, 240);
