@@ -3,6 +3,10 @@
  */
 #include "curlio.h"
 
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "alloc.h"
@@ -20,7 +24,28 @@ struct wk_curlio {
 	long timer_ms;      /* libcurl's last timer request: -1 none */
 	long long timer_at; /* monotonic ms when it expires */
 	unsigned long connects;
+	bool noproxy;       /* no *_proxy variable is set: tell libcurl not to look */
 };
+
+extern char **environ;
+
+/*
+ * libcurl looks up <scheme>_proxy, all_proxy and no_proxy (both cases) in the
+ * environment for every transfer unless CURLOPT_NOPROXY is set.  When none
+ * of them is set at start-up, NOPROXY "*" gives the same result without the
+ * lookups; when one is set, libcurl is left to honour it as before.
+ */
+static bool proxy_in_env(void)
+{
+	for (char **e = environ; e && *e; e++) {
+		const char *eq = strchr(*e, '=');
+		size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
+		if (n >= 6 && strncasecmp(*e + n - 6, "_proxy", 6) == 0 && eq && eq[1] &&
+		    !(n == 8 && strncasecmp(*e, "no", 2) == 0))
+			return true;
+	}
+	return false;
+}
 
 static long long mono_ms(void)
 {
@@ -70,6 +95,9 @@ wk_curlio *wk_curlio_new(long maxconnects)
 	if (!io->multi)
 		hr_fatal("curl_multi_init failed");
 	io->timer_ms = -1;
+	io->noproxy = !proxy_in_env();
+	if (!io->noproxy)
+		hr_info("a *_proxy environment variable is set: libcurl will honour it");
 	curl_multi_setopt(io->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
 	curl_multi_setopt(io->multi, CURLMOPT_SOCKETDATA, io);
 	curl_multi_setopt(io->multi, CURLMOPT_TIMERFUNCTION, on_timer);
@@ -87,6 +115,13 @@ void wk_curlio_free(wk_curlio *io)
 	curl_multi_cleanup(io->multi);
 	hr_free(io->socks);
 	hr_free(io);
+}
+
+void wk_curlio_easy_defaults(const wk_curlio *io, CURL *easy)
+{
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	if (io->noproxy)
+		curl_easy_setopt(easy, CURLOPT_NOPROXY, "*");
 }
 
 void wk_curlio_start(wk_curlio *io, CURL *easy, wk_curlreq *req)
@@ -128,6 +163,8 @@ unsigned long wk_curlio_connects(const wk_curlio *io)
 	return io->connects;
 }
 
+static size_t finish(wk_curlio *io);
+
 void wk_curlio_act(wk_curlio *io, const zmq_pollitem_t *items, size_t n)
 {
 	int running;
@@ -144,6 +181,23 @@ void wk_curlio_act(wk_curlio *io, const zmq_pollitem_t *items, size_t n)
 		io->timer_ms = -1;
 		curl_multi_socket_action(io->multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	}
+	finish(io);
+}
+
+bool wk_curlio_kick(wk_curlio *io)
+{
+	if (io->timer_ms < 0 || (io->timer_ms > 0 && mono_ms() < io->timer_at))
+		return false;
+	int running;
+	io->timer_ms = -1;
+	curl_multi_socket_action(io->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	return finish(io) > 0;
+}
+
+/* Hand every finished transfer to its done(); returns how many. */
+static size_t finish(wk_curlio *io)
+{
+	size_t n = 0;
 	CURLMsg *msg;
 	int left;
 	while ((msg = curl_multi_info_read(io->multi, &left))) {
@@ -159,5 +213,7 @@ void wk_curlio_act(wk_curlio *io, const zmq_pollitem_t *items, size_t n)
 		curl_multi_remove_handle(io->multi, easy);
 		/* msg is invalid after remove; we saved what we need. */
 		req->done(req, rc);
+		n++;
 	}
+	return n;
 }

@@ -7,6 +7,11 @@
  * libcurl's: a finished transfer leaves its connection in the multi's
  * cache, and the next transfer to the same server takes it).
  *
+ *   wk_curlio_easy_defaults(io, e)  options every easy handle gets after
+ *                                   curl_easy_init/reset: NOSIGNAL, and
+ *                                   NOPROXY "*" unless a *_proxy variable
+ *                                   was set at start-up (no per-transfer
+ *                                   environment lookups in libcurl).
  *   wk_curlio_start(io, easy, req)  add a configured easy handle; req->done
  *                                   is called when the transfer is over.
  *   wk_curlio_pollitems()           the sockets libcurl waits on, as zmq
@@ -17,6 +22,11 @@
  *                                   call done() for each finished transfer
  *                                   (the easy handle is already removed from
  *                                   the multi, so done() may reuse it).
+ *   wk_curlio_kick()                before polling: if libcurl's timer has
+ *                                   expired (curl_multi_add_handle asks for
+ *                                   "now"), run it and finish what is done,
+ *                                   so new transfers go out in this turn
+ *                                   rather than after an extra poll.
  *
  * done() runs from wk_curlio_act, never from inside libcurl.  libcurl's own
  * callbacks (socket, timer) only record state.
@@ -26,6 +36,7 @@
 #ifndef HERALD_WORKERS_CURLIO_H
 #define HERALD_WORKERS_CURLIO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <curl/curl.h>
@@ -43,6 +54,7 @@ typedef struct wk_curlio wk_curlio;
 wk_curlio *wk_curlio_new(long maxconnects);
 void wk_curlio_free(wk_curlio *io); /* no transfer may be running */
 
+void wk_curlio_easy_defaults(const wk_curlio *io, CURL *easy);
 void wk_curlio_start(wk_curlio *io, CURL *easy, wk_curlreq *req);
 
 /* Append up to max pollitems; returns how many. */
@@ -51,6 +63,8 @@ size_t wk_curlio_nsockets(const wk_curlio *io);
 long wk_curlio_timeout(wk_curlio *io);
 /* items/n: the pollitems wk_curlio_pollitems gave, after zmq_poll filled revents. */
 void wk_curlio_act(wk_curlio *io, const zmq_pollitem_t *items, size_t n);
+/* Run an expired timer now; true when a transfer finished (done() was called). */
+bool wk_curlio_kick(wk_curlio *io);
 
 /* Connections libcurl opened so far (for metrics and tests of reuse). */
 unsigned long wk_curlio_connects(const wk_curlio *io);

@@ -805,6 +805,12 @@ static void run_loop(worker *w)
 			send_bye(w);
 
 		bool more = start_sends(w);
+		/* New transfers go out now, not after a zero-timeout poll; sends that
+		 * finish meanwhile free room for more at once. */
+		if (wk_curlio_kick(w->io)) {
+			reap(w);
+			more = true;
+		}
 		flush_results(w, now, &next_due);
 		if (w->credit_owed && !w->draining && !w->need_hello) {
 			hr_credit c = {.credit = w->credit_owed};

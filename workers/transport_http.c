@@ -278,7 +278,7 @@ static void http_submit(wk_transport *tr, wk_send *s)
 		/* A handle set up for another account must not keep its options. */
 		curl_easy_reset(e);
 		long timeout = p->timeout_ms ? p->timeout_ms : t->o.http_timeout_ms;
-		curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+		wk_curlio_easy_defaults(t->io, e);
 		if (strcmp(p->method, "POST") != 0)
 			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, p->method);
 		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);

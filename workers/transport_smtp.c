@@ -221,7 +221,7 @@ static void smtp_submit(wk_transport *tr, wk_send *s)
 	long timeout = p->timeout_ms ? p->timeout_ms : t->o.smtp_timeout_ms;
 	/* libcurl copies string options (URL, MAIL_FROM, credentials) at setopt. */
 	curl_easy_setopt(e, CURLOPT_URL, p->url);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	wk_curlio_easy_defaults(t->io, e);
 	curl_easy_setopt(e, CURLOPT_MAIL_FROM, env);
 	curl_easy_setopt(e, CURLOPT_MAIL_RCPT, &x->rcpt);
 	curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
