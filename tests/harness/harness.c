@@ -3,10 +3,13 @@
  */
 #include "harness.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -186,6 +189,40 @@ void th_tenant(PGconn *c, hr_tenant *out)
 		ck_abort_msg("agency create: %s", err.msg);
 	if (!hr_tenant_create(c, th_migrations(), agency, tenant, "test tenant", out, &err))
 		ck_abort_msg("tenant create: %s", err.msg);
+}
+
+pid_t th_spawn(const char *const *argv, const char *const *env, const char *log, int *stdout_fd)
+{
+	int fds[2] = {-1, -1};
+	if (stdout_fd)
+		ck_assert_int_eq(pipe(fds), 0);
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(1); /* the parent died before prctl */
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		dup2(fd, 2);
+		if (stdout_fd) {
+			dup2(fds[1], 1);
+			close(fds[0]);
+			close(fds[1]);
+		} else {
+			dup2(fd, 1);
+		}
+		close(fd);
+		for (int i = 0; env && env[i]; i++)
+			putenv((char *)env[i]);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	if (stdout_fd) {
+		close(fds[1]);
+		*stdout_fd = fds[0];
+	}
+	return pid;
 }
 
 int th_sh(char **output, const char *fmt, ...)

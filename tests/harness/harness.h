@@ -18,6 +18,7 @@
 #define HERALD_TEST_HARNESS_H
 
 #include <check.h>
+#include <sys/types.h>
 #include <libpq-fe.h>
 
 #include "migrate.h"
@@ -43,6 +44,15 @@ void th_tenant(PGconn *c, hr_tenant *out);
 int th_sh(char **output, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 int th_run(Suite *s);
+
+/*
+ * Start argv[0] (an absolute path) as a child that dies with this process
+ * (PR_SET_PDEATHSIG, so also when a failed assertion ends the test through
+ * _exit).  env: NULL-terminated "NAME=value" strings set in the child (may be
+ * NULL).  stderr is appended to log; so is stdout, unless stdout_fd is given,
+ * which then receives the read end of a pipe on the child's stdout.
+ */
+pid_t th_spawn(const char *const *argv, const char *const *env, const char *log, int *stdout_fd);
 
 /*
  * A test case created with th_tcase() fails when a test logs a warning it did

@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,45 +51,35 @@ int free_port(void)
 void sched_start(sproc *p, const char *dsn, const char *dir, const char *const eps[2],
 			const char *extra_env)
 {
-	int fds[2];
-	ck_assert_int_eq(pipe(fds), 0);
 	snprintf(p->log, sizeof p->log, "%s/scheduler.log", dir);
-	pid_t parent = getpid();
-	p->pid = fork();
-	ck_assert_int_ge(p->pid, 0);
-	if (p->pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(1);
-		dup2(fds[1], 1);
-		close(fds[0]);
-		close(fds[1]);
-		int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-		dup2(fd, 2);
-		close(fd);
-		setenv("HERALD_DATABASE_URL", dsn, 1);
-		setenv("HERALD_MASTER_KEY", MASTER_HEX, 1);
-		setenv("HERALD_SCHED_BIND_TRANSACTIONAL", eps ? eps[0] : "tcp://127.0.0.1:*", 1);
-		setenv("HERALD_SCHED_BIND_BULK", eps ? eps[1] : "tcp://127.0.0.1:*", 1);
-		if (extra_env) {
-			char *copy = strdup(extra_env), *save = NULL;
-			for (char *kv = strtok_r(copy, " ", &save); kv; kv = strtok_r(NULL, " ", &save))
-				putenv(kv);
-		}
-		execl(SCHEDULER_PATH, "herald-scheduler", (char *)NULL);
-		_exit(127);
+	char *env[24];
+	int ne = 0;
+	env[ne++] = hr_sprintf("HERALD_DATABASE_URL=%s", dsn);
+	env[ne++] = hr_sprintf("HERALD_MASTER_KEY=%s", MASTER_HEX);
+	env[ne++] = hr_sprintf("HERALD_SCHED_BIND_TRANSACTIONAL=%s", eps ? eps[0] : "tcp://127.0.0.1:*");
+	env[ne++] = hr_sprintf("HERALD_SCHED_BIND_BULK=%s", eps ? eps[1] : "tcp://127.0.0.1:*");
+	if (extra_env) {
+		char *copy = hr_strdup(extra_env), *save = NULL;
+		for (char *kv = strtok_r(copy, " ", &save); kv && ne < 23; kv = strtok_r(NULL, " ", &save))
+			env[ne++] = hr_strdup(kv);
+		hr_free(copy);
 	}
-	close(fds[1]);
+	env[ne] = NULL;
+	const char *argv[] = {SCHEDULER_PATH, NULL};
+	int out;
+	p->pid = th_spawn(argv, (const char *const *)env, p->log, &out);
+	for (int i = 0; i < ne; i++)
+		hr_free(env[i]);
 	int got = 0;
 	int64_t deadline = sched_now_ms() + 20000;
 	char buf[2048];
 	size_t len = 0;
 	p->metrics_port = 0;
 	while ((got < 2 || !p->metrics_port) && sched_now_ms() < deadline) {
-		struct pollfd pfd = {fds[0], POLLIN, 0};
+		struct pollfd pfd = {out, POLLIN, 0};
 		if (poll(&pfd, 1, 200) <= 0)
 			continue;
-		ssize_t n = read(fds[0], buf + len, sizeof buf - 1 - len);
+		ssize_t n = read(out, buf + len, sizeof buf - 1 - len);
 		if (n <= 0)
 			break;
 		len += (size_t)n;
@@ -110,7 +99,7 @@ void sched_start(sproc *p, const char *dsn, const char *dir, const char *const e
 			memmove(buf, nl + 1, len + 1);
 		}
 	}
-	close(fds[0]);
+	close(out);
 	if (got < 2) {
 		char *log = NULL;
 		th_sh(&log, "cat '%s'", p->log);

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,22 +26,9 @@ static pid_t worker_start(const char *dir, const char *name, const char *channel
 {
 	char log[512];
 	snprintf(log, sizeof log, "%s/%s.log", dir, name);
-	pid_t parent = getpid();
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(1);
-		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-		dup2(fd, 2);
-		dup2(fd, 1);
-		close(fd);
-		execl(WORKER_PATH, "herald-worker", "--channel", channel, "--lane", lane, "--scheduler", ep,
-		      "--metrics-port", "-1", extra ? extra : "--credit=4", (char *)NULL);
-		_exit(127);
-	}
-	return pid;
+	const char *argv[] = {WORKER_PATH, "--channel", channel, "--lane", lane, "--scheduler", ep,
+			      "--metrics-port", "-1", extra ? extra : "--credit=4", NULL};
+	return th_spawn(argv, NULL, log, NULL);
 }
 
 static int stop_pid(pid_t pid, int sig)
