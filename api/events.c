@@ -170,7 +170,7 @@ void events_post(api_req *r)
 	const char *pi[] = {pga_end(&ids), pga_end(&names), pga_end(&props), pga_end(&ats)};
 	if (!hr_db_query(r->db,
 			 "INSERT INTO events (contact_id, name, properties, occurred_at) "
-			 "SELECT c, nm, p, coalesce(at, now()) FROM unnest($1::bigint[], $2::text[], $3::jsonb[], "
+			 "SELECT c, nm, p, coalesce(at, herald_clock.now()) FROM unnest($1::bigint[], $2::text[], $3::jsonb[], "
 			 "$4::timestamptz[]) AS e(c, nm, p, at)",
 			 4, pi, NULL, &err))
 		goto fail;

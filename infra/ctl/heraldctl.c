@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "config.h"
 #include "db.h"
 #include "log.h"
@@ -55,6 +56,10 @@ static const char usage_text[] =
 	"                                       enqueue messages (demos, load tests); P holds\n"
 	"                                       one %%d or %%0Nd, e.g. user%%d@example.com\n"
 	"  local start|stop|status              the embedded PostgreSQL under data_dir\n"
+	"  clock show                           herald time (database time + skew)\n"
+	"  clock advance DURATION               move herald time forward (90s, 15m, 2h, 3d, 1w):\n"
+	"                                       tests and demos; schedulers act at once\n"
+	"  clock reset                          skew back to 0 (tests and demos only)\n"
 	"  config                               show the settings (secrets masked)\n"
 	"  config --markdown                    the settings table, for docs\n"
 	"\n";
@@ -505,6 +510,38 @@ static int cmd_send(ctx *x)
 	return 0;
 }
 
+static int cmd_clock(ctx *x, const char *verb)
+{
+	hr_err err = {0};
+	int64_t skew;
+	if (strcmp(verb, "show") == 0) {
+		expect_words(x, 0, 0, "");
+	} else if (strcmp(verb, "advance") == 0) {
+		expect_words(x, 1, 1, "duration");
+		int64_t d;
+		if (!hr_duration_parse(x->argv[0], &d, &err)) {
+			fprintf(stderr, "heraldctl: %s\n", err.msg);
+			exit(2);
+		}
+		PGconn *c = connect_control(x, true);
+		if (!hr_clock_advance(c, d, &skew, &err))
+			die(&err);
+		PQfinish(c);
+	} else if (strcmp(verb, "reset") == 0) {
+		expect_words(x, 0, 0, "");
+		PGconn *c = connect_control(x, true);
+		if (!hr_clock_reset(c, &err))
+			die(&err);
+		PQfinish(c);
+	} else {
+		usage_error("unknown clock command '%s'", verb);
+	}
+	return list(x,
+		    "SELECT to_char(herald_clock.now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') "
+		    "AS herald_time, (SELECT justify_hours(skew) FROM herald_clock.state) AS skew",
+		    0, NULL);
+}
+
 static int cmd_local(ctx *x, const char *verb)
 {
 	expect_words(x, 0, 0, "");
@@ -577,7 +614,7 @@ int main(int argc, char **argv)
 		die(&err);
 	bool has_verb = strcmp(cmd, "agency") == 0 || strcmp(cmd, "tenant") == 0 ||
 			strcmp(cmd, "apikey") == 0 || strcmp(cmd, "local") == 0 ||
-			strcmp(cmd, "provider") == 0;
+			strcmp(cmd, "provider") == 0 || strcmp(cmd, "clock") == 0;
 	const char *verb = NULL;
 	if (has_verb) {
 		if (argc < 3)
@@ -603,6 +640,8 @@ int main(int argc, char **argv)
 		rc = cmd_local(&x, verb);
 	else if (strcmp(cmd, "provider") == 0)
 		rc = cmd_provider(&x, verb);
+	else if (strcmp(cmd, "clock") == 0)
+		rc = cmd_clock(&x, verb);
 	else
 		usage_error("unknown command '%s'", cmd);
 	hr_migrations_free(x.set);

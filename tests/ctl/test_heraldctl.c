@@ -57,7 +57,7 @@ static void setup(void)
 	char *out;
 	int rc = ctl(&out, "migrate");
 	ck_assert_msg(rc == 0, "migrate: %s", out);
-	ck_assert_msg(strstr(out, "applied=1"), "got '%s'", out);
+	ck_assert_msg(strstr(out, "control migrations applied=2"), "got '%s'", out);
 	hr_free(out);
 }
 
@@ -153,6 +153,55 @@ START_TEST(errors_are_one_line_and_change_nothing)
 }
 END_TEST
 
+/* Herald time: skew moves forward only, is visible to tenant roles, and is announced. */
+START_TEST(clock_advances_and_notifies)
+{
+	char *out;
+	ck_assert_int_eq(ctl(&out, "agency create acme"), 0);
+	hr_free(out);
+	ck_assert_int_eq(ctl(&out, "tenant create acme clockshop"), 0);
+	hr_free(out);
+	ck_assert_int_eq(count("SELECT (SELECT skew FROM herald_clock.state) = '0'"), 0); /* false = 0 */
+	PGconn *l;
+	hr_err e = {0};
+	ck_assert(hr_db_connect(dsn, &l, &e));
+	ck_assert(hr_db_exec(l, "LISTEN herald_clock", &e));
+	ck_assert_int_eq(ctl(&out, "clock advance 3d"), 0);
+	ck_assert_msg(strstr(out, "3 days"), "got '%s'", out);
+	hr_free(out);
+	ck_assert_int_eq(ctl(&out, "clock advance 90m"), 0);
+	ck_assert_msg(strstr(out, "3 days 01:30:00"), "got '%s'", out);
+	hr_free(out);
+	PQconsumeInput(l);
+	int notes = 0;
+	for (PGnotify *n; (n = PQnotifies(l)); PQfreemem(n))
+		notes++;
+	ck_assert_int_eq(notes, 2);
+	PQfinish(l);
+	/* herald_clock.now() leads now() by the skew, also inside a tenant's role. */
+	ck_assert_int_eq(count("SELECT herald_clock.now() - now() = interval '3 days 01:30'"), 0);
+	ck_assert(hr_db_connect(dsn, &l, &e));
+	ck_assert_msg(hr_db_tenant_begin(l, "t_clockshop", "herald_t_clockshop", &e), "%s", e.msg);
+	PGresult *r;
+	ck_assert_msg(hr_db_query(l, "SELECT extract(epoch FROM herald_clock.now() - now())::bigint", 0, NULL, &r, &e),
+		      "%s", e.msg);
+	ck_assert_str_eq(PQgetvalue(r, 0, 0), "264600");
+	PQclear(r);
+	/* ...and the tenant role cannot move it. */
+	ck_assert(!hr_db_exec(l, "UPDATE herald_clock.state SET skew = '0'", &e));
+	hr_db_rollback(l);
+	PQfinish(l);
+	expect_error("clock advance -1d", 2, "expected a positive number");
+	expect_error("clock advance 5y", 2, "unknown unit 'y'");
+	expect_error("clock advance", 2, "missing");
+	expect_error("clock rewind", 2, "unknown clock command 'rewind'");
+	ck_assert_int_eq(count("SELECT extract(epoch FROM skew)::bigint FROM herald_clock.state"), 264600);
+	ck_assert_int_eq(ctl(&out, "clock reset"), 0);
+	hr_free(out);
+	ck_assert_int_eq(count("SELECT extract(epoch FROM skew)::bigint FROM herald_clock.state"), 0);
+}
+END_TEST
+
 START_TEST(unreachable_and_unmigrated_databases)
 {
 	char *out, *err;
@@ -226,6 +275,7 @@ int main(void)
 	tcase_add_test(tc, full_operator_session);
 	tcase_add_test(tc, errors_are_one_line_and_change_nothing);
 	tcase_add_test(tc, unreachable_and_unmigrated_databases);
+	tcase_add_test(tc, clock_advances_and_notifies);
 	tcase_add_test(tc, config_never_shows_secrets);
 	tcase_add_test(tc, provider_accounts_sealed_with_master_key);
 	suite_add_tcase(s, tc);
