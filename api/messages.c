@@ -94,12 +94,14 @@ void messages_pre(api_req *r)
 	if (data)
 		m->data = api_dump(data);
 	m->to = jv_str(&v, r->json, "", "to", false, 512);
-	json_t *ref = json_object_get(r->json, "contact");
-	if (ref && !json_is_null(ref))
+	json_t *ref = json_object_get(r->json, "contact"), *to = json_object_get(r->json, "to");
+	bool has_ref = ref && !json_is_null(ref), has_to = to && !json_is_null(to);
+	if (has_ref)
 		contact_ref_parse(&v, ref, "/contact", cc, &m->ref_kind, m->ref);
-	if (!!m->to == !!m->ref_kind && !json_object_get(r->json, "to") && !(ref && !json_is_null(ref)))
+	/* An invalid `to` or contact has its own error already; here only which of them is given. */
+	if (!has_to && !has_ref)
 		jv_add(&v, "", "to", "give to (an address) or contact");
-	else if (m->to && ref && !json_is_null(ref))
+	else if (has_to && has_ref)
 		jv_add(&v, "", "to", "give to or contact, not both");
 	m->idem = api_header(r, "Idempotency-Key");
 	if (m->idem) {
