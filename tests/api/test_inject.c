@@ -1,0 +1,464 @@
+/*
+ * test_inject.c -- hostile input in every field of every route.
+ *
+ * Each route that takes a body or path parameters has one valid sample
+ * request below (a route without one fails `every_route_has_a_sample`, so a
+ * new route cannot skip this test).  From each sample the test derives
+ * hundreds of requests: every leaf of the JSON body replaced by SQL
+ * metacharacters, path tricks, template syntax, header injection, control and
+ * direction characters, a 70 KB string, wrong types and out-of-range numbers;
+ * invalid UTF-8 and bad escapes spliced in raw; and every path parameter
+ * replaced by the same strings.  For every answer:
+ *   - never a 5xx, never a dropped connection;
+ *   - an error is application/problem+json with its status;
+ *   - an error wrote nothing: the row count and newest xmin of every table of
+ *     the tenant's schema, of the other tenant's schema and the counts of the
+ *     control tables are unchanged (samples whose failures legitimately write,
+ *     such as a wrong one-time code counting an attempt, say so).
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "alloc.h"
+#include "api.h"
+#include "apitest.h"
+#include "db.h"
+#include "harness.h"
+
+enum { K_AGENCY, K_TENANT };
+
+typedef struct sample {
+	const char *method, *pattern; /* as in api/routes.c */
+	const char *path;             /* pattern with {placeholders} from `vars` */
+	const char *body;             /* a valid request body, or NULL */
+	int key;
+	bool error_may_write;         /* a refused request may still record something */
+} sample;
+
+/*
+ * One valid request per route with a body or path parameters.  Placeholders:
+ * {tenant} the tenant's slug, {contact} a contact id, {message} a message id.
+ */
+static const sample samples[] = {
+	{"POST", "/v1/tenants", "/v1/tenants", "{\"slug\": \"inj-new\", \"name\": \"New brand\"}", K_AGENCY, false},
+	{"POST", "/v1/tenants/{slug}/suspend", "/v1/tenants/{tenant}/suspend", NULL, K_AGENCY, false},
+	{"POST", "/v1/tenants/{slug}/resume", "/v1/tenants/{tenant}/resume", NULL, K_AGENCY, false},
+	{"POST", "/v1/tenants/{slug}/keys", "/v1/tenants/{tenant}/keys", "{\"scope\": \"read\", \"name\": \"dash\"}",
+	 K_AGENCY, false},
+	{"PUT", "/v1/tenants/{slug}/providers/{name}", "/v1/tenants/{tenant}/providers/sms-two",
+	 "{\"channel\": \"sms\", \"transport\": \"sink\", \"config\": {\"url\": \"http://127.0.0.1:1/\"}, "
+	 "\"secret\": {\"token\": \"t\"}, \"rate_per_s\": 10}",
+	 K_AGENCY, false},
+	{"PUT", "/v1/contacts", "/v1/contacts",
+	 "{\"external_id\": \"inj-1\", \"email\": \"inj@example.com\", \"phone\": \"+447700900123\", "
+	 "\"attributes\": {\"city\": \"Leeds\", \"score\": 3}, \"time_zone\": \"Europe/London\", \"locale\": \"en-GB\"}",
+	 K_TENANT, false},
+	{"GET", "/v1/contacts/{id}", "/v1/contacts/{contact}", NULL, K_TENANT, false},
+	{"GET", "/v1/contacts/{id}/consents", "/v1/contacts/{contact}/consents", NULL, K_TENANT, false},
+	{"POST", "/v1/contacts/{id}/consents", "/v1/contacts/{contact}/consents",
+	 "{\"channel\": \"sms\", \"purpose\": \"marketing\", \"granted\": true, \"source\": \"pos\", "
+	 "\"actor\": \"advisor-7\", \"detail\": {\"store\": \"Leeds 2\"}}",
+	 K_TENANT, false},
+	{"POST", "/v1/events", "/v1/events",
+	 "{\"name\": \"order\", \"contact\": {\"external_id\": \"inj-1\"}, \"properties\": {\"revenue\": 12.5, "
+	 "\"sku\": \"A-1\"}, \"occurred_at\": \"2026-11-01T10:00:00Z\"}",
+	 K_TENANT, false},
+	{"POST", "/v1/messages", "/v1/messages",
+	 "{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"dev@example.com\", \"lane\": \"transactional\", "
+	 "\"content\": {\"from\": \"shop@example.com\", \"subject\": \"Hi {{ name }}\", \"text\": \"Code {{ code }}\"}, "
+	 "\"data\": {\"name\": \"Ann\", \"code\": \"1234\"}}",
+	 K_TENANT, false},
+	{"GET", "/v1/messages/{id}", "/v1/messages/{message}", NULL, K_TENANT, false},
+};
+#define NSAMPLES (sizeof samples / sizeof samples[0])
+
+/* Hostile strings for every string leaf and path parameter. */
+static const char *const strings[] = {
+	"'; DROP TABLE contacts; --",
+	"\" OR \"1\"=\"1",
+	"1 OR 1=1",
+	"$1",
+	"%s%s%n%x",
+	"../../../../etc/passwd",
+	"..%2f..%2f..%2fetc%2fpasswd",
+	"\\",
+	"{{ 'x' | append: 1 }}{% raw %}{% for %}",
+	"\r\nX-Injected: 1",
+	"<script>alert(1)</script>",
+	"",
+	"   ",
+	"\xe2\x80\xae" "gnp.exe", /* RIGHT-TO-LEFT OVERRIDE */
+	"Ünïcödé ☃ 🙂",
+	"null",
+	NULL, /* the long string, built at run time */
+};
+#define NSTRINGS (sizeof strings / sizeof strings[0])
+
+/* Wrong types and out-of-range values for every leaf. */
+static const char *const others[] = {
+	"12345678901234567890123", "-1", "0", "1.5e308", "true", "null", "[]", "{}", "[\"a\", 1]", "{\"$ne\": 1}",
+};
+#define NOTHERS (sizeof others / sizeof others[0])
+
+/* Raw bytes spliced in place of a string leaf: the body is then not valid JSON text. */
+static const char *const raw[] = {
+	"\"\xc3\x28\"",            /* invalid UTF-8 */
+	"\"\xc0\xaf\"",            /* overlong encoding */
+	"\"\\ud800\"",             /* lone surrogate escape */
+	"\"a\\u0000b\"",           /* NUL */
+	"\"\x01\x02\"",            /* raw control characters */
+};
+#define NRAW (sizeof raw / sizeof raw[0])
+
+static fx f, other;
+static srv s;
+static char contact_id[32], message_id[32];
+static long requests;
+
+static const char *var(const char *name, size_t n)
+{
+	if (n == 6 && !strncmp(name, "tenant", 6))
+		return f.t.slug;
+	if (n == 7 && !strncmp(name, "contact", 7))
+		return contact_id;
+	if (n == 7 && !strncmp(name, "message", 7))
+		return message_id;
+	ck_abort_msg("sample path uses unknown placeholder {%.*s}", (int)n, name);
+	return NULL;
+}
+
+/* The sample's path with placeholders filled; segment `hostile` (0-based, -1 none) replaced by `with`. */
+static char *make_path(const sample *sm, int hostile, const char *with)
+{
+	char *out = hr_strdup("");
+	int seg = -1;
+	for (const char *p = sm->path; *p;) {
+		if (*p == '/') {
+			seg++;
+			char *t = hr_sprintf("%s/", out);
+			hr_free(out);
+			out = t;
+			p++;
+			continue;
+		}
+		size_t n = strcspn(p, "/");
+		char *piece;
+		if (seg == hostile) {
+			piece = hr_strdup(with);
+		} else if (*p == '{') {
+			piece = hr_strdup(var(p + 1, n - 2));
+		} else {
+			piece = hr_sprintf("%.*s", (int)n, p);
+		}
+		char *t = hr_sprintf("%s%s", out, piece);
+		hr_free(out);
+		hr_free(piece);
+		out = t;
+		p += n;
+	}
+	return out;
+}
+
+/* Percent-encode everything but unreserved characters (so the string reaches the router as is). */
+static char *pct(const char *in)
+{
+	size_t n = strlen(in);
+	char *o = hr_malloc(n * 3 + 1), *w = o;
+	for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+		    *p == '_' || *p == '.' || *p == '~')
+			*w++ = (char)*p;
+		else
+			w += sprintf(w, "%%%02X", *p);
+	}
+	*w = '\0';
+	return o;
+}
+
+/* Rows and newest row version of every table that a request could touch. */
+static char *fingerprint(void)
+{
+	const char *p[] = {f.t.schema, other.t.schema};
+	PGresult *r;
+	hr_err e = {0};
+	ck_assert_msg(hr_db_query(f.c,
+				  "SELECT string_agg(table_schema || '.' || table_name || '=' || (xpath('/row/c/text()', "
+				  "query_to_xml(format(CASE WHEN table_schema = 'herald' THEN 'SELECT count(*) AS c FROM %I.%I' "
+				  "ELSE 'SELECT count(*) || '':'' || coalesce(max(xmin::text::bigint), 0) AS c FROM %I.%I' END, "
+				  "table_schema, table_name), false, true, '')))[1]::text, ',' ORDER BY table_schema, table_name) "
+				  "FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND (table_schema IN ($1, $2) "
+				  "OR (table_schema = 'herald' AND table_name IN ('agencies', 'tenants', 'api_keys', "
+				  "'provider_accounts', 'db_servers')))",
+				  2, p, &r, &e),
+		      "%s", e.msg);
+	char *fp = hr_strdup(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return fp;
+}
+
+static char *last_fp;
+
+/* Send one request; check the contract; keep the fingerprint for the next one. */
+static long send_checked(const sample *sm, const char *path, const char *body, size_t body_len, const char *what)
+{
+	const char *key = sm->key == K_AGENCY ? f.agency_key : f.full;
+	if (getenv("INJECT_TRACE"))
+		fprintf(stderr, "inject: %s %s (%s)\n", sm->method, path, what);
+	resp *r = call_at(s.port, sm->method, path, key, NULL, body, body ? (long)body_len : -1);
+	requests++;
+	long st = r->status;
+	ck_assert_msg(st >= 200 && st < 500, "%s %s (%s): status %ld, body %s", sm->method, sm->pattern, what, st,
+		      r->body);
+	if (st >= 400) {
+		ck_assert_msg(strcmp(r->ctype, "application/problem+json") == 0 && r->json &&
+				      json_integer_value(json_object_get(r->json, "status")) == st &&
+				      json_is_string(json_object_get(r->json, "detail")),
+			      "%s %s (%s): %ld is not a problem document: %s %s", sm->method, sm->pattern, what, st,
+			      r->ctype, r->body);
+	}
+	char *fp = fingerprint();
+	if (st >= 400 && !sm->error_may_write)
+		ck_assert_msg(strcmp(fp, last_fp) == 0, "%s %s (%s): refused with %ld but wrote:\nbefore %s\nafter  %s",
+			      sm->method, sm->pattern, what, st, last_fp, fp);
+	hr_free(last_fp);
+	last_fp = fp;
+	resp_free(r);
+	return st;
+}
+
+/* Depth-first leaves of a JSON value: the k-th leaf's parent and key/index. */
+typedef struct leaf {
+	json_t *parent;
+	const char *key; /* object member, or NULL for an array element */
+	size_t index;
+	char where[256];
+} leaf;
+
+static size_t json_size(json_t *v)
+{
+	return json_is_object(v) ? json_object_size(v) : json_array_size(v);
+}
+
+static int leaves(json_t *v, const char *where, leaf *out, int n, int max)
+{
+	const char *k;
+	json_t *c;
+	size_t i;
+	if (json_is_object(v)) {
+		json_object_foreach(v, k, c) {
+			char w[256];
+			snprintf(w, sizeof w, "%s/%s", where, k);
+			if (json_is_object(c) || json_is_array(c)) {
+				if (json_size(c) == 0 && n < max) { /* an empty container is a leaf too */
+					out[n] = (leaf){v, k, 0, ""};
+					snprintf(out[n++].where, 256, "%s", w);
+				}
+				n = leaves(c, w, out, n, max);
+			} else if (n < max) {
+				out[n] = (leaf){v, k, 0, ""};
+				snprintf(out[n++].where, 256, "%s", w);
+			}
+		}
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, c) {
+			char w[256];
+			snprintf(w, sizeof w, "%s/%zu", where, i);
+			if (json_is_object(c) || json_is_array(c)) {
+				n = leaves(c, w, out, n, max);
+			} else if (n < max) {
+				out[n] = (leaf){v, NULL, i, ""};
+				snprintf(out[n++].where, 256, "%s", w);
+			}
+		}
+	}
+	return n;
+}
+
+static void set_leaf(leaf *l, json_t *val)
+{
+	if (l->key)
+		json_object_set_new(l->parent, l->key, val);
+	else
+		json_array_set_new(l->parent, l->index, val);
+}
+
+/* The sample body with leaf k replaced by val (stolen); heap text. */
+static char *mutated(const char *body, int k, json_t *val, const char **where)
+{
+	json_t *root = json_loads(body, 0, NULL);
+	ck_assert(root);
+	leaf ls[64];
+	int n = leaves(root, "", ls, 0, 64);
+	ck_assert(k < n);
+	static char w[256];
+	snprintf(w, sizeof w, "%s", ls[k].where);
+	*where = w;
+	set_leaf(&ls[k], val);
+	char *t = json_dumps(root, JSON_COMPACT);
+	json_decref(root);
+	char *o = hr_strdup(t);
+	free(t);
+	return o;
+}
+
+static void setup(void)
+{
+	hr_err e = {0};
+	fx_open(&f);
+	fx_open(&other);
+	srv_start(&s, the_dsn, "HERALD_API_KEY_RPS=0");
+	/* fixtures the samples name: providers, a contact, a message */
+	char path[160];
+	snprintf(path, sizeof path, "/v1/tenants/%s/providers/mail", f.t.slug);
+	resp *r = call_at(s.port, "PUT", path, f.agency_key, NULL, "{\"channel\": \"email\", \"transport\": \"sink\"}", -1);
+	ck_assert_msg(r->status == 200 || r->status == 201, "%s", r->body);
+	resp_free(r);
+	r = call_at(s.port, "PUT", "/v1/contacts", f.full, NULL, "{\"external_id\": \"inj-1\", \"email\": \"c@example.com\"}",
+		    -1);
+	ck_assert_msg(r->status == 201, "%s", r->body);
+	snprintf(contact_id, sizeof contact_id, "%lld", (long long)json_integer_value(json_object_get(r->json, "id")));
+	resp_free(r);
+	r = call_at(s.port, "POST", "/v1/messages", f.full, NULL,
+		    "{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"m@example.com\", "
+		    "\"content\": {\"from\": \"a@example.com\", \"subject\": \"s\", \"text\": \"t\"}}",
+		    -1);
+	ck_assert_msg(r->status == 202, "%s", r->body);
+	snprintf(message_id, sizeof message_id, "%lld", (long long)json_integer_value(json_object_get(r->json, "id")));
+	resp_free(r);
+	(void)e;
+	last_fp = fingerprint();
+}
+
+static void teardown(void)
+{
+	ck_assert_int_eq(srv_stop(&s), 0);
+	hr_free(last_fp);
+	last_fp = NULL;
+	fx_close(&other);
+	fx_close(&f);
+}
+
+START_TEST(every_route_has_a_sample)
+{
+	size_t n;
+	const api_route *rt = api_routes(&n);
+	for (size_t i = 0; i < n; i++) {
+		if (!rt[i].body && !strchr(rt[i].pattern, '{'))
+			continue;
+		bool found = false;
+		for (size_t k = 0; k < NSAMPLES && !found; k++)
+			found = !strcmp(samples[k].method, rt[i].method) && !strcmp(samples[k].pattern, rt[i].pattern);
+		ck_assert_msg(found, "route %s %s has no sample request in tests/api/test_inject.c", rt[i].method,
+			      rt[i].pattern);
+	}
+	for (size_t k = 0; k < NSAMPLES; k++) {
+		bool found = false;
+		for (size_t i = 0; i < n && !found; i++)
+			found = !strcmp(samples[k].method, rt[i].method) && !strcmp(samples[k].pattern, rt[i].pattern);
+		ck_assert_msg(found, "sample %s %s names no route", samples[k].method, samples[k].pattern);
+	}
+}
+END_TEST
+
+static char *longstr;
+
+static void hostile_body(const sample *sm, const char *path)
+{
+	json_t *probe = json_loads(sm->body, 0, NULL);
+	ck_assert_msg(probe, "sample body of %s %s is not JSON", sm->method, sm->pattern);
+	leaf ls[64];
+	int nl = leaves(probe, "", ls, 0, 64);
+	json_decref(probe);
+	for (int k = 0; k < nl; k++) {
+		const char *where;
+		char what[512];
+		for (size_t i = 0; i < NSTRINGS; i++) {
+			const char *str = strings[i] ? strings[i] : longstr;
+			char *b = mutated(sm->body, k, json_string(str), &where);
+			snprintf(what, sizeof what, "%s = string #%zu", where, i);
+			send_checked(sm, path, b, strlen(b), what);
+			hr_free(b);
+		}
+		for (size_t i = 0; i < NOTHERS; i++) {
+			json_t *v = json_loads(others[i], JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, NULL);
+			ck_assert(v);
+			char *b = mutated(sm->body, k, v, &where);
+			snprintf(what, sizeof what, "%s = %s", where, others[i]);
+			send_checked(sm, path, b, strlen(b), what);
+			hr_free(b);
+		}
+		for (size_t i = 0; i < NRAW; i++) {
+			char *b = mutated(sm->body, k, json_string("@@RAW@@"), &where);
+			char *at = strstr(b, "\"@@RAW@@\"");
+			ck_assert(at);
+			char *spliced = hr_sprintf("%.*s%s%s", (int)(at - b), b, raw[i], at + 9);
+			snprintf(what, sizeof what, "%s = raw #%zu", where, i);
+			long st = send_checked(sm, path, spliced, strlen(spliced), what);
+			ck_assert_msg(st == 400, "%s %s (%s): want 400 for a body that is not JSON, got %ld", sm->method,
+				      sm->pattern, what, st);
+			hr_free(spliced);
+			hr_free(b);
+		}
+	}
+}
+
+static void hostile_path(const sample *sm)
+{
+	int seg = -1;
+	for (const char *p = sm->pattern; *p; p++) {
+		if (*p == '/')
+			seg++;
+		if (*p != '{')
+			continue;
+		for (size_t i = 0; i < NSTRINGS; i++) {
+			const char *str = strings[i] ? strings[i] : "9999999999999999999999999999";
+			if (!*str)
+				continue; /* an empty segment is another route */
+			char *enc = pct(str);
+			char *path = make_path(sm, seg, enc);
+			char what[128];
+			snprintf(what, sizeof what, "path segment %d = string #%zu", seg, i);
+			long st = send_checked(sm, path, sm->body, sm->body ? strlen(sm->body) : 0, what);
+			/* a hostile id, slug or name never names a real thing (a valid name may) */
+			bool name = strspn(str, "abcdefghijklmnopqrstuvwxyz0123456789-") == strlen(str);
+			ck_assert_msg(st >= 400 || name, "%s %s (%s): accepted with %ld", sm->method, path, what, st);
+			hr_free(path);
+			hr_free(enc);
+		}
+	}
+}
+
+START_TEST(hostile_values_in_every_field_never_5xx_and_refusals_write_nothing)
+{
+	longstr = hr_malloc(70001);
+	memset(longstr, 'a', 70000);
+	longstr[70000] = '\0';
+	const sample *sm = &samples[_i];
+	char *path = make_path(sm, -1, NULL);
+	/* the sample itself is valid */
+	long st = send_checked(sm, path, sm->body, sm->body ? strlen(sm->body) : 0, "the sample");
+	ck_assert_msg(st < 300, "sample %s %s is refused (%ld): fix the sample", sm->method, path, st);
+	if (sm->body)
+		hostile_body(sm, path);
+	hostile_path(sm);
+	hr_free(path);
+	hr_free(longstr);
+	fprintf(stderr, "inject: %s %s: %ld requests so far\n", sm->method, sm->pattern, requests);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *su = suite_create("inject");
+	TCase *tc = th_tcase("inject");
+	tcase_add_unchecked_fixture(tc, api_suite_setup, api_suite_teardown);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, every_route_has_a_sample);
+	tcase_add_loop_test(tc, hostile_values_in_every_field_never_5xx_and_refusals_write_nothing, 0, (int)NSAMPLES);
+	suite_add_tcase(su, tc);
+	return th_run(su);
+}
