@@ -59,6 +59,11 @@ typedef struct api_route {
 /* The route table (routes.c); the OpenAPI test compares it with docs/openapi.yaml. */
 const api_route *api_routes(size_t *n);
 
+/* The route for r->method and r->path, with r->param filled; or NULL with a 404/405 problem in r. */
+const api_route *api_route_find(api_req *r);
+/* Parse a JSON body into r->json; a 400 (malformed) or 422 (not an object) problem in r otherwise. */
+void api_body_json(api_req *r, const char *buf, size_t len);
+
 #define API_MAX_PARAMS 3
 
 struct api_req {

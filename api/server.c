@@ -164,7 +164,7 @@ no:
 	return false;
 }
 
-static const api_route *route(api_req *r)
+const api_route *api_route_find(api_req *r)
 {
 	size_t n;
 	const api_route *t = api_routes(&n);
@@ -204,9 +204,14 @@ static void parse_body(api_req *r, const upload *u)
 			    "send the body as Content-Type: application/json", NULL);
 		return;
 	}
+	api_body_json(r, u->buf ? u->buf : "", u->len);
+}
+
+void api_body_json(api_req *r, const char *buf, size_t len)
+{
 	json_error_t je;
 	/* Duplicate keys are ambiguous: refuse them.  Invalid UTF-8 and \u0000 are refused by the parser. */
-	r->json = json_loadb(u->buf ? u->buf : "", u->len, JSON_REJECT_DUPLICATES, &je);
+	r->json = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
 	if (!r->json) {
 		char *d = hr_sprintf("malformed JSON at line %d, column %d: %s", je.line, je.column, je.text);
 		json_t *errors = json_array(), *e = json_object();
@@ -324,7 +329,7 @@ static bool enter_tenant(api_req *r)
 
 static void run(api_req *r, const upload *u)
 {
-	if (!(r->route = route(r)))
+	if (!(r->route = api_route_find(r)))
 		return;
 	if (u->too_large) {
 		api_problem(r, 413, "too-large", "Request body too large", "the body is larger than the server accepts",
