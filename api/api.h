@@ -44,6 +44,27 @@ typedef enum api_auth {
 
 typedef void (*api_handler)(api_req *r);
 
+/*
+ * A streamed route (contact imports): the body is handed to the handler in
+ * pieces as it arrives instead of being collected, so its size is bounded by
+ * the setting `limit` rather than api_max_body.  server.c matches the route,
+ * refuses a Content-Length over the limit (413), authenticates the key and
+ * resolves the tenant as soon as the headers are in -- without opening a
+ * transaction or keeping a pooled connection: the handler brings its own --
+ * then calls open, data for each piece, and finish when the body is
+ * complete.  too_large runs when the body passes the limit (it must set the
+ * response), abort when the client goes away before the end (no response).
+ * Once one of them sets r->status, the rest of the body is read and dropped
+ * and that answer is sent when the body has ended (at once when open sets
+ * it).  r and r->state live until the connection's
+ * request ends.
+ */
+typedef struct api_stream {
+	const char *limit;               /* the integer setting bounding the body, in bytes */
+	api_handler open, finish, too_large, abort;
+	void (*data)(api_req *r, const char *buf, size_t n);
+} api_stream;
+
 typedef struct api_route {
 	const char *method;
 	const char *pattern;  /* "/v1/contacts/{id}": {name} matches one path segment */
@@ -54,6 +75,8 @@ typedef struct api_route {
 	/* optional: runs after auth and before the tenant transaction opens, on the
 	 * control schema (e.g. checking a provider account); may set an error */
 	api_handler pre;
+	/* optional: the body is streamed to these instead (see api_stream) */
+	const api_stream *stream;
 } api_route;
 
 /* The route table (routes.c); the OpenAPI test compares it with docs/openapi.yaml. */
@@ -93,6 +116,8 @@ struct api_req {
 /* ---- server-wide things handlers may use ---- */
 const hr_config *api_cfg(const api_req *r);
 const hr_migration_set *api_migrations(const api_req *r);
+/* The connection string herald-api uses (with its statement_timeout), for handlers with their own connections. */
+const char *api_dsn(const api_req *r);
 /* The master key, or NULL when none could be loaded (provider endpoints then answer 503). */
 const uint8_t *api_master_key(const api_req *r);
 
@@ -158,6 +183,33 @@ bool hr_locale_valid(const char *s);
 bool contact_ref_parse(jv *v, json_t *ref, const char *base, const char *cc, const char **kind,
 		       char value[256]);
 
+/* ---- contacts shared by PUT /v1/contacts and imports (contacts.c) ---- */
+typedef struct contact_in {
+	const char *external_id;       /* borrowed from the parsed object */
+	char email[256];               /* normalised, when has_email */
+	char phone[20];                /* E.164, when has_phone */
+	bool has_email, has_phone;
+	char *attributes;              /* JSON object text or NULL (heap, the caller frees it) */
+	const char *time_zone, *locale; /* borrowed */
+} contact_in;
+
+/*
+ * Validate a contact object (the PUT body, or one imported row) into in:
+ * members external_id, email, phone, attributes, time_zone, locale; every
+ * problem goes to v with its pointer.  cc = the tenant's default country code.
+ */
+bool contact_parse(jv *v, json_t *obj, const char *cc, contact_in *in);
+/*
+ * Upsert by external_id/email/phone and merge the contacts they name (the
+ * rules in contacts.c), in the caller's transaction.  *out: the contact as
+ * JSON with "merged" (the absorbed ids); *created: a new contact.
+ */
+bool contact_upsert(PGconn *db, const contact_in *in, bool *created, json_t **out, hr_err *err) HR_MUST_CHECK;
+
+/* Opaque list cursors (contacts.c): encode the last id of a page; read one back (false = not ours). */
+void api_cursor_make(long long id, char out[64]);
+bool api_cursor_read(const char *s, char id[24]);
+
 /* ---- handlers ---- */
 void openapi_get(api_req *r);
 void tenants_create(api_req *r);
@@ -175,6 +227,10 @@ void events_post(api_req *r);
 void messages_pre(api_req *r);
 void messages_post(api_req *r);
 void messages_get(api_req *r);
+extern const api_stream imports_stream; /* POST /v1/imports */
+void imports_post(api_req *r);          /* never called: the route is streamed */
+void imports_list(api_req *r);
+void imports_get(api_req *r);
 
 /* A request header (NULL when absent). */
 const char *api_header(api_req *r, const char *name);

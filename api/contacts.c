@@ -14,7 +14,9 @@
  * on a merged row resolve to the survivor (coalesce(merged_into, id)).
  *
  * Everything runs in the request's tenant transaction; a concurrent upsert
- * of the same new identifier loses with 409 (retry it).
+ * of the same new identifier loses with 409 (retry it).  contact_parse()
+ * and contact_upsert() are shared with the bulk import (imports.c), whose
+ * rows must be validated, normalised and merged exactly as here.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -90,45 +92,45 @@ bool contact_ref_parse(jv *v, json_t *ref, const char *base, const char *cc, con
 	return true;
 }
 
-typedef struct contact_in {
-	const char *external_id;
-	char email[256];
-	char phone[20];
-	bool has_email, has_phone;
-	char *attributes; /* JSON text or NULL */
-	const char *time_zone, *locale;
-} contact_in;
-
-static bool parse_contact(api_req *r, contact_in *in)
+bool contact_parse(jv *v, json_t *obj, const char *cc, contact_in *in)
 {
 	static const char *const allowed[] = {"external_id", "email", "phone", "attributes", "time_zone", "locale",
 					      NULL};
+	size_t before = json_array_size(v->errors);
+	hr_err err = {0};
+	memset(in, 0, sizeof *in);
+	jv_only(v, obj, "", allowed);
+	in->external_id = jv_str(v, obj, "", "external_id", false, 200);
+	const char *email = jv_str(v, obj, "", "email", false, 320);
+	const char *phone = jv_str(v, obj, "", "phone", false, 40);
+	json_t *attrs = jv_obj(v, obj, "", "attributes", false);
+	in->time_zone = jv_str(v, obj, "", "time_zone", false, 64);
+	in->locale = jv_str(v, obj, "", "locale", false, 35);
+	if (email && !(in->has_email = hr_email_normalize(email, in->email, &err)))
+		jv_add(v, "", "email", "%s", err.msg);
+	if (phone && !(in->has_phone = hr_phone_normalize(phone, cc, in->phone, &err)))
+		jv_add(v, "", "phone", "%s", err.msg);
+	if (in->time_zone && !hr_tz_valid(in->time_zone))
+		jv_add(v, "", "time_zone", "is not a known IANA time zone (e.g. Europe/Berlin)");
+	if (in->locale && !hr_locale_valid(in->locale))
+		jv_add(v, "", "locale", "is not a locale tag (e.g. en-GB)");
+	if (!json_object_get(obj, "external_id") && !email && !phone)
+		jv_add(v, "", NULL, "a contact needs at least one of external_id, email, phone");
+	if (json_array_size(v->errors) != before)
+		return false;
+	in->attributes = attrs && json_object_size(attrs) ? api_dump(attrs) : NULL;
+	return true;
+}
+
+static bool parse_contact(api_req *r, contact_in *in)
+{
 	jv v;
 	jv_init(&v);
-	hr_err err = {0};
-	jv_only(&v, r->json, "", allowed);
-	in->external_id = jv_str(&v, r->json, "", "external_id", false, 200);
-	const char *email = jv_str(&v, r->json, "", "email", false, 320);
-	const char *phone = jv_str(&v, r->json, "", "phone", false, 40);
-	json_t *attrs = jv_obj(&v, r->json, "", "attributes", false);
-	in->time_zone = jv_str(&v, r->json, "", "time_zone", false, 64);
-	in->locale = jv_str(&v, r->json, "", "locale", false, 35);
-	if (email && !(in->has_email = hr_email_normalize(email, in->email, &err)))
-		jv_add(&v, "", "email", "%s", err.msg);
-	if (phone && !(in->has_phone = hr_phone_normalize(phone, country_code(r), in->phone, &err)))
-		jv_add(&v, "", "phone", "%s", err.msg);
-	if (in->time_zone && !hr_tz_valid(in->time_zone))
-		jv_add(&v, "", "time_zone", "is not a known IANA time zone (e.g. Europe/Berlin)");
-	if (in->locale && !hr_locale_valid(in->locale))
-		jv_add(&v, "", "locale", "is not a locale tag (e.g. en-GB)");
-	if (!json_object_get(r->json, "external_id") && !email && !phone)
-		jv_add(&v, "", NULL, "a contact needs at least one of external_id, email, phone");
-	if (!jv_ok(&v)) {
+	if (!contact_parse(&v, r->json, country_code(r), in)) {
 		api_problem_invalid(r, v.errors);
 		return false;
 	}
 	jv_free(&v);
-	in->attributes = attrs ? api_dump(attrs) : NULL;
 	return true;
 }
 
@@ -142,18 +144,15 @@ static bool take_ident(PGconn *db, const char *col, const char *val, const char 
 	return ok;
 }
 
-void contacts_put(api_req *r)
+bool contact_upsert(PGconn *db, const contact_in *in, bool *created, json_t **out, hr_err *err_out)
 {
-	contact_in in = {0};
-	if (!parse_contact(r, &in))
-		return;
 	hr_err err = {0};
 	PGresult *res = NULL;
 	json_t *merged = json_array();
 	char *others = NULL;
-	const char *email = in.has_email ? in.email : NULL, *phone = in.has_phone ? in.phone : NULL;
-	const char *pm[] = {in.external_id, email, phone};
-	if (!hr_db_query(r->db,
+	const char *email = in->has_email ? in->email : NULL, *phone = in->has_phone ? in->phone : NULL;
+	const char *pm[] = {in->external_id, email, phone};
+	if (!hr_db_query(db,
 			 "SELECT DISTINCT coalesce(merged_into, id) FROM contacts "
 			 "WHERE external_id = $1 OR email = $2 OR phone = $3 ORDER BY 1",
 			 3, pm, &res, &err))
@@ -161,8 +160,8 @@ void contacts_put(api_req *r)
 	int nroots = PQntuples(res);
 	if (nroots == 0) {
 		PQclear(res);
-		const char *pi[] = {in.external_id, email, phone, in.attributes, in.time_zone, in.locale};
-		if (!hr_db_query(r->db,
+		const char *pi[] = {in->external_id, email, phone, in->attributes, in->time_zone, in->locale};
+		if (!hr_db_query(db,
 				 "WITH c AS (INSERT INTO contacts (external_id, email, phone, attributes, time_zone, "
 				 "locale) VALUES ($1, $2, $3, coalesce($4::jsonb, '{}'), $5, $6) RETURNING *) "
 				 "SELECT " CONTACT_JSON " FROM c",
@@ -171,11 +170,9 @@ void contacts_put(api_req *r)
 		json_t *c = col_json(res, 0, 0);
 		json_object_set_new(c, "merged", merged);
 		PQclear(res);
-		snprintf(r->location, sizeof r->location, "/v1/contacts/%lld",
-			 (long long)json_integer_value(json_object_get(c, "id")));
-		api_json(r, 201, c);
-		hr_free(in.attributes);
-		return;
+		*created = true;
+		*out = c;
+		return true;
 	}
 	char survivor[32];
 	snprintf(survivor, sizeof survivor, "%s", PQgetvalue(res, 0, 0));
@@ -194,17 +191,17 @@ void contacts_put(api_req *r)
 	res = NULL;
 	if (others) {
 		const char *po[] = {survivor, others};
-		if (!hr_db_query(r->db,
+		if (!hr_db_query(db,
 				 "UPDATE contacts SET merged_into = $1, updated_at = now() "
 				 "WHERE id = ANY($2::bigint[]) OR merged_into = ANY($2::bigint[])",
 				 2, po, NULL, &err) ||
-		    !hr_db_query(r->db,
+		    !hr_db_query(db,
 				 "INSERT INTO consents (contact_id, channel, purpose, granted, at) "
 				 "SELECT DISTINCT ON (channel, purpose) $1::bigint, channel, purpose, granted, at "
 				 "FROM consents WHERE contact_id = ANY($2::bigint[]) ORDER BY channel, purpose, at DESC "
 				 "ON CONFLICT DO NOTHING",
 				 2, po, NULL, &err) ||
-		    !hr_db_query(r->db,
+		    !hr_db_query(db,
 				 "UPDATE contacts SET attributes = coalesce((SELECT jsonb_object_agg(e.key, e.value) "
 				 "FROM (SELECT x.key, x.value FROM contacts o, jsonb_each(o.attributes) x "
 				 "WHERE o.id = ANY($2::bigint[]) ORDER BY o.id DESC) e), '{}') || attributes "
@@ -213,14 +210,14 @@ void contacts_put(api_req *r)
 			goto fail;
 		/* Identifiers the survivor lacks (and the request does not set) come from the oldest absorbed. */
 		static const char *const cols[] = {"external_id", "email", "phone"};
-		const char *given[] = {in.external_id, email, phone};
+		const char *given[] = {in->external_id, email, phone};
 		for (int k = 0; k < 3; k++) {
 			if (given[k])
 				continue;
 			char *sql = hr_sprintf("SELECT o.%s FROM contacts o, contacts s WHERE s.id = $1 AND s.%s IS NULL "
 					       "AND o.id = ANY($2::bigint[]) AND o.%s IS NOT NULL ORDER BY o.id LIMIT 1",
 					       cols[k], cols[k], cols[k]);
-			bool ok = hr_db_query(r->db, sql, 2, po, &res, &err);
+			bool ok = hr_db_query(db, sql, 2, po, &res, &err);
 			hr_free(sql);
 			if (!ok)
 				goto fail;
@@ -228,8 +225,8 @@ void contacts_put(api_req *r)
 				char *val = hr_strdup(PQgetvalue(res, 0, 0));
 				char *set = hr_sprintf("UPDATE contacts SET %s = $1 WHERE id = $2", cols[k]);
 				const char *pv[] = {val, survivor};
-				ok = take_ident(r->db, cols[k], val, survivor, &err) &&
-				     hr_db_query(r->db, set, 2, pv, NULL, &err);
+				ok = take_ident(db, cols[k], val, survivor, &err) &&
+				     hr_db_query(db, set, 2, pv, NULL, &err);
 				hr_free(set);
 				hr_free(val);
 			}
@@ -239,12 +236,12 @@ void contacts_put(api_req *r)
 				goto fail;
 		}
 	}
-	if ((in.external_id && !take_ident(r->db, "external_id", in.external_id, survivor, &err)) ||
-	    (email && !take_ident(r->db, "email", email, survivor, &err)) ||
-	    (phone && !take_ident(r->db, "phone", phone, survivor, &err)))
+	if ((in->external_id && !take_ident(db, "external_id", in->external_id, survivor, &err)) ||
+	    (email && !take_ident(db, "email", email, survivor, &err)) ||
+	    (phone && !take_ident(db, "phone", phone, survivor, &err)))
 		goto fail;
-	const char *pu[] = {survivor, in.external_id, email, phone, in.attributes, in.time_zone, in.locale};
-	if (!hr_db_query(r->db,
+	const char *pu[] = {survivor, in->external_id, email, phone, in->attributes, in->time_zone, in->locale};
+	if (!hr_db_query(db,
 			 "WITH c AS (UPDATE contacts SET external_id = coalesce($2, external_id), "
 			 "email = coalesce($3, email), phone = coalesce($4, phone), "
 			 "attributes = attributes || coalesce($5::jsonb, '{}'), time_zone = coalesce($6, time_zone), "
@@ -256,17 +253,37 @@ void contacts_put(api_req *r)
 	PQclear(res);
 	json_object_set_new(c, "merged", merged);
 	hr_free(others);
-	hr_free(in.attributes);
-	api_json(r, 200, c);
-	return;
+	*created = false;
+	*out = c;
+	return true;
 fail:
 	PQclear(res);
 	json_decref(merged);
 	hr_free(others);
-	hr_free(in.attributes);
 	if (err.kind == HR_ERR_CONFLICT)
 		hr_fail(&err, HR_ERR_CONFLICT, "", "a concurrent request changed these contacts; retry");
-	api_problem_err(r, &err);
+	*err_out = err;
+	return false;
+}
+
+void contacts_put(api_req *r)
+{
+	contact_in in;
+	if (!parse_contact(r, &in))
+		return;
+	bool created = false;
+	json_t *c = NULL;
+	hr_err err = {0};
+	bool ok = contact_upsert(r->db, &in, &created, &c, &err);
+	hr_free(in.attributes);
+	if (!ok) {
+		api_problem_err(r, &err);
+		return;
+	}
+	if (created)
+		snprintf(r->location, sizeof r->location, "/v1/contacts/%lld",
+			 (long long)json_integer_value(json_object_get(c, "id")));
+	api_json(r, created ? 201 : 200, c);
 }
 
 void contacts_get(api_req *r)
@@ -288,7 +305,7 @@ void contacts_get(api_req *r)
 }
 
 /* Cursors are opaque to clients: hex of "v1:<last id>". */
-static void cursor_make(long long id, char out[64])
+void api_cursor_make(long long id, char out[64])
 {
 	char plain[32];
 	int n = snprintf(plain, sizeof plain, "v1:%lld", id);
@@ -296,7 +313,7 @@ static void cursor_make(long long id, char out[64])
 		snprintf(out + 2 * i, 3, "%02x", (unsigned char)plain[i]);
 }
 
-static bool cursor_read(const char *s, char id[24])
+bool api_cursor_read(const char *s, char id[24])
 {
 	size_t n = strlen(s);
 	if (n < 8 || n > 46 || n % 2)
@@ -327,7 +344,7 @@ void contacts_list(api_req *r)
 {
 	const char *cur = api_query(r, "cursor"), *lim = api_query(r, "limit");
 	char after[24] = "0", limit[16] = "50";
-	if (cur && *cur && !cursor_read(cur, after)) {
+	if (cur && *cur && !api_cursor_read(cur, after)) {
 		bad_param(r, "cursor", "is not a cursor this API returned");
 		return;
 	}
@@ -357,7 +374,7 @@ void contacts_list(api_req *r)
 	json_t *out = json_pack("{s:o}", "data", data);
 	if (n > want) {
 		char c[64];
-		cursor_make(strtoll(PQgetvalue(res, want - 1, 1), NULL, 10), c);
+		api_cursor_make(strtoll(PQgetvalue(res, want - 1, 1), NULL, 10), c);
 		json_object_set_new(out, "next_cursor", json_string(c));
 	} else {
 		json_object_set_new(out, "next_cursor", json_null());

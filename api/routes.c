@@ -5,9 +5,13 @@
  * auth: who may call it; send_ok: a tenant `send` key may (messages and
  * events); body: the route takes a JSON object.  `read` keys may call every
  * GET of the tenant API; `full` keys and agency keys (with Herald-Tenant)
- * everything of the tenant API.
+ * everything of the tenant API.  stream: the body goes to the handler piece
+ * by piece as it arrives (api_stream; the contact import).
  */
 #include "api.h"
+
+/* The trailing `stream` member is optional: rows that do not stream leave it out. */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
 static const api_route routes[] = {
 	{"GET", "/v1/openapi.yaml", API_AUTH_NONE, false, false, openapi_get, NULL},
@@ -27,6 +31,9 @@ static const api_route routes[] = {
 	{"POST", "/v1/events", API_AUTH_TENANT, true, true, events_post, NULL},
 	{"POST", "/v1/messages", API_AUTH_TENANT, true, true, messages_post, messages_pre},
 	{"GET", "/v1/messages/{id}", API_AUTH_TENANT, true, false, messages_get, NULL},
+	{"GET", "/v1/imports", API_AUTH_TENANT, false, false, imports_list, NULL},
+	{"POST", "/v1/imports", API_AUTH_TENANT, false, false, imports_post, NULL, &imports_stream},
+	{"GET", "/v1/imports/{id}", API_AUTH_TENANT, false, false, imports_get, NULL},
 };
 
 const api_route *api_routes(size_t *n)

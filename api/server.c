@@ -1,14 +1,22 @@
 /*
  * server.c -- HTTP plumbing, routing and the request pipeline (see api.h).
  *
- * libmicrohttpd runs api_threads polling threads (MHD_OPTION_THREAD_POOL_SIZE);
- * each request borrows one of as many PostgreSQL connections for its whole
+ * libmicrohttpd runs api_threads polling threads (MHD_OPTION_THREAD_POOL_SIZE)
+ * with poll(2), level-triggered: with MHD_USE_EPOLL (edge-triggered in
+ * 0.9.75) a connection whose handler ran long -- a streamed import applying
+ * a chunk -- lost its read readiness and stalled until the idle timeout.
+ * Each request borrows one of as many PostgreSQL connections for its whole
  * life, so a request never waits for a connection while holding a thread.
  * Keep-alive is MHD's default for HTTP/1.1.  Bodies over api_max_body are
  * refused with 413 (at once when Content-Length says so, else as soon as the
  * collected bytes pass the limit; the rest is discarded).  Idle connections
  * close after api_timeout_ms, and each connection's statement_timeout is the
  * same, so no request can hold a thread and a connection forever.
+ *
+ * Streamed routes (api_stream, the contact import) are told apart when the
+ * headers arrive: their body goes to the handler piece by piece, bounded by
+ * their own setting, and no pooled connection is held between pieces -- a
+ * pool slot held across callbacks could deadlock the thread pool.
  *
  * URLs are not percent-decoded (no unescape callback): path parameters are
  * matched raw and must be ids or slugs, so `%2e%2e`, `%00` or quotes in a
@@ -56,6 +64,10 @@ typedef struct upload {
 	char *buf;
 	size_t len, cap;
 	bool too_large;
+	/* streamed routes (api_stream): the request lives across callbacks */
+	api_req *sr;
+	size_t limit, got;
+	bool responded;
 } upload;
 
 const hr_config *api_cfg(const api_req *r)
@@ -66,6 +78,11 @@ const hr_config *api_cfg(const api_req *r)
 const hr_migration_set *api_migrations(const api_req *r)
 {
 	return r->srv->set;
+}
+
+const char *api_dsn(const api_req *r)
+{
+	return r->srv->dsn;
 }
 
 const uint8_t *api_master_key(const api_req *r)
@@ -278,8 +295,8 @@ static bool authenticate(api_req *r)
 	return true;
 }
 
-/* Tenant routes: which tenant, its settings, then the request's transaction. */
-static bool enter_tenant(api_req *r)
+/* Tenant routes: which tenant, its settings, then (begin) the request's transaction. */
+static bool enter_tenant(api_req *r, bool begin)
 {
 	hr_err err = {0};
 	const char *slug = api_header(r, "Herald-Tenant");
@@ -315,6 +332,8 @@ static bool enter_tenant(api_req *r)
 	}
 	if (!r->tenant_settings)
 		r->tenant_settings = json_object();
+	if (!begin)
+		return true;
 	if (r->route->pre) {
 		r->route->pre(r);
 		if (r->status)
@@ -349,7 +368,7 @@ static void run(api_req *r, const upload *u)
 	r->db = pool_get(r->srv, &slot);
 	if (authenticate(r)) {
 		bool tenant = r->route->auth == API_AUTH_TENANT;
-		if (!tenant || enter_tenant(r)) {
+		if (!tenant || enter_tenant(r, true)) {
 			r->route->fn(r);
 			if (tenant) {
 				hr_err err = {0};
@@ -397,6 +416,68 @@ static void req_free(api_req *r)
 	hr_free(r->resp);
 }
 
+/* The streamed route a request goes to, or NULL. */
+static const api_route *stream_route(const char *method, const char *url)
+{
+	size_t n;
+	const api_route *t = api_routes(&n);
+	for (size_t i = 0; i < n; i++) {
+		if (!t[i].stream || strcmp(t[i].method, method) != 0)
+			continue;
+		api_req probe = {0};
+		if (match(t[i].pattern, url, &probe)) {
+			for (int k = 0; k < API_MAX_PARAMS; k++)
+				hr_free(probe.param[k]);
+			return &t[i];
+		}
+	}
+	return NULL;
+}
+
+/* A streamed request's headers are in: size, key, tenant, then the handler's open. */
+static void stream_open(api_req *r, size_t limit)
+{
+	if (!(r->route = route(r)))
+		return;
+	const char *cl = api_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (cl && strtoull(cl, NULL, 10) > limit) {
+		r->route->stream->too_large(r);
+		return;
+	}
+	int slot;
+	r->db = pool_get(r->srv, &slot);
+	bool ok = authenticate(r) && enter_tenant(r, false);
+	pool_put(r->srv, slot);
+	r->db = NULL;
+	if (ok)
+		r->route->stream->open(r);
+}
+
+/*
+ * A piece of a streamed body, or (size 0) its end.  An answer decided while
+ * the body still streams is sent once it has ended, the rest read and
+ * dropped: libmicrohttpd 0.9.75 sends nothing for a response queued in the
+ * middle of an upload.
+ */
+static enum MHD_Result stream_step(struct MHD_Connection *conn, upload *u, const char *data, size_t *size)
+{
+	api_req *r = u->sr;
+	const api_stream *st = r->route->stream;
+	if (*size) {
+		u->got += *size;
+		if (!r->status && u->got > u->limit)
+			st->too_large(r);
+		else if (!r->status)
+			st->data(r, data, *size);
+		*size = 0;
+		return MHD_YES;
+	}
+	if (!r->status)
+		st->finish(r);
+	u->responded = true;
+	return respond(conn, r);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
 				  const char *version, const char *data, size_t *size, void **con_cls)
 {
@@ -405,6 +486,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	if (!u) {
 		u = hr_calloc(1, sizeof *u);
 		*con_cls = u;
+		const api_route *sr = stream_route(method, url);
+		if (sr) {
+			api_req *r = u->sr = hr_calloc(1, sizeof *r);
+			r->srv = s;
+			r->conn = conn;
+			r->method = method;
+			r->path = url;
+			u->limit = (size_t)hr_config_int(s->cfg, sr->stream->limit);
+			stream_open(r, u->limit);
+			if (!r->status)
+				return MHD_YES;
+			u->responded = true;
+			return respond(conn, r);
+		}
 		const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl && strtoull(cl, NULL, 10) > s->max_body) {
 			/* Answer before reading: MHD then skips (or closes on) the body. */
@@ -416,6 +511,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			req_free(&r);
 			return ret;
 		}
+		return MHD_YES;
+	}
+	if (u->sr) {
+		if (!u->responded)
+			return stream_step(conn, u, data, size);
+		*size = 0; /* answered already: the rest is not read */
 		return MHD_YES;
 	}
 	if (*size) {
@@ -450,6 +551,12 @@ static void on_done(void *cls, struct MHD_Connection *conn, void **con_cls, enum
 {
 	upload *u = *con_cls;
 	if (u) {
+		if (u->sr) {
+			if (!u->responded && u->sr->route && u->sr->state)
+				u->sr->route->stream->abort(u->sr);
+			req_free(u->sr);
+			hr_free(u->sr);
+		}
 		hr_free(u->buf);
 		hr_free(u);
 		*con_cls = NULL;
@@ -499,7 +606,7 @@ bool api_server_start(const hr_config *cfg, const char *dsn, const hr_migration_
 		goto fail;
 	}
 	unsigned timeout_s = (unsigned)((hr_config_int(cfg, "api_timeout_ms") + 999) / 1000);
-	s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+	s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
 				on_request, s, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->nconn,
 				MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
 				MHD_OPTION_NOTIFY_COMPLETED, on_done, s, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, s,

@@ -28,6 +28,9 @@ typedef struct setting {
 static const setting settings[] = {
 	{"api_bind", T_STR, "127.0.0.1", 0, 0, HR_ROLE_API, false, false,
 	 "address herald-api listens on (IPv4 literal); 0.0.0.0 = every interface"},
+	{"api_import_max_body", T_INT, "1073741824", 1024, 68719476736L, HR_ROLE_API, false, false,
+	 "largest contact import body (POST /v1/imports, streamed, never held in memory), in bytes; "
+	 "larger ones get 413 and import nothing"},
 	{"api_key_cache_ms", T_INT, "5000", 0, 60000, HR_ROLE_API, false, false,
 	 "how long herald-api trusts a verified API key before checking it again; a revoked key "
 	 "or a suspended tenant stops working within this time (0 = check every request)"},
