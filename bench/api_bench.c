@@ -1,0 +1,147 @@
+/*
+ * api_bench.c -- a fixed-rate HTTP load generator for bench/api (wrk runs as
+ * fast as it can; a latency goal at "1,000 req/s" needs a fixed rate).
+ *
+ *   herald-bench-api URL KEY RATE SECONDS BODY
+ *
+ * POSTs BODY (application/json, Authorization: Bearer KEY) to URL at RATE
+ * requests per second for SECONDS, with libcurl's multi interface on one
+ * thread: request i is due at t0 + i / RATE and is started then whatever
+ * is still in flight (connections are reused; at most 512 in flight).  Its
+ * latency runs from when it was DUE, not when it went out, so a server that
+ * falls behind is charged for the wait (no coordinated omission).  Prints
+ * one line: sent= ok= errors= rate= p50_ms= p90_ms= p99_ms= max_ms=.  A
+ * response other than 2xx counts as an error (the first is printed to
+ * stderr).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#define MAX_FLIGHT 512
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static size_t sink(char *d, size_t sz, size_t nm, void *u)
+{
+	(void)d;
+	(void)u;
+	return sz * nm;
+}
+
+static int cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+typedef struct slot {
+	CURL *h;
+	double due;
+	int busy;
+} slot;
+
+int main(int argc, char **argv)
+{
+	if (argc != 6) {
+		fprintf(stderr, "usage: herald-bench-api URL KEY RATE SECONDS BODY\n");
+		return 2;
+	}
+	const char *url = argv[1], *body = argv[5];
+	double rate = atof(argv[3]), secs = atof(argv[4]);
+	long total = (long)(rate * secs);
+	if (rate <= 0 || total <= 0) {
+		fprintf(stderr, "herald-bench-api: RATE and SECONDS must be positive\n");
+		return 2;
+	}
+	curl_global_init(CURL_GLOBAL_ALL);
+	char auth[512];
+	snprintf(auth, sizeof auth, "Authorization: Bearer %s", argv[2]);
+	struct curl_slist *hd = curl_slist_append(NULL, auth);
+	hd = curl_slist_append(hd, "Content-Type: application/json");
+	hd = curl_slist_append(hd, "Expect:");
+	CURLM *m = curl_multi_init();
+	curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, (long)MAX_FLIGHT);
+	static slot slots[MAX_FLIGHT];
+	double *lat = calloc((size_t)total, sizeof *lat);
+	long started = 0, done = 0, ok = 0, errors = 0;
+	int first_error = 1;
+	double t0 = now_s() + 0.05;
+	while (done < total) {
+		double t = now_s();
+		/* Start every request that is due. */
+		while (started < total && t0 + (double)started / rate <= t) {
+			int k = 0;
+			while (k < MAX_FLIGHT && slots[k].busy)
+				k++;
+			if (k == MAX_FLIGHT)
+				break; /* all in flight: it waits, and its latency grows */
+			slot *s = &slots[k];
+			if (!s->h) {
+				s->h = curl_easy_init();
+				curl_easy_setopt(s->h, CURLOPT_URL, url);
+				curl_easy_setopt(s->h, CURLOPT_HTTPHEADER, hd);
+				curl_easy_setopt(s->h, CURLOPT_POSTFIELDS, body);
+				curl_easy_setopt(s->h, CURLOPT_WRITEFUNCTION, sink);
+				curl_easy_setopt(s->h, CURLOPT_TIMEOUT, 30L);
+				curl_easy_setopt(s->h, CURLOPT_PRIVATE, s);
+			}
+			s->due = t0 + (double)started / rate;
+			s->busy = 1;
+			curl_multi_add_handle(m, s->h);
+			started++;
+		}
+		int running;
+		curl_multi_perform(m, &running);
+		CURLMsg *msg;
+		int left;
+		while ((msg = curl_multi_info_read(m, &left))) {
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			slot *s;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+			long code = 0;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &code);
+			lat[done++] = (now_s() - s->due) * 1000.0;
+			if (msg->data.result == CURLE_OK && code >= 200 && code < 300) {
+				ok++;
+			} else {
+				errors++;
+				if (first_error) {
+					fprintf(stderr, "herald-bench-api: %s, HTTP %ld\n", curl_easy_strerror(msg->data.result),
+						code);
+					first_error = 0;
+				}
+			}
+			curl_multi_remove_handle(m, msg->easy_handle);
+			s->busy = 0;
+		}
+		/* Sleep until the next request is due or something happens, at most 1 ms. */
+		double next = started < total ? t0 + (double)started / rate - now_s() : 0.001;
+		int wait_ms = next > 0.001 ? 1 : 0;
+		if (started >= total)
+			wait_ms = 1;
+		curl_multi_poll(m, NULL, 0, wait_ms, NULL);
+	}
+	double elapsed = now_s() - t0;
+	qsort(lat, (size_t)done, sizeof *lat, cmp);
+#define PCT(p) lat[(size_t)((double)(done - 1) * (p))]
+	printf("sent=%ld ok=%ld errors=%ld rate=%.0f p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f max_ms=%.2f\n", done, ok,
+	       errors, (double)done / elapsed, PCT(0.50), PCT(0.90), PCT(0.99), lat[done - 1]);
+	for (int k = 0; k < MAX_FLIGHT; k++)
+		if (slots[k].h)
+			curl_easy_cleanup(slots[k].h);
+	curl_multi_cleanup(m);
+	curl_slist_free_all(hd);
+	free(lat);
+	curl_global_cleanup();
+	return errors ? 1 : 0;
+}
