@@ -437,7 +437,7 @@ static const api_route *stream_route(const char *method, const char *url)
 /* A streamed request's headers are in: size, key, tenant, then the handler's open. */
 static void stream_open(api_req *r, size_t limit)
 {
-	if (!(r->route = route(r)))
+	if (!(r->route = api_route_find(r)))
 		return;
 	const char *cl = api_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (cl && strtoull(cl, NULL, 10) > limit) {

@@ -41,7 +41,8 @@ typedef struct sample {
 
 /*
  * One valid request per route with a body or path parameters.  Placeholders:
- * {tenant} the tenant's slug, {contact} a contact id, {message} a message id.
+ * {tenant} the tenant's slug, {contact} a contact id, {message} a message id,
+ * {import} an import job's id.
  */
 static const sample samples[] = {
 	{"POST", "/v1/tenants", "/v1/tenants", "{\"slug\": \"inj-new\", \"name\": \"New brand\"}", K_AGENCY, false},
@@ -73,6 +74,7 @@ static const sample samples[] = {
 	 "\"data\": {\"name\": \"Ann\", \"code\": \"1234\"}}",
 	 K_TENANT, false},
 	{"GET", "/v1/messages/{id}", "/v1/messages/{message}", NULL, K_TENANT, false},
+	{"GET", "/v1/imports/{id}", "/v1/imports/{import}", NULL, K_TENANT, false},
 };
 #define NSAMPLES (sizeof samples / sizeof samples[0])
 
@@ -116,7 +118,7 @@ static const char *const raw[] = {
 
 static fx f, other;
 static srv s;
-static char contact_id[32], message_id[32];
+static char contact_id[32], message_id[32], import_id[32];
 static long requests;
 
 static const char *var(const char *name, size_t n)
@@ -127,6 +129,8 @@ static const char *var(const char *name, size_t n)
 		return contact_id;
 	if (n == 7 && !strncmp(name, "message", 7))
 		return message_id;
+	if (n == 6 && !strncmp(name, "import", 6))
+		return import_id;
 	ck_abort_msg("sample path uses unknown placeholder {%.*s}", (int)n, name);
 	return NULL;
 }
@@ -329,6 +333,13 @@ static void setup(void)
 	ck_assert_msg(r->status == 202, "%s", r->body);
 	snprintf(message_id, sizeof message_id, "%lld", (long long)json_integer_value(json_object_get(r->json, "id")));
 	resp_free(r);
+	/* an import job (POST /v1/imports streams CSV/NDJSON, not JSON: its row is made directly) */
+	char sql[160];
+	snprintf(sql, sizeof sql, "INSERT INTO %s.imports (format) VALUES ('csv') RETURNING id", f.t.schema);
+	PGresult *ir = PQexec(f.c, sql);
+	ck_assert_msg(PQresultStatus(ir) == PGRES_TUPLES_OK, "%s", PQerrorMessage(f.c));
+	snprintf(import_id, sizeof import_id, "%s", PQgetvalue(ir, 0, 0));
+	PQclear(ir);
 	(void)e;
 	last_fp = fingerprint();
 }
