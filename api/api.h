@@ -209,6 +209,34 @@ bool contact_upsert(PGconn *db, const contact_in *in, bool *created, json_t **ou
 /* Opaque list cursors (contacts.c): encode the last id of a page; read one back (false = not ours). */
 void api_cursor_make(long long id, char out[64]);
 bool api_cursor_read(const char *s, char id[24]);
+/* ---- lists: opaque cursors (hex of prefix + last key) and limit (templates.c) ---- */
+/* 400 bad-parameter naming a query parameter. */
+void api_bad_param(api_req *r, const char *name, const char *detail);
+/* Read ?cursor (into after: the key after prefix, "" = from the start) and
+ * ?limit (1-500, default 50); false with a 400 made. */
+bool api_list_args(api_req *r, const char *prefix, char *after, size_t after_size, char limit[16]);
+/* Answer {data: [column 0 of up to want rows, as JSON], next_cursor} where
+ * res holds want + 1 rows at most and column 1 is the key. */
+void api_list_reply(api_req *r, PGresult *res, int want, const char *prefix);
+
+/* ---- templates and snippets (templates.c, snippets.c) ---- */
+/* Bytes of Liquid source per field or snippet: the workers' max_template_size. */
+#define TPL_SRC_MAX (512 * 1024)
+struct liquid_limits;
+struct liquid_error;
+/* The workers' render limits (workers/render.c), for saves and previews. */
+void tpl_limits(struct liquid_limits *l);
+/* An errors[] entry {pointer, detail, line, column} (line/column 0 = left out). */
+void tpl_error(jv *v, const char *pointer, int line, int column, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+void tpl_liquid_error(jv *v, const char *pointer, const struct liquid_error *le);
+/* Does src compile as the workers compile it?  Errors to v at pointer;
+ * strict-mode findings to warnings (may be NULL). */
+bool tpl_check_source(jv *v, const char *pointer, const char *src, size_t len, json_t *warnings);
+bool snippet_name_valid(const char *s);
+/* Copy every snippet content's fields render (transitively) into
+ * content.snippets; missing or computed names go to v.  False: database error. */
+bool snippets_snapshot(PGconn *db, json_t *content, jv *v, hr_err *err) HR_MUST_CHECK;
 
 /* ---- handlers ---- */
 void openapi_get(api_req *r);
@@ -231,6 +259,18 @@ extern const api_stream imports_stream; /* POST /v1/imports */
 void imports_post(api_req *r);          /* never called: the route is streamed */
 void imports_list(api_req *r);
 void imports_get(api_req *r);
+void templates_post(api_req *r);
+void templates_list(api_req *r);
+void templates_get(api_req *r);
+void templates_put(api_req *r);
+void templates_version_get(api_req *r);
+void templates_preview(api_req *r);
+void templates_test_pre(api_req *r);
+void templates_test(api_req *r);
+void snippets_list(api_req *r);
+void snippets_put(api_req *r);
+void snippets_get(api_req *r);
+void snippets_delete(api_req *r);
 
 /* A request header (NULL when absent). */
 const char *api_header(api_req *r, const char *name);

@@ -34,6 +34,17 @@ static const api_route routes[] = {
 	{"GET", "/v1/imports", API_AUTH_TENANT, false, false, imports_list, NULL},
 	{"POST", "/v1/imports", API_AUTH_TENANT, false, false, imports_post, NULL, &imports_stream},
 	{"GET", "/v1/imports/{id}", API_AUTH_TENANT, false, false, imports_get, NULL},
+	{"GET", "/v1/templates", API_AUTH_TENANT, false, false, templates_list, NULL},
+	{"POST", "/v1/templates", API_AUTH_TENANT, false, true, templates_post, NULL},
+	{"GET", "/v1/templates/{id}", API_AUTH_TENANT, false, false, templates_get, NULL},
+	{"PUT", "/v1/templates/{id}", API_AUTH_TENANT, false, true, templates_put, NULL},
+	{"GET", "/v1/templates/{id}/versions/{version}", API_AUTH_TENANT, false, false, templates_version_get, NULL},
+	{"POST", "/v1/templates/{id}/preview", API_AUTH_TENANT, false, true, templates_preview, NULL},
+	{"POST", "/v1/templates/{id}/test", API_AUTH_TENANT, false, true, templates_test, templates_test_pre},
+	{"GET", "/v1/snippets", API_AUTH_TENANT, false, false, snippets_list, NULL},
+	{"PUT", "/v1/snippets/{name}", API_AUTH_TENANT, false, true, snippets_put, NULL},
+	{"GET", "/v1/snippets/{name}", API_AUTH_TENANT, false, false, snippets_get, NULL},
+	{"DELETE", "/v1/snippets/{name}", API_AUTH_TENANT, false, false, snippets_delete, NULL},
 };
 
 const api_route *api_routes(size_t *n)

@@ -26,6 +26,7 @@ typedef struct cfield {
 
 struct wk_content {
 	cfield f[WK_F_CONTENT_COUNT];
+	json_t *snippets; /* content.snippets {name: source} for the partial loader, or NULL */
 };
 
 static const char *const field_names[WK_F_CONTENT_COUNT] = {
@@ -121,6 +122,7 @@ void wk_content_close(wk_render *r, wk_content *c)
 			liquid_cache_release(r->cache, c->f[i].entry);
 		liquid_template_free(c->f[i].inline_t);
 	}
+	json_decref(c->snippets);
 	hr_free(c);
 }
 
@@ -133,6 +135,21 @@ bool wk_content_open(wk_render *r, const hr_job_batch *b, wk_content **out, hr_e
 		hr_fail(err, HR_ERR_INVALID, "content", "content: not a JSON object%s%s", o ? "" : ": ",
 			o ? "" : je.text);
 		goto fail;
+	}
+	/* The snippets a stored version rendered when it was saved (api/templates.c
+	 * snapshots them), or that inline content brings along: {name: source}. */
+	json_t *sn = json_object_get(o, "snippets");
+	if (sn && !json_is_null(sn)) {
+		bool strings = json_is_object(sn);
+		const char *k;
+		json_t *src;
+		if (strings)
+			json_object_foreach(sn, k, src) strings = strings && json_is_string(src);
+		if (!strings) {
+			hr_fail(err, HR_ERR_INVALID, "snippets", "content.snippets: want an object of strings");
+			goto fail;
+		}
+		c->snippets = json_incref(sn);
 	}
 	unsigned required, fields = channel_fields(b->channel, &required);
 	if (!fields) {
@@ -196,11 +213,24 @@ static const liquid_template *field_template(const wk_content *c, int i)
 	return c->f[i].inline_t;
 }
 
-/* Render t into field f of m. */
-static bool render_into(wk_render *r, const liquid_template *t, json_t *data, wk_message *m,
-			wk_field f, const char *name, hr_err *err)
+/* {% render %} / {% include %}: the content's snippets (the renderer compiles
+ * each once and caches it by name and exact source). */
+static bool snippet_load(void *ud, const char *name, size_t name_len, const char **src, size_t *src_len)
 {
-	liquid_render_opts ro = {.mode = LIQUID_LAX, .limits = &r->limits};
+	json_t *s = json_object_getn(ud, name, name_len);
+	if (!json_is_string(s))
+		return false;
+	*src = json_string_value(s);
+	*src_len = json_string_length(s);
+	return true;
+}
+
+/* Render t into field f of m; snippets may be NULL. */
+static bool render_into(wk_render *r, const liquid_template *t, json_t *data, json_t *snippets,
+			wk_message *m, wk_field f, const char *name, hr_err *err)
+{
+	liquid_render_opts ro = {.mode = LIQUID_LAX, .limits = &r->limits,
+				 .loader = snippets ? snippet_load : NULL, .loader_ud = snippets};
 	liquid_error le;
 	if (!liquid_render(r->renderer, t, data, &ro, &le))
 		return hr_fail(err, HR_ERR_INVALID, name, "%s: %s", name, le.message);
@@ -261,7 +291,7 @@ bool wk_render_job(wk_render *r, wk_content *c, const hr_job_batch *b, const hr_
 
 	for (int i = 0; i < WK_F_CONTENT_COUNT; i++) {
 		const liquid_template *t = field_template(c, i);
-		if (t && !render_into(r, t, data, m, (wk_field)i, field_names[i], err))
+		if (t && !render_into(r, t, data, c->snippets, m, (wk_field)i, field_names[i], err))
 			goto fail;
 	}
 	if (b->channel == HR_CH_EMAIL && b->lane == HR_LANE_BULK) {
@@ -272,7 +302,7 @@ bool wk_render_job(wk_render *r, wk_content *c, const hr_job_batch *b, const hr_
 			wk_buf_ch(&m->text, '\0');
 			m->set[WK_F_UNSUBSCRIBE] = true;
 		} else if (p && p->unsubscribe &&
-			   !render_into(r, p->unsubscribe, data, m, WK_F_UNSUBSCRIBE, "unsubscribe_url", err)) {
+			   !render_into(r, p->unsubscribe, data, NULL, m, WK_F_UNSUBSCRIBE, "unsubscribe_url", err)) {
 			goto fail;
 		}
 	}
@@ -290,7 +320,7 @@ bool wk_render_job(wk_render *r, wk_content *c, const hr_job_batch *b, const hr_
 		set_json_literal(lit, "to", json_string_value(json_object_get(h, "to")));
 		json_object_set_new(data, "message", msg);
 		json_object_set_new(data, "json", lit);
-		if (!render_into(r, p->body, data, m, WK_F_REQUEST, "body", err))
+		if (!render_into(r, p->body, data, NULL, m, WK_F_REQUEST, "body", err))
 			goto fail;
 	}
 	ok = true;

@@ -8,7 +8,11 @@
  *   messenger  text                                   (required)
  *   push       title, body                            (body required)
  *   webhook    body                                   (required)
- * wk_content_open compiles them once per lease: stored templates
+ * An optional member `snippets` {name: source} holds the partials that
+ * {% render %} / {% include %} find: a stored version carries the snippets
+ * it rendered when it was saved (api/templates.c), so a version renders the
+ * same whenever it is sent.  Any other name is a missing partial (render
+ * error).  wk_content_open compiles them once per lease: stored templates
  * (template_id != 0) through the process-wide liquid_cache keyed by
  * (tenant_id, "template_id:field", template_version), so a template is
  * parsed once per process, not per lease; inline content (template_id 0)

@@ -42,7 +42,8 @@ typedef struct sample {
 /*
  * One valid request per route with a body or path parameters.  Placeholders:
  * {tenant} the tenant's slug, {contact} a contact id, {message} a message id,
- * {import} an import job's id.
+ * {import} an import job's id, {template} an email template id (version 1 renders
+ * snippet `footer`).
  */
 static const sample samples[] = {
 	{"POST", "/v1/tenants", "/v1/tenants", "{\"slug\": \"inj-new\", \"name\": \"New brand\"}", K_AGENCY, false},
@@ -75,6 +76,29 @@ static const sample samples[] = {
 	 K_TENANT, false},
 	{"GET", "/v1/messages/{id}", "/v1/messages/{message}", NULL, K_TENANT, false},
 	{"GET", "/v1/imports/{id}", "/v1/imports/{import}", NULL, K_TENANT, false},
+	{"POST", "/v1/templates", "/v1/templates",
+	 "{\"name\": \"inj-welcome\", \"channel\": \"email\", \"content\": {\"from\": \"shop@example.com\", "
+	 "\"subject\": \"Hi {{ name }}\", \"html\": \"<p>{{ name }}</p>{% render 'footer' %}\", \"text\": \"Hi\", "
+	 "\"reply_to\": \"help@example.com\"}}",
+	 K_TENANT, false},
+	{"GET", "/v1/templates/{id}", "/v1/templates/{template}", NULL, K_TENANT, false},
+	{"PUT", "/v1/templates/{id}", "/v1/templates/{template}",
+	 "{\"name\": \"inj-renamed\", \"content\": {\"from\": \"shop@example.com\", \"subject\": \"v2\", "
+	 "\"text\": \"{% include 'footer' %}\"}}",
+	 K_TENANT, false},
+	{"GET", "/v1/templates/{id}/versions/{version}", "/v1/templates/{template}/versions/1", NULL, K_TENANT, false},
+	{"POST", "/v1/templates/{id}/preview", "/v1/templates/{template}/preview",
+	 "{\"version\": 1, \"contact\": {\"external_id\": \"inj-1\"}, \"data\": {\"name\": \"Ann\"}, "
+	 "\"inline_errors\": false}",
+	 K_TENANT, false},
+	{"POST", "/v1/templates/{id}/test", "/v1/templates/{template}/test",
+	 "{\"to\": \"dev@example.com\", \"provider\": \"mail\", \"version\": 1, \"contact\": {\"external_id\": "
+	 "\"inj-1\"}, \"data\": {\"name\": \"Ann\"}}",
+	 K_TENANT, false},
+	{"PUT", "/v1/snippets/{name}", "/v1/snippets/footer", "{\"body\": \"-- {{ brand | default: 'Shop' }}\"}",
+	 K_TENANT, false},
+	{"GET", "/v1/snippets/{name}", "/v1/snippets/footer", NULL, K_TENANT, false},
+	{"DELETE", "/v1/snippets/{name}", "/v1/snippets/footer", NULL, K_TENANT, false},
 };
 #define NSAMPLES (sizeof samples / sizeof samples[0])
 
@@ -118,7 +142,7 @@ static const char *const raw[] = {
 
 static fx f, other;
 static srv s;
-static char contact_id[32], message_id[32], import_id[32];
+static char contact_id[32], message_id[32], import_id[32], template_id[32];
 static long requests;
 
 static const char *var(const char *name, size_t n)
@@ -131,6 +155,8 @@ static const char *var(const char *name, size_t n)
 		return message_id;
 	if (n == 6 && !strncmp(name, "import", 6))
 		return import_id;
+	if (n == 8 && !strncmp(name, "template", 8))
+		return template_id;
 	ck_abort_msg("sample path uses unknown placeholder {%.*s}", (int)n, name);
 	return NULL;
 }
@@ -315,7 +341,7 @@ static void setup(void)
 	fx_open(&f);
 	fx_open(&other);
 	srv_start(&s, the_dsn, "HERALD_API_KEY_RPS=0");
-	/* fixtures the samples name: providers, a contact, a message */
+	/* fixtures the samples name: providers, a contact, a message, a snippet and a template */
 	char path[160];
 	snprintf(path, sizeof path, "/v1/tenants/%s/providers/mail", f.t.slug);
 	resp *r = call_at(s.port, "PUT", path, f.agency_key, NULL, "{\"channel\": \"email\", \"transport\": \"sink\"}", -1);
@@ -340,6 +366,16 @@ static void setup(void)
 	ck_assert_msg(PQresultStatus(ir) == PGRES_TUPLES_OK, "%s", PQerrorMessage(f.c));
 	snprintf(import_id, sizeof import_id, "%s", PQgetvalue(ir, 0, 0));
 	PQclear(ir);
+	r = call_at(s.port, "PUT", "/v1/snippets/footer", f.full, NULL, "{\"body\": \"-- Shop\"}", -1);
+	ck_assert_msg(r->status == 201, "%s", r->body);
+	resp_free(r);
+	r = call_at(s.port, "POST", "/v1/templates", f.full, NULL,
+		    "{\"name\": \"inj-fixture\", \"channel\": \"email\", \"content\": {\"from\": \"a@example.com\", "
+		    "\"subject\": \"s\", \"text\": \"t {% render 'footer' %}\"}}",
+		    -1);
+	ck_assert_msg(r->status == 201, "%s", r->body);
+	snprintf(template_id, sizeof template_id, "%lld", (long long)json_integer_value(json_object_get(r->json, "id")));
+	resp_free(r);
 	(void)e;
 	last_fp = fingerprint();
 }
