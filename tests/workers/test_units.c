@@ -1,6 +1,7 @@
 /*
  * test_units.c -- table-driven tests of the worker's pure parts:
- * classify.c (the result mapping) and mime.c (RFC 5322 / MIME building).
+ * classify.c (the result mapping), mime.c (RFC 5322 / MIME building) and
+ * render.c's snippets (partials from content.snippets).
  */
 #include <check.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "classify.h"
 #include "harness.h"
 #include "mime.h"
+#include "render.h"
 #include "wire.h"
 
 START_TEST(smtp_table)
@@ -186,6 +188,50 @@ START_TEST(mime_encodings)
 }
 END_TEST
 
+static hr_str str(const char *s)
+{
+	return (hr_str){s, (uint32_t)strlen(s)};
+}
+
+/* A stored version's snippets come from its content; no other partial exists. */
+START_TEST(render_snippets_from_content)
+{
+	static const struct {
+		const char *content, *data, *want; /* want NULL: open or render fails */
+		bool open_fails;
+	} cases[] = {
+		{"{\"text\": \"A{% render 'x', n: n %}{% include 'y' %}\", \"snippets\": {\"x\": \"<{{ n }}>\", "
+		 "\"y\": \"[{% render 'x', n: 2 %}]\"}}", "{\"n\": 1}", "A<1>[<2>]", false},
+		{"{\"text\": \"{% render 'missing' %}\", \"snippets\": {\"x\": \"x\"}}", "{}", NULL, false},
+		{"{\"text\": \"{% render 'x' %}\"}", "{}", NULL, false},
+		{"{\"text\": \"t\", \"snippets\": [\"x\"]}", "{}", NULL, true},
+		{"{\"text\": \"t\", \"snippets\": {\"x\": 1}}", "{}", NULL, true},
+		{"{\"text\": \"{% render 'x' %}\", \"snippets\": {\"x\": \"{% if %}\"}}", "{}", NULL, false},
+	};
+	wk_render *r = wk_render_new(16, 1 << 20);
+	wk_message m = {0};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		hr_job j = {.message_id = 4096, .attempt = 1, .address = str("+14155550101"), .data = str(cases[i].data)};
+		hr_job_batch b = {.tenant_id = 1, .tenant = str("t"), .channel = HR_CH_SMS, .lane = HR_LANE_TRANSACTIONAL,
+				  .template_id = 7, .template_version = (uint32_t)i + 1, .content = str(cases[i].content),
+				  .njobs = 1, .jobs = &j};
+		wk_content *c = NULL;
+		hr_err err = {0};
+		bool opened = wk_content_open(r, &b, &c, &err);
+		ck_assert_msg(opened == !cases[i].open_fails, "case %zu: open %d: %s", i, opened, err.msg);
+		if (!opened)
+			continue;
+		bool ok = wk_render_job(r, c, &b, &j, NULL, &m, &err);
+		ck_assert_msg(ok == (cases[i].want != NULL), "case %zu: render %d: %s", i, ok, err.msg);
+		if (ok)
+			ck_assert_str_eq(wk_msg_get(&m, WK_F_TEXT), cases[i].want);
+		wk_content_close(r, c);
+	}
+	wk_message_free(&m);
+	wk_render_free(r);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("worker_units");
@@ -195,6 +241,7 @@ int main(void)
 	tcase_add_test(tc, mime_headers);
 	tcase_add_test(tc, mime_injection_refused);
 	tcase_add_test(tc, mime_encodings);
+	tcase_add_test(tc, render_snippets_from_content);
 	suite_add_tcase(s, tc);
 	return th_run(s);
 }
