@@ -106,13 +106,17 @@ static const setting settings[] = {
 	{"sched_provider_cache_ms", T_INT, "10000", 100, 3600000, HR_ROLE_SCHEDULER, true, false,
 	 "how long the scheduler reuses a resolved provider account and its rate limits; a change "
 	 "made with heraldctl or the API applies within this time"},
+	{"sched_rebalance_ms", T_INT, "1000", 100, 60000, HR_ROLE_SCHEDULER, false, false,
+	 "how often a scheduler counts its peers and takes or gives back tenant shards; a dead "
+	 "scheduler's tenants are taken over within about this time"},
 	{"sched_retry_base_ms", T_INT, "1000", 1, 600000, HR_ROLE_SCHEDULER, true, false,
 	 "first retry delay; doubled per attempt (jittered, capped at 10 minutes)"},
 	{"sched_trace", T_BOOL, "false", 0, 0, HR_ROLE_SCHEDULER, true, false,
 	 "log one line per lease dispatched (tenant, batch, size, worker): for debugging"},
 	{"scheduler", T_STR, NULL, 0, 0, HR_ROLE_WORKER, false, false,
-	 "ZeroMQ endpoint a worker connects to: the scheduler's ROUTER for the worker's lane, "
-	 "e.g. tcp://10.0.0.5:7711"},
+	 "ZeroMQ endpoint(s) a worker connects to: each scheduler's ROUTER for the worker's lane, "
+	 "comma-separated when several schedulers share the tenants, e.g. "
+	 "tcp://10.0.0.5:7711,tcp://10.0.0.6:7711"},
 	{"smtp_timeout_ms", T_INT, "30000", 100, 600000, HR_ROLE_WORKER, false, false,
 	 "a worker's limit for one SMTP send (connect included)"},
 };

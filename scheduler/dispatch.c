@@ -18,6 +18,12 @@
  * exponential backoff and jitter (or the provider's Retry-After) and are
  * dead-lettered after max_attempts; throttling is not a failure: it slows
  * the account's limiter (AIMD) and the message waits, attempts unchanged.
+ *
+ * Several schedulers: only tenants of shards this one owns are loaded and
+ * dispatched (owner.h; tick in sched_run, hooks at the end of this file).  A
+ * shard being given back keeps its leases' results flowing but gets no new
+ * lease; once nothing of it is out and its results are landed, its work is
+ * forgotten and the shard unlocked for the next owner.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,12 +95,19 @@ static void ready_push(sched *s, batch *b)
 	(void)s;
 }
 
+/* The loop serves t: its shard is owned and not being given back. */
+static bool serving(const sched *s, const tenant *t)
+{
+	return owner_shard_state(s->owner, t->shard) == SHARD_OWNED;
+}
+
 static void backlog_add(sched *s, batch *b, int64_t delta)
 {
 	tenant *t = b->t;
 	int l = b->lane - 1, c = b->channel;
 	t->pending[l][c] = (uint64_t)((int64_t)t->pending[l][c] + delta);
-	hr_fair_set_backlog(s->fair[l][c], t->id, t->pending[l][c]);
+	/* A tenant being handed over is out of the round: no new leases. */
+	hr_fair_set_backlog(s->fair[l][c], t->id, serving(s, t) ? t->pending[l][c] : 0);
 }
 
 /* A message became pending again (lease expired, retry due, handed back). */
@@ -111,14 +124,16 @@ static void msg_repend(sched *s, batch *b, int idx)
 
 static landed *outq;
 static int noutq, capoutq;
+static uint64_t npushed; /* items ever pushed; the lander lands them in this order */
 
-static void out_push(const landed *x)
+static void out_push(tenant *t, const landed *x)
 {
 	if (noutq == capoutq) {
 		capoutq = capoutq ? capoutq * 2 : 1024;
 		outq = hr_realloc(outq, (size_t)capoutq * sizeof *outq);
 	}
 	outq[noutq++] = *x;
+	t->out_seq = ++npushed; /* landed once lander_done() reaches it */
 }
 
 void batch_free(batch *b)
@@ -177,7 +192,7 @@ static void tenant_settle(sched *s, tenant *t)
 	}
 	if (freed) {
 		landed m = {.t = t, .low_water = true, .message_id = low_water(t)};
-		out_push(&m);
+		out_push(t, &m);
 	}
 }
 
@@ -199,7 +214,7 @@ static void msg_final(sched *s, batch *b, int idx, uint8_t status, const hr_resu
 		.address = status == HR_RES_BOUNCED ? hr_strdup(b->address[idx]) : NULL,
 		.channel = b->channel,
 	};
-	out_push(&x);
+	out_push(b->t, &x);
 	s->results[status < 8 ? status : 0]++;
 	if (--b->remaining == 0) {
 		b->complete = true;
@@ -593,7 +608,7 @@ static void dispatch_lane(sched *s, int lane)
 			if (!hr_fair_next(f, &tid, &allow))
 				break;
 			tenant *t = tenant_find(s, tid);
-			uint32_t used = t ? dispatch_one(s, t, lane, ch, allow, w) : 0;
+			uint32_t used = t && serving(s, t) ? dispatch_one(s, t, lane, ch, allow, w) : 0;
 			hr_fair_charge(f, tid, used);
 			if (used == 0) {
 				/* rate-limited or nothing ready: let the others go; stop after a full round */
@@ -838,7 +853,7 @@ static void load_all(sched *s)
 {
 	for (int i = 0; i < 1024; i++)
 		for (tenant *t = s->tenants[i]; t; t = t->hnext) {
-			if (!t->active)
+			if (!t->active || !serving(s, t))
 				continue;
 			int room = s->max_loaded - t->loaded;
 			if (!(t->need_load || t->more_rows || t->ndue > 0)) /* room <= 0: transactional only */
@@ -886,10 +901,114 @@ static void flush_out(sched *s)
 	}
 }
 
+/* ---- shards: several schedulers (owner.h) -------------------------------- */
+
+/* Start every tenant of a shard we just locked, like a restarted scheduler. */
+static void hook_taken(void *arg, int shard)
+{
+	sched *s = arg;
+	for (int i = 0; i < 1024; i++)
+		for (tenant *t = s->tenants[i]; t; t = t->hnext) {
+			hr_err err = {0};
+			if (t->shard != shard || store_tenant_take(s, t, &err))
+				continue;
+			/* Low water unknown: recover from the first batch (slower, as correct). */
+			hr_warn("scheduler: tenant=%s: taking it over: %s; recovering from the start", t->slug,
+				err.msg);
+			t->last_seen = 0;
+			t->recover_until = INT64_MAX;
+			t->recovering = t->need_load = true;
+		}
+}
+
+/* In or out of the fair rounds: a draining shard gets no new lease. */
+static void hook_draining(void *arg, int shard, bool draining)
+{
+	sched *s = arg;
+	for (int i = 0; i < 1024; i++)
+		for (tenant *t = s->tenants[i]; t; t = t->hnext)
+			if (t->shard == shard)
+				for (int l = 0; l < NLANES; l++)
+					for (int c = 1; c < NCHANNELS; c++)
+						hr_fair_set_backlog(s->fair[l][c], t->id, draining ? 0 : t->pending[l][c]);
+}
+
+/*
+ * Nothing of the shard in flight: no lease out (results still come back for
+ * those), no batch loading, and every result we made for its tenants landed
+ * -- the next owner's recovery skips exactly the messages with a result, so
+ * an unlanded one would be sent twice.
+ */
+static bool hook_drained(void *arg, int shard)
+{
+	sched *s = arg;
+	for (int i = 0; i < 4096; i++)
+		for (lease *l = s->leases[i]; l; l = l->hnext)
+			if (l->b->t->shard == shard)
+				return false;
+	uint64_t done = lander_done(s->lander);
+	for (int i = 0; i < 1024; i++)
+		for (tenant *t = s->tenants[i]; t; t = t->hnext)
+			if (t->shard == shard && (store_tenant_loading(t) || t->out_seq > done))
+				return false;
+	return true;
+}
+
+/* Another scheduler may own the shard now: forget its tenants' work. */
+static void hook_released(void *arg, int shard)
+{
+	sched *s = arg;
+	for (int i = 0; i < 1024; i++)
+		for (tenant *t = s->tenants[i]; t; t = t->hnext) {
+			if (t->shard != shard)
+				continue;
+			for (int l = 0; l < NLANES; l++)
+				for (int c = 1; c < NCHANNELS; c++) {
+					t->head[l][c] = t->tail[l][c] = NULL;
+					t->pending[l][c] = 0;
+					hr_fair_set_backlog(s->fair[l][c], t->id, 0);
+				}
+			while (t->all) {
+				batch *b = t->all;
+				t->all = b->all_next;
+				batch_free(b);
+			}
+			t->loaded = 0;
+			t->nretry = 0; /* waiting retries start over with the next owner */
+			t->ndue = t->duehead = t->ndue_tx = t->nfuture = 0;
+			t->need_load = t->more_rows = t->recovering = false;
+		}
+}
+
+/* Shared scopes (agency, domain) are split between the schedulers present. */
+static void hook_peers(void *arg, int schedulers)
+{
+	sched *s = arg;
+	hr_limiter_set_share(s->limiter, 1.0 / schedulers);
+}
+
+owner_hooks sched_owner_hooks(sched *s)
+{
+	return (owner_hooks){.arg = s, .taken = hook_taken, .draining = hook_draining, .drained = hook_drained,
+			     .released = hook_released, .peers = hook_peers};
+}
+
+static void rebalance(sched *s)
+{
+	flush_out(s); /* hook_drained counts what the lander has */
+	hr_err err = {0};
+	if (owner_tick(s->owner, s->db, &err))
+		return;
+	/* Our shard locks live in this session: without it another scheduler may serve them. */
+	if (PQstatus(s->db) != CONNECTION_OK)
+		hr_fatal("scheduler: lost the database connection (and with it the shard locks): %s", err.msg);
+	hr_warn("scheduler: rebalancing shards: %s", err.msg);
+}
+
 int sched_run(sched *s);
 int sched_run(sched *s)
 {
-	int64_t last_house = 0, last_beat = 0, last_metrics = 0;
+	int64_t last_house = 0, last_beat = 0, last_metrics = 0, last_rebalance = now_ms();
 	int64_t stop_at = 0;
 	for (;;) {
 		if (s->stopping && !stop_at) {
@@ -938,6 +1057,10 @@ int sched_run(sched *s)
 				hr_warn("scheduler: re-reading limits: %s", lerr.msg);
 				s->limits_loaded_ms = wall;
 			}
+		}
+		if (!stop_at && wall - last_rebalance >= s->rebalance_ms) {
+			rebalance(s);
+			last_rebalance = wall;
 		}
 		if (wall - last_metrics >= 250) {
 			metrics_publish(s->metrics, s);

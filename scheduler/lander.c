@@ -46,6 +46,7 @@ struct lander {
 	bool stop;
 	atomic_ullong landed_count;
 	atomic_ullong depth;
+	atomic_ullong done_count;  /* whole flushes processed, in queue order (lander_done) */
 };
 
 typedef struct sbuf {
@@ -328,6 +329,7 @@ static void *run(void *arg)
 				backoff_ms *= 2;
 		}
 		atomic_fetch_sub(&l->depth, (unsigned long long)n);
+		atomic_fetch_add(&l->done_count, (unsigned long long)n);
 		hr_free(items);
 	}
 	return NULL;
@@ -385,6 +387,11 @@ void lander_stop(lander *l)
 uint64_t lander_landed(lander *l)
 {
 	return atomic_load(&l->landed_count);
+}
+
+uint64_t lander_done(lander *l)
+{
+	return atomic_load(&l->done_count);
 }
 
 uint64_t lander_queue_depth(lander *l)

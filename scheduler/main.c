@@ -3,9 +3,13 @@
  *
  * Start-up: connect to the control database (embedded or database_url),
  * check the control schema version, load the master key (to open provider
- * secrets for the workers), read every tenant once (low water, recovery
- * horizon), LISTEN for new work, bind the two lane endpoints, start the
- * results writer, run the loop.  SIGTERM/SIGINT: stop leasing, wait up to
+ * secrets for the workers), read the tenant list, LISTEN for new work,
+ * announce ourselves and take our share of the tenants' shards (owner.h;
+ * alone, all of them) -- each tenant taken is read once (low water,
+ * recovery horizon) --, bind the two lane endpoints, start the results
+ * writer, run the loop.  The shard locks live in the loop's session: when
+ * this process dies, Postgres frees them and the other schedulers take the
+ * tenants over.  SIGTERM/SIGINT: stop leasing, wait up to
  * 10 s for the results of leases out, land everything, exit 0.  Anything not
  * answered by then is re-sent by the next scheduler (leases are not stored:
  * an unanswered message has no result row, and that is all recovery needs).
@@ -93,9 +97,13 @@ int main(int argc, char **argv)
 			s->fair[l][c] = hr_fair_new((uint32_t)s->lease_size[l]);
 	set_domain_rates(s, hr_config_str(s->cfg, "sched_domain_rates"));
 	s->provider_cache_ms = hr_config_int(s->cfg, "sched_provider_cache_ms");
+	s->rebalance_ms = hr_config_int(s->cfg, "sched_rebalance_ms");
+	owner_hooks hooks = sched_owner_hooks(s);
+	s->owner = owner_new(&hooks);
 	if (!store_load_limits(s, &err))
 		hr_fatal("scheduler: reading limits: %s", err.msg);
-	if (!store_load_tenants(s, &err) || !store_listen(s, &err))
+	if (!store_load_tenants(s, &err) || !store_listen(s, &err) || !owner_join(s->owner, s->db, &err) ||
+	    !owner_tick(s->owner, s->db, &err))
 		hr_fatal("scheduler: %s", err.msg);
 	s->zctx = zmq_ctx_new();
 	const char *ep[NLANES] = {hr_config_str(s->cfg, "sched_bind_transactional"),
@@ -127,7 +135,8 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	hr_info("scheduler: %d tenant(s); lanes bound; running", s->ntenants);
+	hr_info("scheduler: %d tenant(s); shards owned=%d of %d, schedulers=%d; lanes bound; running", s->ntenants,
+		owner_count(s->owner, SHARD_OWNED), OWNER_SHARDS, owner_schedulers(s->owner));
 	int rc = sched_run(s);
 	lander_stop(s->lander);
 	metrics_stop(s->metrics);
@@ -137,6 +146,7 @@ int main(int argc, char **argv)
 	for (int l = 0; l < NLANES; l++)
 		zmq_close(s->router[l]);
 	zmq_ctx_term(s->zctx);
-	PQfinish(s->db);
+	PQfinish(s->db); /* ends the session: our shards are free for the others now */
+	owner_free(s->owner);
 	return rc;
 }

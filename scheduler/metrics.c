@@ -86,6 +86,24 @@ static void render(const sched *s, tbuf *b)
 	put(b, "# HELP herald_results_unlanded Results waiting for the writer.\n"
 	       "# TYPE herald_results_unlanded gauge\nherald_results_unlanded %llu\n",
 	    (unsigned long long)lander_queue_depth(s->lander));
+	int owned_tenants = 0;
+	for (int i = 0; i < 1024; i++)
+		for (const tenant *t = s->tenants[i]; t; t = t->hnext)
+			owned_tenants += owner_shard_state(s->owner, t->shard) != SHARD_FREE;
+	put(b, "# HELP herald_shards Tenant shards this scheduler holds (owned: served; releasing: being "
+	       "handed over).\n# TYPE herald_shards gauge\nherald_shards{state=\"owned\"} %d\n"
+	       "herald_shards{state=\"releasing\"} %d\n",
+	    owner_count(s->owner, SHARD_OWNED), owner_count(s->owner, SHARD_RELEASING));
+	put(b, "# HELP herald_tenants_owned Tenants whose shard this scheduler holds.\n"
+	       "# TYPE herald_tenants_owned gauge\nherald_tenants_owned %d\n", owned_tenants);
+	put(b, "# HELP herald_tenant_owned Tenants this scheduler serves or is handing over (1 each).\n"
+	       "# TYPE herald_tenant_owned gauge\n");
+	for (int i = 0; i < 1024; i++)
+		for (const tenant *t = s->tenants[i]; t; t = t->hnext)
+			if (owner_shard_state(s->owner, t->shard) != SHARD_FREE)
+				put(b, "herald_tenant_owned{tenant=\"%s\",shard=\"%d\"} 1\n", t->slug, t->shard);
+	put(b, "# HELP herald_schedulers Schedulers present on the control database (shards are shared "
+	       "between them).\n# TYPE herald_schedulers gauge\nherald_schedulers %d\n", owner_schedulers(s->owner));
 	put(b, "# HELP herald_queue_depth Messages ready to dispatch, per tenant, channel and lane.\n"
 	       "# TYPE herald_queue_depth gauge\n");
 	for (int i = 0; i < 1024; i++)

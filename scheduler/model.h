@@ -27,6 +27,7 @@
 #include "config.h"
 #include "crypto.h"
 #include "fair.h"
+#include "owner.h"
 #include "ratelimit.h"
 #include "wire.h"
 
@@ -95,6 +96,8 @@ typedef struct tenant {
 	int nretry, capretry;
 	char scope_tenant[32];    /* "tenant:<id>" */
 	char scope_agency[32];    /* "agency:<id>" */
+	int shard;                /* owner_shard_of(id): served while this scheduler owns it */
+	uint64_t out_seq;         /* position of its last result handed to the lander (dispatch.c) */
 	struct tenant *hnext;     /* id hash chain */
 } tenant;
 
@@ -162,7 +165,18 @@ typedef struct sched {
 	struct provider_entry *providers[256];
 	int64_t provider_cache_ms;
 	int64_t limits_loaded_ms;
+	/* the tenants' shards this scheduler owns (owner.h), rebalanced every rebalance_ms */
+	owner *owner;
+	int64_t rebalance_ms;
 } sched;
+
+/* Whether this scheduler acts for the tenant now (its shard is owned, not
+ * draining).  Safe from any thread; threads acting outside the loop bracket
+ * their act with owner_hold()/owner_unhold() on s->owner (owner.h). */
+static inline bool sched_owns_tenant(const sched *s, uint32_t tenant_id)
+{
+	return owner_owns(s->owner, tenant_id);
+}
 
 /* store.c */
 void store_providers_free(sched *s);
@@ -179,12 +193,18 @@ bool store_poll_notify(sched *s);
  * and they may exceed room (<= 0 too) by up to max_loaded. */
 bool store_load_batches(sched *s, tenant *t, int room, hr_err *err) HR_MUST_CHECK;
 tenant *tenant_find(sched *s, uint32_t id);
+/* This scheduler took t's shard: read its low water and recover from there. */
+bool store_tenant_take(sched *s, tenant *t, hr_err *err) HR_MUST_CHECK;
+/* A batch of t is being loaded on a connection of its own. */
+bool store_tenant_loading(const tenant *t);
 
 /* dispatch.c */
 void batch_free(batch *b);
 void tenant_add_batch(sched *s, tenant *t, batch *b);
 int64_t now_ms(void);
 int64_t now_ns(void);
+/* The owner's hooks (owner.h): serve, drain, forget the tenants of a shard. */
+owner_hooks sched_owner_hooks(sched *s);
 
 /* lander.c -- the results writer thread */
 typedef struct landed {
@@ -206,6 +226,8 @@ void lander_submit(lander *l, landed *items, int n);
 /* Flush what is queued, then stop the thread. */
 void lander_stop(lander *l);
 uint64_t lander_landed(lander *l);
+/* Items fully processed, in submission order: the first N submitted are all landed. */
+uint64_t lander_done(lander *l);
 uint64_t lander_queue_depth(lander *l);
 
 #endif

@@ -18,7 +18,8 @@
  * rows); bulk batches asynchronously on up to BULK_SLOTS connections of
  * their own, so 4,096 rows never hold up the loop (see bulk_poll).
  *
- * Recovery: batches that existed when this scheduler started may have been
+ * Recovery: batches that existed when this scheduler started (or took the
+ * tenant's shard over from another scheduler, owner.h) may have been
  * partly sent by a scheduler that died; their messages that already have a
  * result are skipped (exactly one result per message), the rest re-sent.
  */
@@ -167,11 +168,22 @@ bool store_load_tenants(sched *s, hr_err *err)
 		t->active = strcmp(PQgetvalue(r, i, 5), "t") == 0;
 		snprintf(t->scope_tenant, sizeof t->scope_tenant, "tenant:%u", id);
 		snprintf(t->scope_agency, sizeof t->scope_agency, "agency:%lld", (long long)t->agency_id);
-		if (fresh)
+		t->shard = owner_shard_of(id);
+		/* A tenant of a shard another scheduler owns costs nothing here until we take it. */
+		if (fresh && owner_shard_state(s->owner, t->shard) != SHARD_FREE)
 			ok = tenant_start(s, t, err);
 	}
 	PQclear(r);
 	return ok;
+}
+
+bool store_tenant_take(sched *s, tenant *t, hr_err *err)
+{
+	/* Whatever this scheduler knew of t is stale: another may have served it since. */
+	t->last_seen = t->recover_until = 0;
+	t->ndue = t->duehead = t->ndue_tx = t->nfuture = 0;
+	t->more_rows = false;
+	return tenant_start(s, t, err);
 }
 
 bool store_listen(sched *s, hr_err *err)
@@ -528,6 +540,14 @@ static bool bulk_busy(const tenant *t, int64_t id)
 {
 	for (int i = 0; i < BULK_SLOTS; i++)
 		if (bulk[i].t == t && bulk[i].id == id)
+			return true;
+	return false;
+}
+
+bool store_tenant_loading(const tenant *t)
+{
+	for (int i = 0; i < BULK_SLOTS; i++)
+		if (bulk[i].t == t)
 			return true;
 	return false;
 }
