@@ -7,6 +7,12 @@
  * HELLO as due.  Finished sends are recorded from the `done` queue after
  * libcurl returns, never inside its callbacks, and sends are recycled
  * through a free list.
+ *
+ * Several schedulers (each serving its share of the tenants): one link per
+ * endpoint -- a DEALER, its monitor, its handshake, heartbeat, credit and
+ * BYE state.  A lease belongs to the link it came on, and its results go
+ * back on that link only (lease ids are per scheduler).  Sends, transports
+ * and the render cache are shared.
  */
 #include "loop.h"
 
@@ -39,6 +45,7 @@
 #define MAX_POLL 1024
 #define RECENT_LEASES 256       /* finished lease ids remembered, to drop re-sent batches */
 #define FREE_SENDS_MAX 64
+#define MAX_LINKS 16            /* scheduler endpoints */
 
 typedef enum lease_state { L_QUEUED, L_ACTIVE, L_WAITING, L_DONE, L_NSTATES } lease_state;
 static const char *const state_names[L_NSTATES] = {"queued", "active", "waiting", "done"};
@@ -51,9 +58,24 @@ typedef struct pres {
 	uint32_t pid_off, pid_len, reason_off, reason_len;
 } pres;
 
+/* One scheduler endpoint and what the worker knows of that scheduler. */
+typedef struct slink {
+	char *ep;                   /* tcp://host:port */
+	int idx;
+	void *sock, *mon;
+	uint32_t held;              /* leases of this slink */
+	uint32_t credit_owed;       /* CREDIT to send */
+	bool need_hello, handshaken, alive;
+	long long last_heard_ms, next_hello_ms;
+	uint64_t *bye;              /* leases to hand back in BYE */
+	uint32_t nbye, capbye;
+	bool over_credit_warned;
+} slink;
+
 typedef struct wk_lease wk_lease;
 struct wk_lease {
 	lease_state state;
+	slink *ln;                   /* the scheduler it came from; its results go back there */
 	wk_lease *prev, *next;      /* the list of its state */
 	zmq_msg_t frame;            /* the JOBS frame; b's strings point into it */
 	hr_job_batch b;
@@ -94,15 +116,13 @@ typedef struct worker {
 	hr_result *res_scratch;     /* RESULTS being encoded */
 	uint32_t cap_scratch;
 	uint64_t recent[RECENT_LEASES];
+	uint8_t recent_link[RECENT_LEASES];
 	uint32_t recent_pos, recent_n; /* ring position, entries filled */
-	uint32_t credit_owed;       /* CREDIT to send */
-	bool need_hello, handshaken, alive;
-	long long last_heard_ms, last_heartbeat_ms, next_hello_ms;
+	slink links[MAX_LINKS];
+	int nlinks;
+	long long last_heartbeat_ms;
 	bool draining;
 	long long drain_deadline_ms;
-	uint64_t *bye;              /* leases to hand back in BYE */
-	uint32_t nbye, capbye;
-	bool over_credit_warned;
 } worker;
 
 static volatile sig_atomic_t signals_seen;
@@ -183,6 +203,7 @@ static uint32_t leases_held(const worker *w)
 static void lease_free(worker *w, wk_lease *x)
 {
 	list_remove(&w->lists[x->state], x);
+	x->ln->held--;
 	if (x->prov)
 		wk_provider_put(w->providers, x->prov);
 	wk_content_close(w->render, x->content);
@@ -196,9 +217,9 @@ static void lease_free(worker *w, wk_lease *x)
 
 /* ---- sending frames ---- */
 
-static bool send_out(worker *w)
+static bool send_out(worker *w, slink *ln)
 {
-	int rc = zmq_send(w->sock, w->out.data, w->out.len, ZMQ_DONTWAIT);
+	int rc = zmq_send(ln->sock, w->out.data, w->out.len, ZMQ_DONTWAIT);
 	hr_buf_reset(&w->out);
 	if (rc >= 0)
 		return true;
@@ -208,9 +229,9 @@ static bool send_out(worker *w)
 	return false;
 }
 
-static void send_hello(worker *w)
+static void send_hello(worker *w, slink *ln)
 {
-	uint32_t held = leases_held(w);
+	uint32_t held = ln->held; /* credit is per scheduler */
 	hr_hello h = {
 		.worker_id = {w->worker_id, (uint32_t)strlen(w->worker_id)},
 		.channel = (uint8_t)w->s->channel,
@@ -219,22 +240,22 @@ static void send_hello(worker *w)
 		.credit = w->draining ? 0 : (held < w->s->credit ? w->s->credit - held : 0),
 	};
 	hr_wire_encode_hello(&w->out, &h);
-	if (send_out(w)) {
-		w->need_hello = false;
-		w->credit_owed = 0; /* the HELLO's credit supersedes what we owed */
-		hr_info("hello sent scheduler=%s credit=%u held=%u", w->s->scheduler, h.credit, held);
+	if (send_out(w, ln)) {
+		ln->need_hello = false;
+		ln->credit_owed = 0; /* the HELLO's credit supersedes what we owed */
+		hr_info("hello sent scheduler=%s credit=%u held=%u", ln->ep, h.credit, held);
 	} else {
-		w->next_hello_ms = mono_ms() + HELLO_RETRY_MS;
+		ln->next_hello_ms = mono_ms() + HELLO_RETRY_MS;
 	}
 }
 
-static void send_bye(worker *w)
+static void send_bye(worker *w, slink *ln)
 {
-	hr_bye b = {.nleases = w->nbye, .leases = w->bye};
+	hr_bye b = {.nleases = ln->nbye, .leases = ln->bye};
 	hr_wire_encode_bye(&w->out, &b);
-	if (send_out(w)) {
-		hr_info("bye sent leases_handed_back=%u", w->nbye);
-		w->nbye = 0;
+	if (send_out(w, ln)) {
+		hr_info("bye sent scheduler=%s leases_handed_back=%u", ln->ep, ln->nbye);
+		ln->nbye = 0;
 	}
 }
 
@@ -261,7 +282,7 @@ static bool flush_lease(worker *w, wk_lease *x)
 	hr_result_batch rb = {.lease_id = x->b.lease_id, .tenant_id = x->b.tenant_id,
 			      .nresults = x->npending, .results = w->res_scratch};
 	hr_wire_encode_results(&w->out, &rb);
-	if (!send_out(w))
+	if (!send_out(w, x->ln))
 		return false;
 	x->npending = 0;
 	wk_buf_reset(&x->strs);
@@ -449,19 +470,20 @@ static bool start_sends(worker *w)
 
 /* ---- receiving ---- */
 
-static bool recent_lease(const worker *w, uint64_t id)
+/* Lease ids are per scheduler: a lease is (link, id). */
+static bool recent_lease(const worker *w, const slink *ln, uint64_t id)
 {
 	for (uint32_t i = 0; i < w->recent_n; i++)
-		if (w->recent[i] == id)
+		if (w->recent[i] == id && w->recent_link[i] == ln->idx)
 			return true;
 	return false;
 }
 
-static bool held_lease(const worker *w, uint64_t id)
+static bool held_lease(const worker *w, const slink *ln, uint64_t id)
 {
 	for (int s = 0; s < L_NSTATES; s++)
 		for (const wk_lease *x = w->lists[s].head; x; x = x->next)
-			if (x->b.lease_id == id)
+			if (x->b.lease_id == id && x->ln == ln)
 				return true;
 	return false;
 }
@@ -525,16 +547,16 @@ bad:
 	hr_warn("lease=%llu tenant=%u: %s", (unsigned long long)b->lease_id, b->tenant_id, err.msg);
 }
 
-static void hand_back(worker *w, uint64_t lease_id)
+static void hand_back(slink *ln, uint64_t lease_id)
 {
-	if (w->nbye == w->capbye) {
-		w->capbye = w->capbye ? w->capbye * 2 : 16;
-		w->bye = hr_realloc(w->bye, w->capbye * sizeof *w->bye);
+	if (ln->nbye == ln->capbye) {
+		ln->capbye = ln->capbye ? ln->capbye * 2 : 16;
+		ln->bye = hr_realloc(ln->bye, ln->capbye * sizeof *ln->bye);
 	}
-	w->bye[w->nbye++] = lease_id;
+	ln->bye[ln->nbye++] = lease_id;
 }
 
-static void on_jobs(worker *w, wk_lease *x)
+static void on_jobs(worker *w, slink *ln, wk_lease *x)
 {
 	hr_err err = {0};
 	if (!hr_wire_decode_jobs(zmq_msg_data(&x->frame), zmq_msg_size(&x->frame), &x->b, &err)) {
@@ -544,39 +566,41 @@ static void on_jobs(worker *w, wk_lease *x)
 		return;
 	}
 	uint64_t id = x->b.lease_id;
-	if (held_lease(w, id) || recent_lease(w, id)) {
+	if (held_lease(w, ln, id) || recent_lease(w, ln, id)) {
 		/* A batch sent twice: it has (or had) its results once; return the credit it used. */
 		hr_warn("lease=%llu received again; dropped", (unsigned long long)id);
 		hr_wire_jobs_free(&x->b);
 		zmq_msg_close(&x->frame);
 		hr_free(x);
-		w->credit_owed++;
+		ln->credit_owed++;
 		return;
 	}
 	if (w->draining) {
 		/* Crossed our BYE: hand it back unstarted. */
-		hand_back(w, id);
+		hand_back(ln, id);
 		hr_wire_jobs_free(&x->b);
 		zmq_msg_close(&x->frame);
 		hr_free(x);
 		return;
 	}
-	if (leases_held(w) >= w->s->credit && !w->over_credit_warned) {
-		hr_warn("scheduler sent more leases than credit=%u; taking them anyway", w->s->credit);
-		w->over_credit_warned = true;
+	if (ln->held >= w->s->credit && !ln->over_credit_warned) {
+		hr_warn("scheduler=%s sent more leases than credit=%u; taking them anyway", ln->ep, w->s->credit);
+		ln->over_credit_warned = true;
 	}
 	mark_duplicates(x);
 	lease_setup(w, x);
+	x->ln = ln;
+	ln->held++;
 	x->state = L_QUEUED;
 	list_append(&w->lists[L_QUEUED], x);
 }
 
-static void read_frames(worker *w)
+static void read_frames(worker *w, slink *ln)
 {
 	for (int i = 0; i < 256; i++) {
 		wk_lease *x = hr_calloc(1, sizeof *x);
 		zmq_msg_init(&x->frame);
-		if (zmq_msg_recv(&x->frame, w->sock, ZMQ_DONTWAIT) < 0) {
+		if (zmq_msg_recv(&x->frame, ln->sock, ZMQ_DONTWAIT) < 0) {
 			int e = errno;
 			zmq_msg_close(&x->frame);
 			hr_free(x);
@@ -585,17 +609,17 @@ static void read_frames(worker *w)
 			return;
 		}
 		long long now = mono_ms();
-		if (!w->alive) {
-			hr_info("scheduler heard from scheduler=%s", w->s->scheduler);
-			w->alive = true;
+		if (!ln->alive) {
+			hr_info("scheduler heard from scheduler=%s", ln->ep);
+			ln->alive = true;
 			/* It may have declared us dead and forgotten us: introduce ourselves again. */
-			if (w->last_heard_ms)
-				w->need_hello = true;
+			if (ln->last_heard_ms)
+				ln->need_hello = true;
 		}
-		w->last_heard_ms = now;
+		ln->last_heard_ms = now;
 		if (zmq_msg_more(&x->frame)) {
 			hr_warn("multi-part message from the scheduler dropped (one frame per message)");
-			while (zmq_msg_more(&x->frame) && zmq_msg_recv(&x->frame, w->sock, ZMQ_DONTWAIT) >= 0)
+			while (zmq_msg_more(&x->frame) && zmq_msg_recv(&x->frame, ln->sock, ZMQ_DONTWAIT) >= 0)
 				;
 			zmq_msg_close(&x->frame);
 			hr_free(x);
@@ -606,7 +630,7 @@ static void read_frames(worker *w)
 		if (!hr_wire_peek(zmq_msg_data(&x->frame), zmq_msg_size(&x->frame), &type, &err)) {
 			hr_warn("malformed frame dropped: %s%s%s", err.field, err.field[0] ? ": " : "", err.msg);
 		} else if (type == HR_W_JOBS) {
-			on_jobs(w, x);
+			on_jobs(w, ln, x);
 			continue;
 		} else if (type != HR_W_HEARTBEAT) {
 			hr_warn("unexpected %d frame from the scheduler dropped", (int)type);
@@ -616,12 +640,12 @@ static void read_frames(worker *w)
 	}
 }
 
-static void read_monitor(worker *w)
+static void read_monitor(slink *ln)
 {
 	for (;;) {
 		zmq_msg_t ev, addr;
 		zmq_msg_init(&ev);
-		if (zmq_msg_recv(&ev, w->mon, ZMQ_DONTWAIT) < 0) {
+		if (zmq_msg_recv(&ev, ln->mon, ZMQ_DONTWAIT) < 0) {
 			zmq_msg_close(&ev);
 			return;
 		}
@@ -632,54 +656,73 @@ static void read_monitor(worker *w)
 		zmq_msg_close(&ev);
 		if (more) {
 			zmq_msg_init(&addr);
-			(void)!zmq_msg_recv(&addr, w->mon, 0);
+			(void)!zmq_msg_recv(&addr, ln->mon, 0);
 			zmq_msg_close(&addr);
 		}
 		if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
-			hr_info("connected to scheduler=%s", w->s->scheduler);
-			w->handshaken = true;
-			w->alive = true;
-			w->last_heard_ms = mono_ms();
-			w->need_hello = true;
-			w->next_hello_ms = 0;
+			hr_info("connected to scheduler=%s", ln->ep);
+			ln->handshaken = true;
+			ln->alive = true;
+			ln->last_heard_ms = mono_ms();
+			ln->need_hello = true;
+			ln->next_hello_ms = 0;
 		} else if (event == ZMQ_EVENT_DISCONNECTED) {
-			hr_warn("disconnected from scheduler=%s; reconnecting", w->s->scheduler);
-			w->handshaken = false;
+			hr_warn("disconnected from scheduler=%s; reconnecting", ln->ep);
+			ln->handshaken = false;
 		}
 	}
 }
 
 /* ---- setup ---- */
 
-static bool zmq_setup(worker *w, hr_err *err)
+static bool link_setup(worker *w, slink *ln, hr_err *err)
 {
-	w->zctx = zmq_ctx_new();
-	w->sock = zmq_socket(w->zctx, ZMQ_DEALER);
-	if (!w->sock)
+	ln->sock = zmq_socket(w->zctx, ZMQ_DEALER);
+	if (!ln->sock)
 		return hr_fail(err, HR_ERR_IO, "scheduler", "zmq_socket: %s", zmq_strerror(errno));
 	int one = 1, zero = 0, ivl = 100, ivlmax = 2000, hb = HEARTBEAT_MS, dead = HR_WIRE_DEAD_MS;
 	int64_t maxmsg = HR_WIRE_MAX_FRAME;
-	zmq_setsockopt(w->sock, ZMQ_ROUTING_ID, w->worker_id, strlen(w->worker_id));
+	zmq_setsockopt(ln->sock, ZMQ_ROUTING_ID, w->worker_id, strlen(w->worker_id));
 	/* Queue frames only on a live connection: results wait in their lease while disconnected. */
-	zmq_setsockopt(w->sock, ZMQ_IMMEDIATE, &one, sizeof one);
-	zmq_setsockopt(w->sock, ZMQ_LINGER, &zero, sizeof zero);
-	zmq_setsockopt(w->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-	zmq_setsockopt(w->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
-	zmq_setsockopt(w->sock, ZMQ_RECONNECT_IVL_MAX, &ivlmax, sizeof ivlmax);
+	zmq_setsockopt(ln->sock, ZMQ_IMMEDIATE, &one, sizeof one);
+	zmq_setsockopt(ln->sock, ZMQ_LINGER, &zero, sizeof zero);
+	zmq_setsockopt(ln->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+	zmq_setsockopt(ln->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+	zmq_setsockopt(ln->sock, ZMQ_RECONNECT_IVL_MAX, &ivlmax, sizeof ivlmax);
 	/* ZMTP heartbeats notice a dead TCP peer and make ZeroMQ reconnect. */
-	zmq_setsockopt(w->sock, ZMQ_HEARTBEAT_IVL, &hb, sizeof hb);
-	zmq_setsockopt(w->sock, ZMQ_HEARTBEAT_TIMEOUT, &dead, sizeof dead);
+	zmq_setsockopt(ln->sock, ZMQ_HEARTBEAT_IVL, &hb, sizeof hb);
+	zmq_setsockopt(ln->sock, ZMQ_HEARTBEAT_TIMEOUT, &dead, sizeof dead);
 	char mon[64];
-	snprintf(mon, sizeof mon, "inproc://worker-monitor-%d", (int)getpid());
-	if (zmq_socket_monitor(w->sock, mon, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0)
+	snprintf(mon, sizeof mon, "inproc://worker-monitor-%d-%d", (int)getpid(), ln->idx);
+	if (zmq_socket_monitor(ln->sock, mon, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0)
 		return hr_fail(err, HR_ERR_IO, "scheduler", "zmq_socket_monitor: %s", zmq_strerror(errno));
-	w->mon = zmq_socket(w->zctx, ZMQ_PAIR);
-	if (!w->mon || zmq_connect(w->mon, mon) != 0)
+	ln->mon = zmq_socket(w->zctx, ZMQ_PAIR);
+	if (!ln->mon || zmq_connect(ln->mon, mon) != 0)
 		return hr_fail(err, HR_ERR_IO, "scheduler", "monitor: %s", zmq_strerror(errno));
-	if (zmq_connect(w->sock, w->s->scheduler) != 0)
-		return hr_fail(err, HR_ERR_INVALID, "scheduler", "scheduler: cannot connect to '%s': %s",
-			       w->s->scheduler, zmq_strerror(errno));
+	if (zmq_connect(ln->sock, ln->ep) != 0)
+		return hr_fail(err, HR_ERR_INVALID, "scheduler", "scheduler: cannot connect to '%s': %s", ln->ep,
+			       zmq_strerror(errno));
 	return true;
+}
+
+/* One link per comma-separated endpoint of the scheduler setting. */
+static bool zmq_setup(worker *w, hr_err *err)
+{
+	w->zctx = zmq_ctx_new();
+	char *copy = hr_strdup(w->s->scheduler), *save = NULL;
+	bool ok = true;
+	for (char *ep = strtok_r(copy, ",", &save); ok && ep; ep = strtok_r(NULL, ",", &save)) {
+		if (w->nlinks == MAX_LINKS) {
+			ok = hr_fail(err, HR_ERR_INVALID, "scheduler", "scheduler: more than %d endpoints", MAX_LINKS);
+			break;
+		}
+		slink *ln = &w->links[w->nlinks];
+		ln->idx = w->nlinks++;
+		ln->ep = hr_strdup(ep);
+		ok = link_setup(w, ln, err);
+	}
+	hr_free(copy);
+	return ok;
 }
 
 static void make_worker_id(worker *w)
@@ -712,21 +755,28 @@ static void begin_drain(worker *w)
 {
 	w->draining = true;
 	w->drain_deadline_ms = mono_ms() + w->s->drain_timeout_ms;
-	uint32_t started = w->lists[L_ACTIVE].n + w->lists[L_WAITING].n + w->lists[L_DONE].n;
+	uint32_t started = w->lists[L_ACTIVE].n + w->lists[L_WAITING].n + w->lists[L_DONE].n, back = 0;
 	while (w->lists[L_QUEUED].head) {
 		wk_lease *x = w->lists[L_QUEUED].head;
-		hand_back(w, x->b.lease_id);
+		hand_back(x->ln, x->b.lease_id);
 		lease_free(w, x);
+		back++;
 	}
-	hr_info("draining: handing back %u unstarted lease(s), finishing %u", w->nbye, started);
-	send_bye(w);
+	hr_info("draining: handing back %u unstarted lease(s), finishing %u", back, started);
+	for (int i = 0; i < w->nlinks; i++)
+		send_bye(w, &w->links[i]);
 }
 
 static bool drained(const worker *w)
 {
+	if (!w->draining || leases_held(w) != 0 || w->done.n != 0)
+		return false;
 	/* An unsent BYE does not hold us while disconnected: unanswered leases
 	 * are re-dispatched when they expire anyway. */
-	return w->draining && leases_held(w) == 0 && w->done.n == 0 && (w->nbye == 0 || !w->handshaken);
+	for (int i = 0; i < w->nlinks; i++)
+		if (w->links[i].nbye != 0 && w->links[i].handshaken)
+			return false;
+	return true;
 }
 
 /* ---- the loop ---- */
@@ -737,12 +787,13 @@ static void flush_results(worker *w, long long now, long long *next_due)
 	while (x) {
 		wk_lease *next = x->next;
 		if (flush_lease(w, x)) {
+			x->ln->credit_owed++;
+			w->recent_link[w->recent_pos] = (uint8_t)x->ln->idx;
 			w->recent[w->recent_pos] = x->b.lease_id;
 			w->recent_pos = (w->recent_pos + 1) % RECENT_LEASES;
 			if (w->recent_n < RECENT_LEASES)
 				w->recent_n++;
 			lease_free(w, x);
-			w->credit_owed++;
 		}
 		x = next;
 	}
@@ -780,7 +831,37 @@ static void update_gauges(worker *w)
 		.connections = wk_curlio_connects(w->io),
 	};
 	wk_metrics_gauges_set(w->metrics, &g);
-	wk_metrics_connected(w->metrics, w->handshaken && w->alive);
+	bool up = true; /* every scheduler listed: each serves tenants only it serves */
+	for (int i = 0; i < w->nlinks; i++)
+		up = up && w->links[i].handshaken && w->links[i].alive;
+	wk_metrics_connected(w->metrics, up);
+}
+
+/* HELLO, BYE, CREDIT and HEARTBEAT as due on one link; lowers *next_due. */
+static void link_turn(worker *w, slink *ln, long long now, bool beat, long long *next_due)
+{
+	if (ln->need_hello && now >= ln->next_hello_ms)
+		send_hello(w, ln);
+	if (ln->need_hello && ln->next_hello_ms < *next_due)
+		*next_due = ln->next_hello_ms;
+	if (w->draining && ln->nbye)
+		send_bye(w, ln);
+	if (ln->credit_owed && !w->draining && !ln->need_hello) {
+		hr_credit c = {.credit = ln->credit_owed};
+		hr_wire_encode_credit(&w->out, &c);
+		if (send_out(w, ln))
+			ln->credit_owed = 0;
+	}
+	if (beat) {
+		hr_wire_encode_heartbeat(&w->out);
+		(void)send_out(w, ln); /* a heartbeat that cannot go out is not worth keeping */
+	}
+	if (ln->alive && ln->last_heard_ms && now - ln->last_heard_ms > HR_WIRE_DEAD_MS) {
+		uint32_t held = ln->held;
+		hr_warn("scheduler=%s silent for %d ms; keeping %u lease(s), waiting for it", ln->ep,
+			HR_WIRE_DEAD_MS, held);
+		ln->alive = false;
+	}
 }
 
 static void run_loop(worker *w)
@@ -797,13 +878,6 @@ static void run_loop(worker *w)
 				leases_held(w));
 			return;
 		}
-		if (w->need_hello && now >= w->next_hello_ms)
-			send_hello(w);
-		if (w->need_hello && w->next_hello_ms < next_due)
-			next_due = w->next_hello_ms;
-		if (w->draining && w->nbye)
-			send_bye(w);
-
 		bool more = start_sends(w);
 		/* New transfers go out now, not after a zero-timeout poll; sends that
 		 * finish meanwhile free room for more at once. */
@@ -812,38 +886,30 @@ static void run_loop(worker *w)
 			more = true;
 		}
 		flush_results(w, now, &next_due);
-		if (w->credit_owed && !w->draining && !w->need_hello) {
-			hr_credit c = {.credit = w->credit_owed};
-			hr_wire_encode_credit(&w->out, &c);
-			if (send_out(w))
-				w->credit_owed = 0;
-		}
-		if (now - w->last_heartbeat_ms >= HEARTBEAT_MS) {
-			hr_wire_encode_heartbeat(&w->out);
-			(void)send_out(w); /* a heartbeat that cannot go out is not worth keeping */
+		bool beat = now - w->last_heartbeat_ms >= HEARTBEAT_MS;
+		if (beat)
 			w->last_heartbeat_ms = now;
-		}
-		if (w->alive && w->last_heard_ms && now - w->last_heard_ms > HR_WIRE_DEAD_MS) {
-			hr_warn("scheduler=%s silent for %d ms; keeping %u lease(s), waiting for it",
-				w->s->scheduler, HR_WIRE_DEAD_MS, leases_held(w));
-			w->alive = false;
-		}
+		for (int i = 0; i < w->nlinks; i++)
+			link_turn(w, &w->links[i], now, beat, &next_due);
 		update_gauges(w);
 		if (drained(w))
 			return;
 
 		/* Poll. */
 		size_t n = 0;
-		items[n++] = (zmq_pollitem_t){.socket = w->sock, .events = ZMQ_POLLIN};
-		items[n++] = (zmq_pollitem_t){.socket = w->mon, .events = ZMQ_POLLIN};
 		items[n++] = (zmq_pollitem_t){.fd = w->sigpipe[0], .events = ZMQ_POLLIN};
-		size_t ncurl = wk_curlio_pollitems(w->io, items + n, MAX_POLL - n);
 		long timeout = more ? 0 : (long)(next_due - now);
-		if (w->alive && w->last_heard_ms) {
-			long dead_in = (long)(w->last_heard_ms + HR_WIRE_DEAD_MS + 1 - now);
-			if (dead_in < timeout)
-				timeout = dead_in;
+		for (int i = 0; i < w->nlinks; i++) {
+			slink *ln = &w->links[i];
+			items[n++] = (zmq_pollitem_t){.socket = ln->sock, .events = ZMQ_POLLIN};
+			items[n++] = (zmq_pollitem_t){.socket = ln->mon, .events = ZMQ_POLLIN};
+			if (ln->alive && ln->last_heard_ms) {
+				long dead_in = (long)(ln->last_heard_ms + HR_WIRE_DEAD_MS + 1 - now);
+				if (dead_in < timeout)
+					timeout = dead_in;
+			}
 		}
+		size_t ncurl = wk_curlio_pollitems(w->io, items + n, MAX_POLL - n);
 		if (w->draining && w->drain_deadline_ms - now < timeout)
 			timeout = (long)(w->drain_deadline_ms - now);
 		long ct = wk_curlio_timeout(w->io);
@@ -854,13 +920,15 @@ static void run_loop(worker *w)
 		int rc = zmq_poll(items, (int)(n + ncurl), timeout);
 		if (rc < 0 && errno != EINTR)
 			hr_fatal("zmq_poll: %s", zmq_strerror(errno));
-		if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) {
+		if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) {
 			char buf[16];
 			while (read(w->sigpipe[0], buf, sizeof buf) > 0)
 				;
 		}
-		read_monitor(w);
-		read_frames(w);
+		for (int i = 0; i < w->nlinks; i++) {
+			read_monitor(&w->links[i]);
+			read_frames(w, &w->links[i]);
+		}
 		wk_curlio_act(w->io, rc > 0 ? items + n : NULL, rc > 0 ? ncurl : 0);
 		reap(w);
 	}
@@ -886,20 +954,24 @@ static void worker_free(worker *w)
 	wk_curlio_free(w->io);
 	wk_providers_free(w->providers);
 	wk_render_free(w->render);
-	if (w->mon)
-		zmq_close(w->mon);
-	if (w->sock) {
-		/* Give the last RESULTS and BYE a moment to leave. */
-		int linger = 2000;
-		zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);
-		zmq_close(w->sock);
+	for (int i = 0; i < w->nlinks; i++) {
+		slink *ln = &w->links[i];
+		if (ln->mon)
+			zmq_close(ln->mon);
+		if (ln->sock) {
+			/* Give the last RESULTS and BYE a moment to leave. */
+			int linger = 2000;
+			zmq_setsockopt(ln->sock, ZMQ_LINGER, &linger, sizeof linger);
+			zmq_close(ln->sock);
+		}
+		hr_free(ln->ep);
+		hr_free(ln->bye);
 	}
 	if (w->zctx)
 		zmq_ctx_term(w->zctx);
 	wk_metrics_free(w->metrics);
 	hr_buf_free(&w->out);
 	hr_free(w->res_scratch);
-	hr_free(w->bye);
 	if (w->sigpipe[0] >= 0) {
 		close(w->sigpipe[0]);
 		close(w->sigpipe[1]);

@@ -1,8 +1,10 @@
 /*
  * loop.h -- herald-worker's event loop: ZeroMQ, leases, results, drain.
  *
- * wk_run connects a DEALER to the scheduler's ROUTER for the worker's lane
- * and serves until drained:
+ * wk_run connects a DEALER to each scheduler's ROUTER for the worker's lane
+ * (several schedulers share the tenants; each lease's results go back to the
+ * scheduler that sent it, and credit is per scheduler) and serves until
+ * drained:
  *  - HELLO (channel, lane, free credit) each time a connection to the
  *    scheduler completes its handshake, and when a scheduler that fell
  *    silent for HR_WIRE_DEAD_MS speaks again (it may have forgotten us);
@@ -38,7 +40,7 @@
 #include <stdint.h>
 
 typedef struct wk_settings {
-	const char *scheduler;    /* ZeroMQ endpoint, e.g. tcp://127.0.0.1:7301 */
+	const char *scheduler;    /* ZeroMQ endpoint(s), comma-separated: one link per scheduler */
 	int channel;              /* hr_channel */
 	int lane;                 /* hr_lane */
 	uint32_t credit;          /* leases held at most */

@@ -2,7 +2,7 @@
  * herald-worker -- one channel worker: render, send, report.
  *
  *   herald-worker --channel email|sms|messenger|push|webhook
- *                 --lane transactional|bulk --scheduler tcp://HOST:PORT
+ *                 --lane transactional|bulk --scheduler tcp://HOST:PORT[,tcp://HOST2:PORT...]
  *                 [--credit N] [--concurrency N] [--metrics-port P] ...
  *
  * Settings come from the one table in common/config.c (role worker):
@@ -39,7 +39,7 @@ int main(int argc, char **argv)
 	bool show = false;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			printf("usage: herald-worker --channel CH --lane LANE --scheduler tcp://HOST:PORT [settings]\n\n");
+			printf("usage: herald-worker --channel CH --lane LANE --scheduler tcp://HOST:PORT[,...] [settings]\n\n");
 			hr_config_help(HR_ROLE_WORKER, stdout);
 			hr_config_free(cfg);
 			return 0;
@@ -71,8 +71,12 @@ int main(int argc, char **argv)
 		usage("--channel: want email, sms, messenger, push or webhook, got '%s'", ch ? ch : "");
 	if (!s.lane)
 		usage("--lane: want transactional or bulk, got '%s'", lane ? lane : "");
-	if (!sched || (strncmp(sched, "tcp://", 6) && strncmp(sched, "ipc://", 6)))
-		usage("--scheduler: want tcp://HOST:PORT, got '%s'", sched ? sched : "");
+	/* One endpoint per scheduler, comma-separated: every one must be an endpoint. */
+	for (const char *ep = sched; ep; ep = strchr(ep, ',') ? strchr(ep, ',') + 1 : NULL)
+		if (strncmp(ep, "tcp://", 6) && strncmp(ep, "ipc://", 6))
+			usage("--scheduler: want tcp://HOST:PORT[,tcp://HOST:PORT...], got '%s'", sched);
+	if (!sched)
+		usage("--scheduler: want tcp://HOST:PORT[,tcp://HOST:PORT...], got '%s'", "");
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		hr_fatal("curl_global_init failed");
 	int status = wk_run(&s);
