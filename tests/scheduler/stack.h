@@ -36,10 +36,10 @@ typedef struct fixture {
 	char *dsn;
 	char *dir;
 	PGconn *c;
-	hr_tenant t[2];
+	hr_tenant t[8];
 } fixture;
 
-/* A fresh database, migrated, with ntenants (<= 2) tenants; each has provider
+/* A fresh database, migrated, with ntenants (<= 8) tenants; each has provider
  * accounts "main" (email, sink) and "sms" (sms, sink). */
 void fixture_open(fixture *f, int ntenants);
 void fixture_close(fixture *f);
