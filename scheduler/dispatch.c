@@ -946,6 +946,9 @@ static bool hook_drained(void *arg, int shard)
 		for (lease *l = s->leases[i]; l; l = l->hnext)
 			if (l->b->t->shard == shard)
 				return false;
+	/* A load in flight lands only when polled, and loads are polled while
+	 * loading others -- which may never happen if every other tenant is idle. */
+	store_poll_loads(s);
 	uint64_t done = lander_done(s->lander);
 	for (int i = 0; i < 1024; i++)
 		for (tenant *t = s->tenants[i]; t; t = t->hnext)

@@ -197,6 +197,8 @@ tenant *tenant_find(sched *s, uint32_t id);
 bool store_tenant_take(sched *s, tenant *t, hr_err *err) HR_MUST_CHECK;
 /* A batch of t is being loaded on a connection of its own. */
 bool store_tenant_loading(const tenant *t);
+/* Collect finished batch loads (they are otherwise collected while loading others). */
+void store_poll_loads(sched *s);
 
 /* dispatch.c */
 void batch_free(batch *b);

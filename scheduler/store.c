@@ -544,6 +544,13 @@ static bool bulk_busy(const tenant *t, int64_t id)
 	return false;
 }
 
+static void bulk_poll(sched *s);
+
+void store_poll_loads(sched *s)
+{
+	bulk_poll(s);
+}
+
 bool store_tenant_loading(const tenant *t)
 {
 	for (int i = 0; i < BULK_SLOTS; i++)
