@@ -8,8 +8,8 @@
 #
 # Processes run in the background with pid files and logs under
 # $HERALD_DATA_DIR/stack (default /var/lib/herald as root).  Ports on
-# 127.0.0.1: scheduler 7710 (transactional) and 7711 (bulk), provider
-# simulator 7780, smtp-sink 2525; override with HERALD_STACK_*_PORT.
+# 127.0.0.1: API 7700, scheduler 7710 (transactional) and 7711 (bulk),
+# provider simulator 7780, smtp-sink 2525; override with HERALD_STACK_*_PORT.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B="$ROOT/build"
@@ -20,6 +20,7 @@ TX_PORT=${HERALD_STACK_TX_PORT:-7710}
 BULK_PORT=${HERALD_STACK_BULK_PORT:-7711}
 SIM_PORT=${HERALD_STACK_SIM_PORT:-7780}
 SMTP_PORT=${HERALD_STACK_SMTP_PORT:-2525}
+API_PORT=${HERALD_STACK_API_PORT:-7700}
 export HERALD_SCHED_BIND_TRANSACTIONAL="tcp://127.0.0.1:$TX_PORT"
 export HERALD_SCHED_BIND_BULK="tcp://127.0.0.1:$BULK_PORT"
 
@@ -49,9 +50,11 @@ start() {
   SINK_USER=()
   [ "$(id -u)" -eq 0 ] && SINK_USER=(-u postfix)
   launch smtp-sink /usr/sbin/smtp-sink "${SINK_USER[@]}" 127.0.0.1:"$SMTP_PORT" 1000
-  launch provsim "$B/infra/provsim/herald-provsim" --port "$SIM_PORT" --threads 2
+  launch provsim "$B/infra/provsim/herald-provsim" --port "$SIM_PORT" --threads 2 --inbox 4096
   launch scheduler "$B/scheduler/herald-scheduler"
+  launch api "$B/api/herald-api" --api-port "$API_PORT"
   wait_for scheduler "lane=bulk" "$RUN/scheduler.out"
+  wait_for api "listening" "$RUN/api.out"
   wait_for provsim "listening" "$RUN/provsim.out"
   for _ in $(seq 1 50); do
     (exec 3<>/dev/tcp/127.0.0.1/"$SMTP_PORT") 2>/dev/null && break
@@ -68,9 +71,9 @@ start() {
 
 stop() {
   [ -d "$RUN" ] || return 0
-  # Workers first (they drain: finish or hand back their leases), then the
-  # scheduler (lands every result it has), then the peers.
-  for f in "$RUN"/worker-*.pid "$RUN"/scheduler.pid "$RUN"/provsim.pid "$RUN"/smtp-sink.pid; do
+  # The API first (no new work), workers next (they drain: finish or hand
+  # back their leases), then the scheduler (lands every result it has), then the peers.
+  for f in "$RUN"/api.pid "$RUN"/worker-*.pid "$RUN"/scheduler.pid "$RUN"/provsim.pid "$RUN"/smtp-sink.pid; do
     [ -f "$f" ] || continue
     pid=$(cat "$f")
     kill -TERM "$pid" 2>/dev/null || true

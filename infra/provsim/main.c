@@ -34,7 +34,7 @@
 
 struct config {
 	unsigned long port, threads, max_body, tenant_slots, account_slots;
-	unsigned long recipient_slots, dedupe_slots;
+	unsigned long recipient_slots, dedupe_slots, inbox;
 	unsigned long long seed;
 	const char *bind, *receipts, *control_token;
 	const char **faults; /* --fault specs in order */
@@ -75,6 +75,8 @@ static const struct opt {
 	 "recipient table size, 16 bytes each (default 2097152)"},
 	{"dedupe-slots", O_ULONG, offsetof(struct config, dedupe_slots), 16384, 1UL << 30,
 	 "recent message ids remembered, 8 bytes each (default 4194304)"},
+	{"inbox", O_ULONG, offsetof(struct config, inbox), 0, 1 << 20,
+	 "keep the last N accepted messages for GET /v1/inbox/{to} (default 0 = off)"},
 	{"verbose", O_FLAG, offsetof(struct config, verbose), 0, 0, "log every send request"},
 	{"help", O_HELP, 0, 0, 0, "this text"},
 };
@@ -193,7 +195,7 @@ int main(int argc, char **argv)
 		.bind = cfg.bind, .port = (uint16_t)cfg.port, .threads = (unsigned)cfg.threads,
 		.control_token = cfg.control_token, .max_body = cfg.max_body,
 		.verbose = cfg.verbose, .stats = stats, .faults = faults, .receipts = receipts,
-		.dlr = dlr,
+		.dlr = dlr, .inbox = cfg.inbox ? ps_inbox_new(cfg.inbox) : NULL,
 	};
 	ps_server *srv = NULL;
 	uint16_t port = 0;
@@ -213,6 +215,7 @@ int main(int argc, char **argv)
 	ps_receipts_close(receipts);
 	ps_faults_free(faults);
 	ps_stats_free(stats);
+	ps_inbox_free(so.inbox);
 	curl_global_cleanup();
 	hr_info("stopped");
 	return 0;

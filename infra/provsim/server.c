@@ -296,6 +296,17 @@ static enum MHD_Result do_send(ps_server *s, struct MHD_Connection *c, struct co
 		snprintf(pid, sizeof pid, "p%llx-%x-%llx", s->boot, tl_tidx, ++tl_seq);
 		if (s->o.receipts)
 			ps_receipts_add(s->o.receipts, now_ns, tenant, account, channel, to, msg_id);
+		if (s->o.inbox && !dup) {
+			/* json_dumpb: no allocation (jansson allocates from this request's arena) */
+			char bodytext[PS_INBOX_TEXT] = "";
+			json_t *body = json_object_get(root, "body");
+			if (!text && body) {
+				size_t n = json_dumpb(body, bodytext, sizeof bodytext - 1, JSON_COMPACT);
+				bodytext[n < sizeof bodytext ? n : 0] = '\0';
+			}
+			ps_inbox_add(s->o.inbox, channel, tenant, to, msg_id,
+				     text ? json_string_value(text) : bodytext);
+		}
 		if (cfg->dlr_url && s->o.dlr)
 			ps_dlr_enqueue(s->o.dlr, cfg->dlr_url, pid, msg_id,
 				       cfg->fail_to && strncmp(to, cfg->fail_to, strlen(cfg->fail_to)) == 0);
@@ -334,6 +345,8 @@ static enum MHD_Result do_control(ps_server *s, struct MHD_Connection *c, struct
 		if (!post)
 			return answer_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method", "want POST");
 		ps_stats_reset(s->o.stats);
+		if (s->o.inbox)
+			ps_inbox_reset(s->o.inbox);
 		hr_info("control: counters reset");
 		return answer_json(c, MHD_HTTP_OK, json_pack("{s:s}", "status", "reset"));
 	}
@@ -377,6 +390,11 @@ static enum MHD_Result route(ps_server *s, struct MHD_Connection *c, struct conn
 		return answer_json(c, MHD_HTTP_OK, ps_stats_json(s->o.stats));
 	if (strncmp(url, "/v1/stats/recipient/", 20) == 0 && url[20])
 		return answer_json(c, MHD_HTTP_OK, ps_stats_recipient_json(s->o.stats, url + 20));
+	if (strncmp(url, "/v1/inbox/", 10) == 0 && url[10]) {
+		if (!s->o.inbox)
+			return answer_error(c, MHD_HTTP_NOT_FOUND, "no_inbox", "started without --inbox");
+		return answer_json(c, MHD_HTTP_OK, ps_inbox_json(s->o.inbox, url + 10));
+	}
 	return answer_error(c, MHD_HTTP_NOT_FOUND, "not_found", "no such endpoint");
 }
 

@@ -33,6 +33,7 @@
 
 #include "dlr.h"
 #include "faults.h"
+#include "inbox.h"
 #include "receipts.h"
 #include "stats.h"
 
@@ -47,6 +48,7 @@ typedef struct ps_server_opts {
 	ps_faults *faults;
 	ps_receipts *receipts;     /* NULL = no receipts file */
 	ps_dlr *dlr;
+	ps_inbox *inbox;           /* NULL = no inbox (GET /v1/inbox/{to} answers 404) */
 } ps_server_opts;
 
 typedef struct ps_server ps_server;

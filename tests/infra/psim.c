@@ -331,7 +331,7 @@ json_t *psim_get_json(psim *p, const char *path)
 {
 	presp r;
 	psim_http(p, "GET", path, NULL, NULL, 0, &r);
-	ck_assert_msg(r.status == 200, "GET %s: got %ld, want 200", path, r.status);
+	ck_assert_msg(r.status == 200, "GET %s: got %ld, want 200 (%s)", path, r.status, curl_easy_strerror(r.rc));
 	json_error_t e;
 	json_t *j = json_loads(r.body, 0, &e);
 	ck_assert_msg(j != NULL, "GET %s: bad JSON: %s", path, e.text);

@@ -789,6 +789,44 @@ static int run_cli(const char *const *args, char *err, size_t errlen)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* --inbox N keeps the last N accepted texts per recipient, newest first; off by default. */
+START_TEST(inbox_keeps_last_texts)
+{
+	psim p, q;
+	presp r;
+	psim_start(&q, NULL);
+	psim_http(&q, "GET", "/v1/inbox/%2B15550009", NULL, NULL, 0, &r);
+	ck_assert_msg(r.status == 404, "without --inbox: got %ld", r.status);
+	psim_stop(&q);
+
+	psim_start(&p, ARGS("--inbox", "3"));
+	const char *const json[] = {"Content-Type: application/json", NULL};
+	psim_http(&p, "POST", "/v1/send/sms/acc", "{\"to\":\"+15550009\",\"tenant\":\"t1\",\"message_id\":\"m1\",\"text\":\"code 1111\"}", json, 0, &r);
+	ck_assert_int_eq(r.status, 200);
+	psim_http(&p, "POST", "/v1/send/sms/acc", "{\"to\":\"+15550008\",\"tenant\":\"t1\",\"message_id\":\"m2\",\"text\":\"other\"}", json, 0, &r);
+	psim_http(&p, "POST", "/v1/send/sms/acc", "{\"to\":\"+15550009\",\"tenant\":\"t1\",\"message_id\":\"m3\",\"text\":\"code 2222\"}", json, 0, &r);
+	/* a duplicate send of m3 is not a new message */
+	psim_http(&p, "POST", "/v1/send/sms/acc", "{\"to\":\"+15550009\",\"tenant\":\"t1\",\"message_id\":\"m3\",\"text\":\"code 2222\"}", json, 0, &r);
+	json_t *j = psim_get_json(&p, "/v1/inbox/%2B15550009");
+	json_t *m = json_object_get(j, "messages");
+	ck_assert_int_eq(json_array_size(m), 2);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(m, 0), "text")), "code 2222");
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(m, 1), "text")), "code 1111");
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(m, 1), "message_id")), "m1");
+	json_decref(j);
+	/* the ring holds 3: a 4th message pushes out m1 */
+	psim_http(&p, "POST", "/v1/send/push/acc", "{\"to\":\"+15550007\",\"tenant\":\"t1\",\"message_id\":\"m4\",\"body\":{\"title\":\"T\"}}", json, 0, &r);
+	j = psim_get_json(&p, "/v1/inbox/%2B15550009");
+	ck_assert_int_eq(json_array_size(json_object_get(j, "messages")), 1);
+	json_decref(j);
+	j = psim_get_json(&p, "/v1/inbox/%2B15550007");
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(j, "messages"), 0), "text")),
+			 "{\"title\":\"T\"}");
+	json_decref(j);
+	psim_stop(&p);
+}
+END_TEST
+
 START_TEST(cli_rejects_bad_options)
 {
 	static const struct {
@@ -894,6 +932,7 @@ static Suite *suite(void)
 		{"receipts", receipts_flushed},
 		{"dlr", dlr_posted},
 		{"cli", cli_rejects_bad_options},
+		{"inbox", inbox_keeps_last_texts},
 		{"harness", harness_cleans_up_on_failure},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
