@@ -308,17 +308,28 @@ START_TEST(import_merges_contacts_it_names_together_as_put_does)
 	resp *b = call("PUT", "/v1/contacts", f.full, NULL, "{\"phone\":\"+442079460055\",\"attributes\":{\"b\":2}}");
 	ck_assert_int_eq(a->status, 201);
 	ck_assert_int_eq(b->status, 201);
+	resp *c = call("PUT", "/v1/contacts", f.full, NULL, "{\"external_id\":\"u1\",\"email\":\"u1@x.io\"}");
+	ck_assert_int_eq(c->status, 201);
 	long long ida = jint(a->json, "id"), idb = jint(b->json, "id");
 	resp_free(a);
 	resp_free(b);
-	/* line 2 names both: B is merged into A (the older); line 3 names A's email again */
+	resp_free(c);
+	/* line 2 names both: B is merged into A (the older); line 3 names A's email again; line 4
+	 * names C alone (the set-based UPDATE), line 5 is new (the set-based INSERT) */
 	resp *r = import_ok(&f, "application/x-ndjson; charset=utf-8",
 			    "{\"external_id\":\"other\",\"email\":\"o@x.io\"}\n"
 			    "{\"email\":\"M@X.IO\",\"phone\":\"+44 20 7946 0055\"}\n"
-			    "{\"email\":\"m@x.io\",\"attributes\":{\"c\":3}}\n");
+			    "{\"email\":\"m@x.io\",\"attributes\":{\"c\":3}}\n"
+			    "{\"external_id\":\"u1\",\"locale\":\"en-GB\",\"attributes\":{\"x\":1}}\n"
+			    "{\"external_id\":\"new5\"}\n");
 	ck_assert_int_eq(jint(r->json, "merged"), 1);
-	ck_assert_int_eq(jint(r->json, "created"), 1);
-	ck_assert_int_eq(jint(r->json, "updated"), 2);
+	ck_assert_int_eq(jint(r->json, "created"), 2);
+	ck_assert_int_eq(jint(r->json, "updated"), 3);
+	char *u1 = sql_text(&f, "SELECT concat_ws('|', email, locale, attributes::text) FROM %s.contacts "
+				"WHERE external_id = 'u1'");
+	ck_assert_str_eq(u1, "u1@x.io|en-GB|{\"x\": 1}");
+	hr_free(u1);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.contacts WHERE external_id IN ('other', 'new5')"), 2);
 	char sql[256];
 	snprintf(sql, sizeof sql, "SELECT merged_into FROM %%s.contacts WHERE id = %lld", idb);
 	char *into = sql_text(&f, sql);
