@@ -9,7 +9,9 @@
  * then fills the response with api_json() or api_problem*(); the server
  * commits when the status is below 400 and rolls back otherwise, and a failed
  * COMMIT turns the answer into a 503 -- so a 2xx is only ever sent for
- * committed work and an error never leaves anything written.
+ * committed work and an error never leaves anything written.  The one
+ * exception is a handler that sets keep_writes: its error answers record
+ * something on purpose (a wrong one-time code counts as an attempt).
  *
  * Ownership: an api_req lives for one HTTP request and owns its body, parsed
  * JSON and response text.  Handlers run on MHD's pool threads; everything
@@ -110,6 +112,7 @@ struct api_req {
 	char allow[64];              /* 405: the Allow header */
 	int retry_after;             /* 429: seconds, 0 = none */
 	bool www_auth;               /* 401: send WWW-Authenticate */
+	bool keep_writes;            /* commit even though the answer is an error (see above) */
 	char location[160];          /* 201: Location, "" = none */
 };
 
@@ -237,6 +240,13 @@ bool snippet_name_valid(const char *s);
 /* Copy every snippet content's fields render (transitively) into
  * content.snippets; missing or computed names go to v.  False: database error. */
 bool snippets_snapshot(PGconn *db, json_t *content, jv *v, hr_err *err) HR_MUST_CHECK;
+/*
+ * The surviving contact a parsed reference names (codes.c): its id, email and
+ * phone ("" when none).  No such contact: false with a 422 naming `pointer`;
+ * a database failure: false with a 503.
+ */
+bool api_contact_find(api_req *r, const char *pointer, const char *kind, const char *value, int64_t *id,
+		      char email[256], char phone[32]);
 
 /* ---- handlers ---- */
 void openapi_get(api_req *r);
@@ -271,6 +281,17 @@ void snippets_list(api_req *r);
 void snippets_put(api_req *r);
 void snippets_get(api_req *r);
 void snippets_delete(api_req *r);
+void otp_pre(api_req *r);
+void otp_post(api_req *r);
+void otp_verify(api_req *r);
+void code_pools_create(api_req *r);
+void code_pools_list(api_req *r);
+void code_pools_get(api_req *r);
+void code_pools_upload(api_req *r);
+void code_pools_generate(api_req *r);
+void code_pools_issue(api_req *r);
+void codes_get(api_req *r);
+void codes_redeem(api_req *r);
 
 /* A request header (NULL when absent). */
 const char *api_header(api_req *r, const char *name);

@@ -2,8 +2,9 @@
  * routes.c -- THE route table of herald-api.  docs/openapi.yaml must describe
  * every row (tests/api/test_openapi.c fails otherwise).
  *
- * auth: who may call it; send_ok: a tenant `send` key may (messages and
- * events); body: the route takes a JSON object.  `read` keys may call every
+ * auth: who may call it; send_ok: a tenant `send` key may (messages, events,
+ * one-time codes, issuing and redeeming codes); body: the route takes a JSON
+ * object.  `read` keys may call every
  * GET of the tenant API; `full` keys and agency keys (with Herald-Tenant)
  * everything of the tenant API.  stream: the body goes to the handler piece
  * by piece as it arrives (api_stream; the contact import).
@@ -45,6 +46,16 @@ static const api_route routes[] = {
 	{"PUT", "/v1/snippets/{name}", API_AUTH_TENANT, false, true, snippets_put, NULL},
 	{"GET", "/v1/snippets/{name}", API_AUTH_TENANT, false, false, snippets_get, NULL},
 	{"DELETE", "/v1/snippets/{name}", API_AUTH_TENANT, false, false, snippets_delete, NULL},
+	{"POST", "/v1/otp", API_AUTH_TENANT, true, true, otp_post, otp_pre},
+	{"POST", "/v1/otp/verify", API_AUTH_TENANT, true, true, otp_verify, NULL},
+	{"GET", "/v1/code-pools", API_AUTH_TENANT, false, false, code_pools_list, NULL},
+	{"POST", "/v1/code-pools", API_AUTH_TENANT, false, true, code_pools_create, NULL},
+	{"GET", "/v1/code-pools/{id}", API_AUTH_TENANT, false, false, code_pools_get, NULL},
+	{"POST", "/v1/code-pools/{id}/codes", API_AUTH_TENANT, false, true, code_pools_upload, NULL},
+	{"POST", "/v1/code-pools/{id}/generate", API_AUTH_TENANT, false, true, code_pools_generate, NULL},
+	{"POST", "/v1/code-pools/{id}/issue", API_AUTH_TENANT, true, true, code_pools_issue, NULL},
+	{"GET", "/v1/codes/{code}", API_AUTH_TENANT, true, false, codes_get, NULL},
+	{"POST", "/v1/codes/redeem", API_AUTH_TENANT, true, true, codes_redeem, NULL},
 };
 
 const api_route *api_routes(size_t *n)

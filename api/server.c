@@ -372,7 +372,7 @@ static void run(api_req *r, const upload *u)
 			r->route->fn(r);
 			if (tenant) {
 				hr_err err = {0};
-				if (r->status < 400 && !hr_db_commit(r->db, &err))
+				if ((r->status < 400 || r->keep_writes) && !hr_db_commit(r->db, &err))
 					api_problem_err(r, &err);
 			}
 		}

@@ -39,6 +39,9 @@ static const setting settings[] = {
 	 "429 with Retry-After; 0 = no limit"},
 	{"api_max_body", T_INT, "1048576", 1024, 67108864, HR_ROLE_API, false, false,
 	 "largest request body herald-api accepts, in bytes; larger ones get 413"},
+	{"api_otp_sends_per_10min", T_INT, "5", 1, 1000, HR_ROLE_API, false, false,
+	 "one-time codes herald-api sends to one recipient (phone or email) within 10 minutes; "
+	 "beyond it POST /v1/otp answers 429 with Retry-After"},
 	{"api_port", T_INT, "8080", 0, 65535, HR_ROLE_API, false, false,
 	 "TCP port of herald-api; 0 = pick a free one (printed as `listening port=N` on stdout)"},
 	{"api_threads", T_INT, "4", 1, 256, HR_ROLE_API, false, false,

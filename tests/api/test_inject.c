@@ -26,6 +26,7 @@
 #include "alloc.h"
 #include "api.h"
 #include "apitest.h"
+#include "codes.h"
 #include "db.h"
 #include "harness.h"
 
@@ -43,7 +44,7 @@ typedef struct sample {
  * One valid request per route with a body or path parameters.  Placeholders:
  * {tenant} the tenant's slug, {contact} a contact id, {message} a message id,
  * {import} an import job's id, {template} an email template id (version 1 renders
- * snippet `footer`).
+ * snippet `footer`), {pool} a referral code pool id (holding the code INJCODE1 issued to inj-1).
  */
 static const sample samples[] = {
 	{"POST", "/v1/tenants", "/v1/tenants", "{\"slug\": \"inj-new\", \"name\": \"New brand\"}", K_AGENCY, false},
@@ -99,6 +100,27 @@ static const sample samples[] = {
 	 K_TENANT, false},
 	{"GET", "/v1/snippets/{name}", "/v1/snippets/footer", NULL, K_TENANT, false},
 	{"DELETE", "/v1/snippets/{name}", "/v1/snippets/footer", NULL, K_TENANT, false},
+	{"POST", "/v1/otp", "/v1/otp",
+	 "{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"otp@example.com\", \"purpose\": \"login\", "
+	 "\"length\": 6, \"ttl_s\": 300, \"max_attempts\": 3, \"content\": {\"subject\": \"Code\", "
+	 "\"text\": \"{{ code }}\"}, \"data\": {\"name\": \"Ann\"}}",
+	 K_TENANT, false},
+	/* a wrong code counts as an attempt even though the answer is an error */
+	{"POST", "/v1/otp/verify", "/v1/otp/verify",
+	 "{\"to\": \"verify@example.com\", \"purpose\": \"login\", \"code\": \"123456\"}", K_TENANT, true},
+	{"POST", "/v1/code-pools", "/v1/code-pools",
+	 "{\"name\": \"spring-2026\", \"kind\": \"referral\", \"settings\": {\"redemption_limit\": 3, "
+	 "\"credit_attribute\": \"referral_credits\", \"credit_amount\": 2, \"code_length\": 8, \"prefix\": \"SP-\"}}",
+	 K_TENANT, false},
+	{"GET", "/v1/code-pools/{id}", "/v1/code-pools/{pool}", NULL, K_TENANT, false},
+	{"POST", "/v1/code-pools/{id}/codes", "/v1/code-pools/{pool}/codes", "{\"codes\": [\"INJ-1\", \"inj_2\"]}",
+	 K_TENANT, false},
+	{"POST", "/v1/code-pools/{id}/generate", "/v1/code-pools/{pool}/generate", "{\"count\": 5}", K_TENANT, false},
+	{"POST", "/v1/code-pools/{id}/issue", "/v1/code-pools/{pool}/issue", "{\"contact\": {\"external_id\": \"inj-2\"}}",
+	 K_TENANT, false},
+	{"GET", "/v1/codes/{code}", "/v1/codes/INJCODE1", NULL, K_TENANT, false},
+	{"POST", "/v1/codes/redeem", "/v1/codes/redeem",
+	 "{\"code\": \"injcode1\", \"contact\": {\"external_id\": \"inj-2\"}}", K_TENANT, false},
 };
 #define NSAMPLES (sizeof samples / sizeof samples[0])
 
@@ -142,7 +164,7 @@ static const char *const raw[] = {
 
 static fx f, other;
 static srv s;
-static char contact_id[32], message_id[32], import_id[32], template_id[32];
+static char contact_id[32], message_id[32], import_id[32], template_id[32], pool_id[32];
 static long requests;
 
 static const char *var(const char *name, size_t n)
@@ -157,6 +179,8 @@ static const char *var(const char *name, size_t n)
 		return import_id;
 	if (n == 8 && !strncmp(name, "template", 8))
 		return template_id;
+	if (n == 4 && !strncmp(name, "pool", 4))
+		return pool_id;
 	ck_abort_msg("sample path uses unknown placeholder {%.*s}", (int)n, name);
 	return NULL;
 }
@@ -377,6 +401,44 @@ static void setup(void)
 	snprintf(template_id, sizeof template_id, "%lld", (long long)json_integer_value(json_object_get(r->json, "id")));
 	resp_free(r);
 	(void)e;
+	/* codes: a second contact, a referral pool whose code INJCODE1 belongs to inj-1, and a
+	 * pending one-time code for verify@example.com whose code is made 123456 */
+	r = call_at(s.port, "PUT", "/v1/contacts", f.full, NULL, "{\"external_id\": \"inj-2\"}", -1);
+	ck_assert_msg(r->status == 201, "%s", r->body);
+	resp_free(r);
+	r = call_at(s.port, "POST", "/v1/code-pools", f.full, NULL, "{\"name\": \"inj-pool\", \"kind\": \"referral\"}", -1);
+	ck_assert_msg(r->status == 201, "%s", r->body);
+	snprintf(pool_id, sizeof pool_id, "%lld", (long long)json_integer_value(json_object_get(r->json, "id")));
+	resp_free(r);
+	snprintf(path, sizeof path, "/v1/code-pools/%s/codes", pool_id);
+	r = call_at(s.port, "POST", path, f.full, NULL, "{\"codes\": [\"INJCODE1\"]}", -1);
+	ck_assert_msg(r->status == 200, "%s", r->body);
+	resp_free(r);
+	snprintf(path, sizeof path, "/v1/code-pools/%s/issue", pool_id);
+	r = call_at(s.port, "POST", path, f.full, NULL, "{\"contact\": {\"external_id\": \"inj-1\"}}", -1);
+	ck_assert_msg(r->status == 201 && !strcmp(json_string_value(json_object_get(r->json, "code")), "INJCODE1"), "%s",
+		      r->body);
+	resp_free(r);
+	r = call_at(s.port, "POST", "/v1/otp", f.full, NULL,
+		    "{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"verify@example.com\", \"purpose\": \"login\", "
+		    "\"length\": 6}",
+		    -1);
+	ck_assert_msg(r->status == 202, "%s", r->body);
+	long long otp = (long long)json_integer_value(json_object_get(r->json, "id"));
+	resp_free(r);
+	uint8_t master[HR_KEY_LEN], key[HR_KEY_LEN];
+	ck_assert(hr_key_from_hex(MASTER_HEX, master, &e));
+	hr_otp_key(master, key);
+	char q[256], hash[65];
+	snprintf(q, sizeof q, "SELECT salt FROM %s.otp_codes WHERE id = %lld", f.t.schema, otp);
+	PGresult *res = PQexec(f.c, q);
+	ck_assert(PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1);
+	hr_otp_hash(key, f.t.id, PQgetvalue(res, 0, 0), "123456", hash);
+	PQclear(res);
+	snprintf(q, sizeof q, "UPDATE %s.otp_codes SET code_hash = '%s' WHERE id = %lld", f.t.schema, hash, otp);
+	res = PQexec(f.c, q);
+	ck_assert(PQresultStatus(res) == PGRES_COMMAND_OK);
+	PQclear(res);
 	last_fp = fingerprint();
 }
 
