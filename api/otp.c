@@ -115,9 +115,12 @@ void otp_pre(api_req *r)
 	bool has_ref = ref && !json_is_null(ref);
 	if (has_ref)
 		contact_ref_parse(&v, ref, "/contact", cc, &m->ref_kind, m->ref);
-	if (!json_object_get(r->json, "to") && !has_ref)
+	/* Judged by value: a null member counts as absent (and must not slip past as "given"). */
+	json_t *jto = json_object_get(r->json, "to");
+	bool has_to = jto && !json_is_null(jto);
+	if (!has_to && !has_ref)
 		jv_add(&v, "", "to", "give to (a phone number or email address) or contact");
-	else if (json_object_get(r->json, "to") && has_ref)
+	else if (has_to && has_ref)
 		jv_add(&v, "", "to", "give to or contact, not both");
 	if (!jv_ok(&v)) {
 		api_problem_invalid(r, v.errors);
@@ -349,7 +352,9 @@ void otp_verify(api_req *r)
 	const char *kind = NULL;
 	char ref[256] = "", addr[320] = "";
 	json_t *jref = json_object_get(r->json, "contact");
-	bool has_ref = jref && !json_is_null(jref), has_to = json_object_get(r->json, "to") != NULL;
+	json_t *jto = json_object_get(r->json, "to"), *jid = json_object_get(r->json, "id");
+	bool has_ref = jref && !json_is_null(jref), has_to = jto && !json_is_null(jto);
+	bool id_given = jid && !json_is_null(jid);
 	if (has_ref)
 		contact_ref_parse(&v, jref, "/contact", cc, &kind, ref);
 	if (!purpose)
@@ -358,7 +363,7 @@ void otp_verify(api_req *r)
 		jv_add(&v, "", "purpose", "must be 1 to 64 of a-z, 0-9, _ and -, starting with a letter (e.g. login)");
 	if (code && (strlen(code) < HR_OTP_MIN_DIGITS || strspn(code, "0123456789") != strlen(code)))
 		jv_add(&v, "", "code", "must be %d to %d digits", HR_OTP_MIN_DIGITS, HR_OTP_MAX_DIGITS);
-	int given = (json_object_get(r->json, "id") != NULL) + has_to + has_ref;
+	int given = id_given + has_to + has_ref;
 	if (given != 1)
 		jv_add(&v, "", given ? "id" : "to", "give exactly one of id, to and contact");
 	if (to) {

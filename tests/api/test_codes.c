@@ -286,6 +286,8 @@ START_TEST(otp_send_rate_per_recipient_and_bad_input_write_nothing)
 		{"{\"channel\": \"sms\", \"provider\": \"sms\", \"to\": \"+14155550111\", \"ttl_s\": \"60\"}", "/ttl_s"},
 		{"{\"channel\": \"sms\", \"provider\": \"sms\", \"to\": \"+14155550111\", \"data\": {\"code\": \"0000\"}}", "/data/code"},
 		{"{\"channel\": \"sms\", \"provider\": \"sms\"}", "/to"},
+		{"{\"channel\": \"sms\", \"provider\": \"sms\", \"to\": null}", "/to"},
+		{"{\"channel\": \"sms\", \"provider\": \"sms\", \"to\": null, \"contact\": null}", "/to"},
 		{"{\"channel\": \"sms\", \"provider\": \"sms\", \"to\": \"12\"}", "/to"},
 		{"{\"channel\": \"sms\", \"provider\": \"mail\", \"to\": \"+14155550111\"}", "/provider"},
 		{"{\"channel\": \"sms\", \"provider\": \"nope\", \"to\": \"+14155550111\"}", "/provider"},
@@ -308,6 +310,8 @@ START_TEST(otp_send_rate_per_recipient_and_bad_input_write_nothing)
 		{"{\"to\": \"+14155550110\"}", "/code"},
 		{"{\"id\": 1, \"to\": \"+14155550110\", \"code\": \"1234\"}", "/id"},
 		{"{\"code\": \"1234\"}", "/to"},
+		{"{\"id\": null, \"code\": \"1234\"}", "/to"},
+		{"{\"id\": null, \"to\": null, \"contact\": null, \"code\": \"1234\"}", "/to"},
 		{"{\"id\": \"1\", \"code\": \"1234\"}", "/id"},
 		{"{\"contact\": {\"external_id\": \"missing\"}, \"code\": \"1234\"}", "/contact"},
 	};
