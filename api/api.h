@@ -292,6 +292,15 @@ void code_pools_generate(api_req *r);
 void code_pools_issue(api_req *r);
 void codes_get(api_req *r);
 void codes_redeem(api_req *r);
+void rules_pre(api_req *r);
+void rules_create(api_req *r);
+void rules_list(api_req *r);
+void rules_get(api_req *r);
+void rules_put(api_req *r);
+void rules_delete(api_req *r);
+void rules_enable(api_req *r);
+void rules_disable(api_req *r);
+void rules_instances(api_req *r);
 
 /* A request header (NULL when absent). */
 const char *api_header(api_req *r, const char *name);

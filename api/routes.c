@@ -56,6 +56,14 @@ static const api_route routes[] = {
 	{"POST", "/v1/code-pools/{id}/issue", API_AUTH_TENANT, true, true, code_pools_issue, NULL},
 	{"GET", "/v1/codes/{code}", API_AUTH_TENANT, true, false, codes_get, NULL},
 	{"POST", "/v1/codes/redeem", API_AUTH_TENANT, true, true, codes_redeem, NULL},
+	{"GET", "/v1/rules", API_AUTH_TENANT, false, false, rules_list, NULL},
+	{"POST", "/v1/rules", API_AUTH_TENANT, false, true, rules_create, rules_pre},
+	{"GET", "/v1/rules/{id}", API_AUTH_TENANT, false, false, rules_get, NULL},
+	{"PUT", "/v1/rules/{id}", API_AUTH_TENANT, false, true, rules_put, rules_pre},
+	{"DELETE", "/v1/rules/{id}", API_AUTH_TENANT, false, false, rules_delete, NULL},
+	{"POST", "/v1/rules/{id}/enable", API_AUTH_TENANT, false, false, rules_enable, NULL},
+	{"POST", "/v1/rules/{id}/disable", API_AUTH_TENANT, false, false, rules_disable, NULL},
+	{"GET", "/v1/rules/{id}/instances", API_AUTH_TENANT, false, false, rules_instances, NULL},
 };
 
 const api_route *api_routes(size_t *n)

@@ -1348,7 +1348,23 @@ static bool compile_root(cx *x, const char *json)
 	return ok;
 }
 
-bool hr_segment_compile(const char *json, const hr_segment_opts *o, hr_segment_sql *out, hr_err *err)
+/* compile_root for an event's `where` on its own (hr_segment_compile_where). */
+static bool compile_where_root(cx *x, const char *json)
+{
+	size_t len = strlen(json);
+	if (len > HR_SEGMENT_MAX_JSON)
+		return fail(x, "rule longer than %d bytes", HR_SEGMENT_MAX_JSON);
+	json_error_t je;
+	json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+	if (!root)
+		return fail(x, "invalid JSON at line %d column %d: %s", je.line, je.column, je.text);
+	bool ok = node(x, root, SC_EVENT);
+	json_decref(root);
+	return ok;
+}
+
+static bool compile_with(bool (*root)(cx *, const char *), const char *json, const hr_segment_opts *o,
+			 hr_segment_sql *out, hr_err *err)
 {
 	hr_segment_opts opts = *o;
 	if (opts.first_param <= 0)
@@ -1357,7 +1373,7 @@ bool hr_segment_compile(const char *json, const hr_segment_opts *o, hr_segment_s
 	memset(out, 0, sizeof *out);
 	if (!json)
 		return hr_fail(err, HR_ERR_INVALID, "/", "no rule");
-	if (!compile_root(&x, json))
+	if (!root(&x, json))
 		goto fail;
 	out->where = x.sql.p;
 	out->nparams = x.nparams;
@@ -1369,6 +1385,16 @@ fail:
 		hr_free(x.params[i]);
 	hr_free(x.params);
 	return false;
+}
+
+bool hr_segment_compile(const char *json, const hr_segment_opts *o, hr_segment_sql *out, hr_err *err)
+{
+	return compile_with(compile_root, json, o, out, err);
+}
+
+bool hr_segment_compile_where(const char *json, const hr_segment_opts *o, hr_segment_sql *out, hr_err *err)
+{
+	return compile_with(compile_where_root, json, o, out, err);
 }
 
 void hr_segment_sql_free(hr_segment_sql *s)

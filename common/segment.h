@@ -79,6 +79,15 @@ typedef struct hr_segment_opts {
 bool hr_segment_compile(const char *json, const hr_segment_opts *o, hr_segment_sql *out,
 			hr_err *err) HR_MUST_CHECK;
 
+/*
+ * Compile a property condition alone -- the language of an event condition's
+ * "where" (docs/segments.md) -- into an expression over `e.properties` of a
+ * row `events e`.  Trigger rules use it to filter the one event that
+ * triggers them.  Pointers in errors are relative to the condition's root.
+ */
+bool hr_segment_compile_where(const char *json, const hr_segment_opts *o, hr_segment_sql *out,
+			      hr_err *err) HR_MUST_CHECK;
+
 void hr_segment_sql_free(hr_segment_sql *s);
 
 #endif

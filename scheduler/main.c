@@ -29,6 +29,7 @@
 #include "migrate.h"
 #include "providers.h"
 #include "model.h"
+#include "rules.h"
 
 int sched_run(sched *s);
 
@@ -129,6 +130,9 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	if (!(s->lander = lander_start(s->dsn, &err)))
 		hr_fatal("scheduler: results writer: %s", err.msg);
+	rules_engine *rules = rules_start(s->dsn, &err); /* trigger rules: a thread of its own */
+	if (!rules)
+		hr_fatal("scheduler: rule engine: %s", err.msg);
 	if (!metrics_start((int)hr_config_int(s->cfg, "metrics_port"), &s->metrics, &err))
 		hr_fatal("scheduler: %s", err.msg);
 	struct sigaction sa = {.sa_handler = on_signal};
@@ -138,6 +142,7 @@ int main(int argc, char **argv)
 	hr_info("scheduler: %d tenant(s); shards owned=%d of %d, schedulers=%d; lanes bound; running", s->ntenants,
 		owner_count(s->owner, SHARD_OWNED), OWNER_SHARDS, owner_schedulers(s->owner));
 	int rc = sched_run(s);
+	rules_stop(rules);
 	lander_stop(s->lander);
 	metrics_stop(s->metrics);
 	store_providers_free(s);

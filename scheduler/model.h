@@ -186,6 +186,9 @@ bool store_load_limits(sched *s, hr_err *err) HR_MUST_CHECK;
 /* store.c -- Postgres side of the loop's thread */
 bool store_connect(sched *s, hr_err *err) HR_MUST_CHECK;
 bool store_load_tenants(sched *s, hr_err *err) HR_MUST_CHECK;
+/* Rows (id, agency_id, slug, schema_name, role_name, active) of the tenants this
+ * scheduler serves, on any connection (the dispatcher's and the rule engine's). */
+bool store_tenants(PGconn *c, PGresult **r, hr_err *err) HR_MUST_CHECK;
 bool store_listen(sched *s, hr_err *err) HR_MUST_CHECK;
 /* Drain NOTIFYs; marks tenants need_load.  Returns false on a lost connection. */
 bool store_poll_notify(sched *s);

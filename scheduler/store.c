@@ -140,14 +140,24 @@ static bool tenant_start(sched *s, tenant *t, hr_err *err)
 	return true;
 }
 
+/*
+ * The tenants this scheduler serves -- the one place that decides it, for the
+ * dispatcher and the rule engine alike (scheduler HA will restrict it to the
+ * tenants this process owns).
+ */
+bool store_tenants(PGconn *c, PGresult **r, hr_err *err)
+{
+	return hr_db_query(c,
+			   "SELECT t.id, t.agency_id, t.slug, t.schema_name, t.role_name, t.status = 'active' "
+			   "FROM herald.tenants t JOIN herald.db_servers d ON d.id = t.db_server_id "
+			   "WHERE d.dsn IS NULL ORDER BY t.id",
+			   0, NULL, r, err);
+}
+
 bool store_load_tenants(sched *s, hr_err *err)
 {
 	PGresult *r;
-	if (!hr_db_query(s->db,
-			 "SELECT t.id, t.agency_id, t.slug, t.schema_name, t.role_name, t.status = 'active' "
-			 "FROM herald.tenants t JOIN herald.db_servers d ON d.id = t.db_server_id "
-			 "WHERE d.dsn IS NULL ORDER BY t.id",
-			 0, NULL, &r, err))
+	if (!store_tenants(s->db, &r, err))
 		return false;
 	bool ok = true;
 	for (int i = 0; ok && i < PQntuples(r); i++) {

@@ -1,0 +1,972 @@
+/*
+ * rules.c -- the trigger-rule engine (see rules.h and docs/rules.md).
+ *
+ * Everything is set-based SQL on the tenant's schema, as the tenant's role:
+ * one INSERT ... SELECT enters every contact a batch of events triggers for
+ * one rule; one statement per action acts on every instance of a (rule,
+ * step) that is due; nothing loops over contacts in C.
+ *
+ * Step transaction (one per batch of due instances, exactly once):
+ *   1. SELECT the due instances FOR UPDATE SKIP LOCKED (another engine, or
+ *      this one after a crash, can never run them twice);
+ *   2. exit: instances whose contact did an exit event since entering end
+ *      ('exited') -- every exit event committed before this statement counts,
+ *      whatever its occurred_at, so an order the API acknowledged before the
+ *      step started always wins (docs/rules.md, "Exit events and the race");
+ *   3. the step's conditions (`if`, `unless`) pick the instances that act;
+ *   4. each action, in order, on them (and on its own `if`);
+ *   5. every instance moves to its next step (due time from herald time) or
+ *      ends ('done'); COMMIT.
+ * A crash before COMMIT loses nothing (the rows are still due); after it,
+ * nothing is redone (they are not).
+ *
+ * Herald time: due_at and "today" are herald time (herald_clock.now() in SQL,
+ * hr_clock_now() here); the thread sleeps (real time) until the earliest due
+ * time minus the skew, and a herald_clock NOTIFY re-reads the skew and
+ * re-evaluates every tenant.
+ */
+#include "rules.h"
+
+#include <poll.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "clock.h"
+#include "db.h"
+#include "log.h"
+#include "model.h"
+#include "rule.h"
+#include "segment.h"
+
+#define EVENT_BATCH 20000   /* events read per ingest transaction */
+#define STEP_BATCH 2000     /* due instances per step transaction */
+#define GAP_GRACE "5 s"     /* an id gap younger than this may still commit */
+#define MAXP 256
+
+typedef struct rtenant {
+	uint32_t id;
+	char schema[64], role[64];
+	bool need_events;         /* notified: new events or rules */
+	int64_t next_due_us;      /* herald time of the earliest active step, INT64_MAX = none */
+	int64_t next_daily_us;    /* herald time of the next daily evaluation, INT64_MAX = none */
+	int64_t retry_us;         /* after an error or a young id gap: look again then (0 = no) */
+	struct rtenant *next;
+} rtenant;
+
+struct rules_engine {
+	char *dsn;
+	PGconn *db;
+	pthread_t thread;
+	volatile int stop;
+	rtenant *tenants;
+};
+
+/* ---- parameters ---------------------------------------------------------- */
+
+typedef struct pv {
+	const char *v[MAXP];
+	char *own[MAXP];
+	int n;
+} pv;
+
+static int pv_add(pv *p, const char *v)
+{
+	if (p->n >= MAXP)
+		hr_panic("rules: more than %d parameters", MAXP);
+	p->v[p->n] = v;
+	p->own[p->n] = NULL;
+	return ++p->n;
+}
+
+static int pv_own(pv *p, char *v)
+{
+	int i = pv_add(p, v);
+	p->own[i - 1] = v;
+	return i;
+}
+
+static void pv_free(pv *p)
+{
+	for (int i = 0; i < p->n; i++)
+		hr_free(p->own[i]);
+	p->n = 0;
+}
+
+/* Compile a segment (or property) condition with its parameters appended to p; heap SQL or NULL. */
+static char *cond_sql(pv *p, const char *json, bool props, hr_err *err)
+{
+	hr_segment_opts o = {.now_unix = hr_clock_now() / 1000000, .first_param = p->n + 1};
+	hr_segment_sql s;
+	bool ok = props ? hr_segment_compile_where(json, &o, &s, err) : hr_segment_compile(json, &o, &s, err);
+	if (!ok)
+		return NULL;
+	for (int i = 0; i < s.nparams; i++) {
+		pv_own(p, s.params[i]);
+		s.params[i] = NULL;
+	}
+	char *w = s.where;
+	s.where = NULL;
+	s.nparams = 0;
+	hr_segment_sql_free(&s);
+	return w;
+}
+
+/* A growing SQL string. */
+typedef struct sb {
+	char *p;
+	size_t len, cap;
+} sb;
+
+static void sb_add(sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_add(sb *b, const char *fmt, ...)
+{
+	va_list ap;
+	for (;;) {
+		va_start(ap, fmt);
+		int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+		va_end(ap);
+		if (b->p && b->len + (size_t)n < b->cap) {
+			b->len += (size_t)n;
+			return;
+		}
+		b->cap = (b->len + (size_t)n + 1) * 2;
+		b->p = hr_realloc(b->p, b->cap);
+	}
+}
+
+/* ---- due times ----------------------------------------------------------- */
+
+/*
+ * SQL for the due time of step s from `base` (an SQL timestamptz): base +
+ * delay, then (if the step waits until a local time) the first such time in
+ * the contact's zone (`tz`, an SQL text expression; NULL = UTC) at or after it.
+ */
+static void due_sql(sb *q, const hr_rule_step *s, const char *base, const char *tz)
+{
+	if (s->at_minute < 0) {
+		sb_add(q, "(%s + interval '%lld seconds')", base, (long long)s->delay_s);
+		return;
+	}
+	sb_add(q,
+	       "(SELECT CASE WHEN d.cand >= d.loc THEN d.cand ELSE d.cand + interval '1 day' END AT TIME ZONE d.z "
+	       "FROM (SELECT z, (%s + interval '%lld seconds') AT TIME ZONE z AS loc, "
+	       "date_trunc('day', (%s + interval '%lld seconds') AT TIME ZONE z) + interval '%d minutes' AS cand "
+	       "FROM (SELECT coalesce(%s, 'UTC') AS z) zz) d)",
+	       base, (long long)s->delay_s, base, (long long)s->delay_s, s->at_minute, tz);
+}
+
+/* ---- tenants -------------------------------------------------------------- */
+
+static bool begin(rules_engine *e, rtenant *t, hr_err *err)
+{
+	return hr_db_tenant_begin(e->db, t->schema, t->role, err);
+}
+
+static bool load_tenants(rules_engine *e, hr_err *err)
+{
+	PGresult *r;
+	if (!store_tenants(e->db, &r, err))
+		return false;
+	for (int i = 0; i < PQntuples(r); i++) {
+		uint32_t id = (uint32_t)strtoul(PQgetvalue(r, i, 0), NULL, 10);
+		rtenant *t = e->tenants;
+		while (t && t->id != id)
+			t = t->next;
+		if (t)
+			continue;
+		t = hr_calloc(1, sizeof *t);
+		t->id = id;
+		snprintf(t->schema, sizeof t->schema, "%s", PQgetvalue(r, i, 3));
+		snprintf(t->role, sizeof t->role, "%s", PQgetvalue(r, i, 4));
+		/* A new tenant is looked at once: events it has, steps due, today's date rules. */
+		t->need_events = true;
+		t->next_due_us = 0;
+		t->next_daily_us = 0;
+		t->next = e->tenants;
+		e->tenants = t;
+	}
+	PQclear(r);
+	return true;
+}
+
+/* The enabled rules of the tenant (in its transaction). */
+typedef struct loaded {
+	int n;
+	int64_t id[512];
+	hr_rule *rule[512];
+	char created[512][40];
+	char daily_on[512][16]; /* "" = never */
+} loaded;
+
+static void loaded_free(loaded *l)
+{
+	for (int i = 0; i < l->n; i++)
+		hr_rule_free(l->rule[i]);
+	l->n = 0;
+}
+
+static bool load_rules(rules_engine *e, const char *where, loaded *l, hr_err *err)
+{
+	char *sql = hr_sprintf("SELECT id, definition::text, created_at, coalesce(daily_on::text, '') FROM rules "
+			       "WHERE enabled AND %s ORDER BY id LIMIT 512",
+			       where);
+	PGresult *r;
+	bool ok = hr_db_query(e->db, sql, 0, NULL, &r, err);
+	hr_free(sql);
+	l->n = 0;
+	if (!ok)
+		return false;
+	for (int i = 0; i < PQntuples(r); i++) {
+		hr_err perr = {0};
+		hr_rule *rule;
+		if (!hr_rule_parse(PQgetvalue(r, i, 1), &rule, &perr)) {
+			/* The API validated it; a rule the language no longer accepts is skipped, loudly. */
+			hr_warn("rules: rule %s does not parse (%s: %s); skipped", PQgetvalue(r, i, 0), perr.field, perr.msg);
+			continue;
+		}
+		l->id[l->n] = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+		l->rule[l->n] = rule;
+		snprintf(l->created[l->n], sizeof l->created[0], "%s", PQgetvalue(r, i, 2));
+		snprintf(l->daily_on[l->n], sizeof l->daily_on[0], "%s", PQgetvalue(r, i, 3));
+		l->n++;
+	}
+	PQclear(r);
+	return true;
+}
+
+/* ---- entering: event triggers ---------------------------------------------- */
+
+/* "once per period": nobody who entered within the period before `at`. */
+static void period_guard(sb *q, const hr_rule *r, const char *rule_p, const char *contact, const char *at)
+{
+	if (r->reentry != HR_REENTRY_PERIOD)
+		return;
+	sb_add(q,
+	       " AND NOT EXISTS (SELECT 1 FROM rule_instances p WHERE p.rule_id = %s AND p.contact_id = %s "
+	       "AND p.entered_at > %s - interval '%lld seconds')",
+	       rule_p, contact, at, (long long)r->period_s);
+}
+
+static bool enter_event_rule(rules_engine *e, int64_t rid, const hr_rule *r, const char *created,
+			     const char *lo, const char *hi, long *entered, hr_err *err)
+{
+	pv p = {0};
+	sb q = {0};
+	char rs[32], chain[8];
+	snprintf(rs, sizeof rs, "%lld", (long long)rid);
+	snprintf(chain, sizeof chain, "%d", HR_RULE_MAX_CHAIN);
+	int prule = pv_add(&p, rs), plo = pv_add(&p, lo), phi = pv_add(&p, hi), pname = pv_add(&p, r->on.name),
+	    pcreated = pv_add(&p, created), pchain = pv_add(&p, chain);
+	char *filter = NULL;
+	bool ok = false;
+	if (r->on.where && !(filter = cond_sql(&p, r->on.where, true, err)))
+		goto done;
+	bool aud = r->naudience > 0;
+	const char *contact = aud ? "a.contact_id" : "e.contact_id";
+	char rule_p[16];
+	snprintf(rule_p, sizeof rule_p, "$%d::bigint", prule);
+	const char *key = r->reentry == HR_REENTRY_ONCE ? "''" : "e.id::text";
+	sb_add(&q,
+	       "WITH ins AS (INSERT INTO rule_instances (rule_id, contact_id, entry_key, step, due_at, entered_at, "
+	       "event_id, chain, context) SELECT DISTINCT ON (%s%s) %s, %s, %s, 0, ",
+	       contact, r->reentry == HR_REENTRY_ALWAYS ? ", e.id" : "", rule_p, contact, key);
+	due_sql(&q, &r->steps[0], "e.occurred_at", "c.time_zone");
+	sb_add(&q, ", e.occurred_at, e.id, coalesce(e.chain, 0), e.properties FROM events e ");
+	if (aud) {
+		char *names = NULL;
+		size_t nl = 2;
+		for (int i = 0; i < r->naudience; i++)
+			nl += 2 * strlen(r->audience_events[i]) + 4;
+		names = hr_malloc(nl);
+		size_t o = 0;
+		names[o++] = '{';
+		for (int i = 0; i < r->naudience; i++) {
+			o += (size_t)snprintf(names + o, nl - o, "%s\"", i ? "," : "");
+			for (const char *s = r->audience_events[i]; *s; s++) {
+				if (*s == '"' || *s == '\\')
+					names[o++] = '\\';
+				names[o++] = *s;
+			}
+			names[o++] = '"';
+		}
+		names[o++] = '}';
+		names[o] = '\0';
+		int pn = pv_own(&p, names), pm = pv_add(&p, r->audience_match);
+		sb_add(&q,
+		       "JOIN events a ON a.name = ANY($%d::text[]) AND a.contact_id IS NOT NULL "
+		       "AND a.properties -> $%d::text = e.properties -> $%d::text "
+		       "AND a.occurred_at > e.occurred_at - interval '%d days' AND a.occurred_at <= e.occurred_at ",
+		       pn, pm, pm, r->audience_days);
+	}
+	sb_add(&q,
+	       "JOIN contacts c ON c.id = %s AND c.merged_into IS NULL "
+	       "WHERE e.id > $%d::bigint AND e.id <= $%d::bigint AND e.name = $%d::text AND e.received_at >= $%d::timestamptz "
+	       "AND coalesce(e.chain, 0) < $%d::int",
+	       contact, plo, phi, pname, pcreated, pchain);
+	if (!aud)
+		sb_add(&q, " AND e.contact_id IS NOT NULL");
+	if (filter)
+		sb_add(&q, " AND %s", filter);
+	period_guard(&q, r, rule_p, contact, "e.occurred_at");
+	sb_add(&q, " ORDER BY %s, e.id ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM ins", contact);
+	PGresult *res;
+	if (!hr_db_query(e->db, q.p, p.n, p.v, &res, err))
+		goto done;
+	*entered += strtol(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	ok = true;
+done:
+	hr_free(filter);
+	hr_free(q.p);
+	pv_free(&p);
+	return ok;
+}
+
+/*
+ * Read the tenant's new events from its watermark and enter them into every
+ * event rule, in one transaction with the watermark's advance.  Event ids come
+ * from a sequence, so an id can commit after a higher one: the watermark stops
+ * before a gap younger than GAP_GRACE (its event may still commit) and the
+ * tenant is looked at again a second later; re-reading an event is harmless
+ * (entry keys make entering idempotent).  Returns whether more may be waiting.
+ */
+static bool ingest(rules_engine *e, rtenant *t, bool *more, hr_err *err)
+{
+	*more = false;
+	loaded l = {0};
+	PGresult *r = NULL;
+	if (!begin(e, t, err))
+		return false;
+	char nb[16];
+	snprintf(nb, sizeof nb, "%d", EVENT_BATCH);
+	const char *pb[] = {nb};
+	if (!hr_db_query(e->db,
+			 "WITH w AS (SELECT rules_event_seen AS wm FROM dispatch_state FOR UPDATE), "
+			 "v AS (SELECT id, received_at FROM events WHERE id > (SELECT wm FROM w) ORDER BY id LIMIT $1::int), "
+			 "g AS (SELECT id, received_at, lag(id, 1, (SELECT wm FROM w)) OVER (ORDER BY id) AS prev FROM v) "
+			 "SELECT (SELECT wm FROM w), coalesce((SELECT min(prev) FROM g WHERE id <> prev + 1 "
+			 "AND received_at > now() - interval '" GAP_GRACE "'), (SELECT max(id) FROM v), (SELECT wm FROM w)), "
+			 "(SELECT count(*) FROM v)",
+			 1, pb, &r, err))
+		goto fail;
+	char lo[32], hi[32];
+	snprintf(lo, sizeof lo, "%s", PQgetvalue(r, 0, 0));
+	snprintf(hi, sizeof hi, "%s", PQgetvalue(r, 0, 1));
+	long seen = strtol(PQgetvalue(r, 0, 2), NULL, 10);
+	PQclear(r);
+	r = NULL;
+	if (strcmp(lo, hi) == 0) {
+		hr_db_rollback(e->db);
+		if (seen > 0)
+			t->retry_us = hr_clock_now() + 1000000; /* only a young gap: look again */
+		return true;
+	}
+	if (!load_rules(e, "trigger_kind = 'event'", &l, err))
+		goto fail;
+	long entered = 0;
+	for (int i = 0; i < l.n; i++)
+		if (!enter_event_rule(e, l.id[i], l.rule[i], l.created[i], lo, hi, &entered, err))
+			goto fail;
+	const char *pw[] = {hi};
+	if (!hr_db_query(e->db, "UPDATE dispatch_state SET rules_event_seen = $1", 1, pw, NULL, err) ||
+	    !hr_db_commit(e->db, err))
+		goto fail;
+	loaded_free(&l);
+	*more = seen >= EVENT_BATCH;
+	if (entered)
+		t->next_due_us = 0; /* read the next due time again */
+	return true;
+fail:
+	PQclear(r);
+	loaded_free(&l);
+	hr_db_rollback(e->db);
+	return false;
+}
+
+/* ---- entering: date and inactivity triggers --------------------------------- */
+
+static bool enter_daily_rule(rules_engine *e, int64_t rid, const hr_rule *r, const char *daily_on, hr_err *err)
+{
+	pv p = {0};
+	sb q = {0};
+	char rs[32];
+	snprintf(rs, sizeof rs, "%lld", (long long)rid);
+	int prule = pv_add(&p, rs);
+	char rule_p[16];
+	snprintf(rule_p, sizeof rule_p, "$%d::bigint", prule);
+	bool ok = false;
+	char days[16], names[2048] = "", key[96]; /* parameter texts live until the query */
+	sb_add(&q, "INSERT INTO rule_instances (rule_id, contact_id, entry_key, step, due_at, entered_at, context) ");
+	if (r->trigger == HR_TRIG_DATE) {
+		/* Every herald day since the last evaluation (at most a year back), today included;
+		 * the entry key names the occurrence (once per birthday), or '' for "once". */
+		int pattr = pv_add(&p, r->date_attribute);
+		int pfrom = pv_add(&p, daily_on[0] ? daily_on : NULL);
+		if (r->reentry == HR_REENTRY_ONCE)
+			snprintf(key, sizeof key, "''");
+		else
+			snprintf(key, sizeof key, "to_char(gd.d + %d, 'YYYY-MM-DD')", r->days_before);
+		sb_add(&q, "SELECT DISTINCT ON (c.id) %s, c.id, %s, 0, ", rule_p, key);
+		due_sql(&q, &r->steps[0], "herald_clock.now()", "c.time_zone");
+		sb_add(&q,
+		       ", herald_clock.now(), jsonb_build_object('date', c.attributes ->> $%d::text) FROM contacts c, "
+		       "generate_series(greatest(coalesce($%d::date + 1, (herald_clock.now() AT TIME ZONE 'UTC')::date), "
+		       "(herald_clock.now() AT TIME ZONE 'UTC')::date - 366), (herald_clock.now() AT TIME ZONE 'UTC')::date, "
+		       "interval '1 day') g(ts), LATERAL (SELECT g.ts::date AS d) gd "
+		       "WHERE c.merged_into IS NULL AND c.attributes ->> $%d::text ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}' "
+		       "AND substr(c.attributes ->> $%d::text, 6, 5) = to_char(gd.d + %d, 'MM-DD')",
+		       pattr, pfrom, pattr, pattr, r->days_before);
+		period_guard(&q, r, rule_p, "c.id", "herald_clock.now()");
+	} else {
+		snprintf(days, sizeof days, "%d", r->inactive_days);
+		int pdays = pv_add(&p, days);
+		if (r->ninactive) {
+			size_t o = 0;
+			names[o++] = '{';
+			for (int i = 0; i < r->ninactive && o < sizeof names - 300; i++) {
+				o += (size_t)snprintf(names + o, sizeof names - o, "%s\"", i ? "," : "");
+				for (const char *s = r->inactive_events[i]; *s && o < sizeof names - 4; s++) {
+					if (*s == '"' || *s == '\\')
+						names[o++] = '\\';
+					names[o++] = *s;
+				}
+				names[o++] = '"';
+			}
+			names[o++] = '}';
+			names[o] = '\0';
+		}
+		int pnames = pv_add(&p, r->ninactive ? names : NULL);
+		sb_add(&q, "SELECT %s, c.id, %s, 0, ", rule_p,
+		       r->reentry == HR_REENTRY_ONCE ? "''" : "'since:' || extract(epoch FROM l.last)::bigint");
+		due_sql(&q, &r->steps[0], "herald_clock.now()", "c.time_zone");
+		sb_add(&q,
+		       ", herald_clock.now(), jsonb_build_object('last_active', l.last) FROM contacts c "
+		       "CROSS JOIN LATERAL (SELECT greatest(c.created_at, (SELECT max(e.occurred_at) FROM events e "
+		       "WHERE e.contact_id = c.id AND ($%d::text[] IS NULL OR e.name = ANY($%d::text[])))) AS last) l "
+		       "WHERE c.merged_into IS NULL AND l.last <= herald_clock.now() - $%d::int * interval '1 day'",
+		       pnames, pnames, pdays);
+		period_guard(&q, r, rule_p, "c.id", "herald_clock.now()");
+	}
+	sb_add(&q, " ON CONFLICT DO NOTHING");
+	ok = hr_db_query(e->db, q.p, p.n, p.v, NULL, err);
+	if (ok) {
+		const char *pu[] = {rs};
+		ok = hr_db_query(e->db, "UPDATE rules SET daily_on = (herald_clock.now() AT TIME ZONE 'UTC')::date WHERE id = $1",
+				 1, pu, NULL, err);
+	}
+	hr_free(q.p);
+	pv_free(&p);
+	return ok;
+}
+
+/* Date and inactivity rules not yet evaluated for this herald day; one transaction per rule. */
+static bool daily(rules_engine *e, rtenant *t, hr_err *err)
+{
+	loaded l = {0};
+	if (!begin(e, t, err))
+		return false;
+	bool ok = load_rules(e,
+			     "trigger_kind IN ('date', 'inactivity') AND (daily_on IS NULL OR "
+			     "daily_on < (herald_clock.now() AT TIME ZONE 'UTC')::date)",
+			     &l, err);
+	hr_db_rollback(e->db);
+	for (int i = 0; ok && i < l.n; i++) {
+		ok = begin(e, t, err) && enter_daily_rule(e, l.id[i], l.rule[i], l.daily_on[i], err) &&
+		     hr_db_commit(e->db, err);
+		if (!ok)
+			hr_db_rollback(e->db);
+		else
+			t->next_due_us = 0;
+	}
+	loaded_free(&l);
+	/* Next evaluation: the next herald midnight (UTC). */
+	int64_t now = hr_clock_now(), day = 86400LL * 1000000;
+	t->next_daily_us = (now / day + 1) * day;
+	return ok;
+}
+
+/* ---- running due steps -------------------------------------------------------- */
+
+static char *ids_array(PGresult *r, int col, int from, int to)
+{
+	sb b = {0};
+	sb_add(&b, "{");
+	for (int i = from; i < to; i++)
+		sb_add(&b, "%s%s", i > from ? "," : "", PQgetvalue(r, i, col));
+	sb_add(&b, "}");
+	return b.p;
+}
+
+static char *rows_array(PGresult *r)
+{
+	return ids_array(r, 0, 0, PQntuples(r));
+}
+
+/* Address of a contact `c` for a channel. */
+static const char *address_sql(const char *channel)
+{
+	if (!strcmp(channel, "email"))
+		return "c.email";
+	if (!strcmp(channel, "sms") || !strcmp(channel, "messenger"))
+		return "c.phone";
+	return "(c.attributes ->> 'push_token')";
+}
+
+/* One action on the instances `act` (an int8[] literal, parameter text). */
+static bool run_action(rules_engine *e, rtenant *t, int64_t rid, const hr_rule_action *a, const char *act,
+		       hr_err *err)
+{
+	pv p = {0};
+	sb q = {0};
+	char *cond = NULL;
+	bool ok = false;
+	int pids = pv_add(&p, act);
+	if (a->cond && !(cond = cond_sql(&p, a->cond, false, err)))
+		goto done;
+	char tid[16], rs[32], by[40], tpl[32] = "", ver[16] = ""; /* parameter texts live until the query */
+	snprintf(tid, sizeof tid, "%u", t->id);
+	snprintf(rs, sizeof rs, "%lld", (long long)rid);
+	const char *c_and = cond ? " AND " : "";
+	const char *c_sql = cond ? cond : "";
+	switch (a->kind) {
+	case HR_ACT_SET: {
+		int pa = pv_add(&p, a->attribute), pvv = pv_add(&p, a->value);
+		sb_add(&q,
+		       "UPDATE contacts c SET attributes = CASE WHEN $%d::jsonb = 'null'::jsonb THEN c.attributes - $%d::text "
+		       "ELSE jsonb_set(c.attributes, ARRAY[$%d::text], $%d::jsonb) END, updated_at = now() "
+		       "WHERE c.id IN (SELECT contact_id FROM rule_instances WHERE id = ANY($%d::bigint[]))%s%s",
+		       pvv, pa, pa, pvv, pids, c_and, c_sql);
+		break;
+	}
+	case HR_ACT_INCREMENT: {
+		snprintf(by, sizeof by, "%.17g", a->by);
+		int pa = pv_add(&p, a->attribute), pb = pv_add(&p, by);
+		/* k instances of one contact in this batch add k times. */
+		sb_add(&q,
+		       "UPDATE contacts c SET attributes = jsonb_set(c.attributes, ARRAY[$%d::text], to_jsonb("
+		       "CASE WHEN jsonb_typeof(c.attributes -> $%d::text) = 'number' THEN (c.attributes ->> $%d::text)::numeric "
+		       "ELSE 0 END + $%d::numeric * n.k)), updated_at = now() "
+		       "FROM (SELECT contact_id, count(*) AS k FROM rule_instances WHERE id = ANY($%d::bigint[]) "
+		       "GROUP BY contact_id) n WHERE c.id = n.contact_id%s%s",
+		       pa, pa, pa, pb, pids, c_and, c_sql);
+		break;
+	}
+	case HR_ACT_EMIT: {
+		int pn = pv_add(&p, a->event), pp = pv_add(&p, a->properties), pt = pv_add(&p, tid);
+		sb_add(&q,
+		       "WITH ins AS (INSERT INTO events (contact_id, name, properties, occurred_at, chain) "
+		       "SELECT i.contact_id, $%d::text, $%d::jsonb, herald_clock.now(), i.chain + 1 "
+		       "FROM rule_instances i JOIN contacts c ON c.id = i.contact_id WHERE i.id = ANY($%d::bigint[])%s%s "
+		       "RETURNING 1) SELECT pg_notify('herald_events', $%d) FROM (SELECT 1 FROM ins LIMIT 1) x",
+		       pn, pp, pids, c_and, c_sql, pt);
+		break;
+	}
+	case HR_ACT_SEND:
+	case HR_ACT_WEBHOOK: {
+		bool webhook = a->kind == HR_ACT_WEBHOOK;
+		bool bulk = !strcmp(a->lane, "bulk");
+		if (a->template_id) {
+			snprintf(tpl, sizeof tpl, "%lld", (long long)a->template_id);
+			snprintf(ver, sizeof ver, "%d", a->template_version);
+		}
+		int pch = pv_add(&p, a->channel), pl = pv_add(&p, a->lane), ptpl = pv_add(&p, a->template_id ? tpl : NULL),
+		    pver = pv_add(&p, a->template_id ? ver : NULL), pco = pv_add(&p, a->content),
+		    ppr = pv_add(&p, a->provider), prule = pv_add(&p, rs), pt = pv_add(&p, tid);
+		int pto = webhook ? pv_add(&p, a->to ? a->to : "account") : 0;
+		int ppu = bulk && !webhook ? pv_add(&p, a->purpose ? a->purpose : "marketing") : 0;
+		const char *addr = webhook ? NULL : address_sql(a->channel);
+		char addr_expr[64];
+		snprintf(addr_expr, sizeof addr_expr, "$%d::text", pto);
+		sb_add(&q,
+		       "WITH rcpt AS (SELECT i.id AS iid, c.id AS cid, %s AS addr, "
+		       "jsonb_build_object('event', i.context, 'rule', jsonb_build_object('id', i.rule_id, 'instance', i.id, "
+		       "'step', i.step)) AS data, row_number() OVER (ORDER BY i.id) - 1 AS n "
+		       "FROM rule_instances i JOIN contacts c ON c.id = i.contact_id WHERE i.id = ANY($%d::bigint[]) "
+		       "AND %s IS NOT NULL%s%s",
+		       webhook ? addr_expr : addr, pids, webhook ? addr_expr : addr, c_and, c_sql);
+		if (!webhook) {
+			/* Suppressed addresses never; bulk also needs a granted consent (api/messages.c's policy). */
+			sb_add(&q, " AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.channel = $%d AND s.address = %s)",
+			       pch, addr);
+			if (bulk)
+				sb_add(&q,
+				       " AND EXISTS (SELECT 1 FROM consents k WHERE k.contact_id = c.id AND k.channel = $%d "
+				       "AND k.purpose = $%d AND k.granted)",
+				       pch, ppu);
+		}
+		sb_add(&q,
+		       "), ins AS (INSERT INTO outbox (channel, lane, template_id, template_version, content, provider, "
+		       "origin, origin_id, addresses, contact_ids, data) SELECT $%d, $%d, $%d::bigint, $%d::int, $%d::jsonb, "
+		       "$%d, 'rule', $%d::bigint, array_agg(addr ORDER BY n), array_agg(cid ORDER BY n), "
+		       "jsonb_agg(data ORDER BY n) FROM rcpt GROUP BY n / 4096 RETURNING id, data), "
+		       "upd AS (UPDATE rule_instances i SET message_ids = i.message_ids || m.mids FROM "
+		       "(SELECT (d.v -> 'rule' ->> 'instance')::bigint AS iid, array_agg(ins.id * 4096 + d.ord - 1) AS mids "
+		       "FROM ins, jsonb_array_elements(ins.data) WITH ORDINALITY d(v, ord) GROUP BY 1) m "
+		       "WHERE i.id = m.iid RETURNING 1) "
+		       "SELECT (SELECT count(*) FROM upd), pg_notify('herald_outbox', $%d) FROM (SELECT 1 FROM ins LIMIT 1) x",
+		       pch, pl, ptpl, pver, pco, ppr, prule, pt);
+		break;
+	}
+	}
+	ok = hr_db_query(e->db, q.p, p.n, p.v, NULL, err);
+done:
+	hr_free(cond);
+	hr_free(q.p);
+	pv_free(&p);
+	return ok;
+}
+
+/* `unless`: an event of this name since the instance entered, about this instance's messages (or none). */
+static bool unless_sql(sb *q, pv *p, const hr_rule_step *s, hr_err *err)
+{
+	for (int i = 0; i < s->nunless; i++) {
+		int pn = pv_add(p, s->unless[i].name);
+		char *w = NULL;
+		if (s->unless[i].where && !(w = cond_sql(p, s->unless[i].where, true, err)))
+			return false;
+		sb_add(q,
+		       " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.contact_id = i.contact_id AND e.name = $%d::text "
+		       "AND e.occurred_at >= i.entered_at AND (NOT (e.properties ? 'message_id') OR "
+		       "(e.properties ->> 'message_id') ~ '^[0-9]{1,18}$' AND (e.properties ->> 'message_id')::bigint = "
+		       "ANY(i.message_ids))%s%s)",
+		       pn, w ? " AND " : "", w ? w : "");
+		hr_free(w);
+	}
+	return true;
+}
+
+/* Exit events: ended instances' ids are returned. */
+static bool exits(rules_engine *e, const hr_rule *r, const char *ids, hr_err *err)
+{
+	if (!r->nexits)
+		return true;
+	pv p = {0};
+	sb q = {0};
+	bool ok = false;
+	int pids = pv_add(&p, ids);
+	sb_add(&q, "UPDATE rule_instances i SET state = 'exited', updated_at = clock_timestamp() "
+		   "WHERE i.id = ANY($1::bigint[]) AND (false");
+	(void)pids;
+	for (int k = 0; k < r->nexits; k++) {
+		int pn = pv_add(&p, r->exits[k].name);
+		char *w = NULL;
+		if (r->exits[k].where && !(w = cond_sql(&p, r->exits[k].where, true, err)))
+			goto done;
+		sb_add(&q,
+		       " OR EXISTS (SELECT 1 FROM events e WHERE e.contact_id = i.contact_id AND e.name = $%d::text "
+		       "AND e.occurred_at >= i.entered_at%s%s)",
+		       pn, w ? " AND " : "", w ? w : "");
+		hr_free(w);
+	}
+	sb_add(&q, ")");
+	ok = hr_db_query(e->db, q.p, p.n, p.v, NULL, err);
+done:
+	hr_free(q.p);
+	pv_free(&p);
+	return ok;
+}
+
+/* Run step `step` of rule r for the instances `ids` (all locked by this transaction). */
+static bool run_step(rules_engine *e, rtenant *t, int64_t rid, const hr_rule *r, int step, const char *ids,
+		     hr_err *err)
+{
+	if (step >= r->nsteps) {
+		/* The rule was edited to fewer steps: these instances are past its end. */
+		const char *p[] = {ids};
+		return hr_db_query(e->db,
+				   "UPDATE rule_instances SET state = 'done', updated_at = clock_timestamp() "
+				   "WHERE id = ANY($1::bigint[])",
+				   1, p, NULL, err);
+	}
+	const hr_rule_step *s = &r->steps[step];
+	if (!exits(e, r, ids, err))
+		return false;
+	/* Who acts: still active, the step's `if`, and no `unless` event. */
+	pv p = {0};
+	sb q = {0};
+	bool ok = false;
+	char *cond = NULL, *act = NULL;
+	PGresult *res = NULL;
+	pv_add(&p, ids);
+	if (s->cond && !(cond = cond_sql(&p, s->cond, false, err)))
+		goto done;
+	sb_add(&q, "SELECT i.id FROM rule_instances i JOIN contacts c ON c.id = i.contact_id "
+		   "WHERE i.id = ANY($1::bigint[]) AND i.state = 'active'");
+	if (cond)
+		sb_add(&q, " AND %s", cond);
+	if (!unless_sql(&q, &p, s, err))
+		goto done;
+	sb_add(&q, " ORDER BY i.id");
+	if (!hr_db_query(e->db, q.p, p.n, p.v, &res, err))
+		goto done;
+	act = rows_array(res);
+	if (PQntuples(res) > 0)
+		for (int k = 0; k < s->nactions; k++)
+			if (!run_action(e, t, rid, &s->actions[k], act, err))
+				goto done;
+	/* Advance every instance still active (acted or not) to the next step, or end it. */
+	q.len = 0;
+	q.p[0] = '\0';
+	if (step + 1 < r->nsteps) {
+		sb_add(&q, "UPDATE rule_instances i SET step = %d, due_at = ", step + 1);
+		due_sql(&q, &r->steps[step + 1], "herald_clock.now()",
+			"(SELECT time_zone FROM contacts WHERE id = i.contact_id)");
+		sb_add(&q, ", updated_at = clock_timestamp() WHERE i.id = ANY($1::bigint[]) AND i.state = 'active'");
+	} else {
+		sb_add(&q, "UPDATE rule_instances i SET step = %d, state = 'done', updated_at = clock_timestamp() "
+			   "WHERE i.id = ANY($1::bigint[]) AND i.state = 'active'",
+		       step + 1);
+	}
+	const char *pa[] = {ids};
+	ok = hr_db_query(e->db, q.p, 1, pa, NULL, err);
+done:
+	PQclear(res);
+	hr_free(cond);
+	hr_free(act);
+	hr_free(q.p);
+	pv_free(&p);
+	return ok;
+}
+
+/* One batch of due instances in one transaction.  *n gets how many were due. */
+static bool run_due(rules_engine *e, rtenant *t, int *n, hr_err *err)
+{
+	*n = 0;
+	loaded l = {0};
+	PGresult *r = NULL;
+	if (!begin(e, t, err))
+		return false;
+	char lim[16];
+	snprintf(lim, sizeof lim, "%d", STEP_BATCH);
+	const char *p[] = {lim};
+	/* Due now, of enabled rules (a disabled rule's instances wait), grouped by (rule, step). */
+	if (!hr_db_query(e->db,
+			 "SELECT id, rule_id, step FROM (SELECT i.id, i.rule_id, i.step FROM rule_instances i "
+			 "WHERE i.state = 'active' AND i.due_at <= herald_clock.now() "
+			 "AND EXISTS (SELECT 1 FROM rules r WHERE r.id = i.rule_id AND r.enabled) "
+			 "ORDER BY i.due_at LIMIT $1::int FOR UPDATE OF i SKIP LOCKED) d ORDER BY rule_id, step, id",
+			 1, p, &r, err))
+		goto fail;
+	*n = PQntuples(r);
+	if (*n == 0) {
+		PQclear(r);
+		hr_db_rollback(e->db);
+		return true;
+	}
+	if (!load_rules(e, "true", &l, err))
+		goto fail;
+	for (int i = 0; i < *n;) {
+		int64_t rid = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+		int step = atoi(PQgetvalue(r, i, 2));
+		int j = i;
+		while (j < *n && strtoll(PQgetvalue(r, j, 1), NULL, 10) == rid && atoi(PQgetvalue(r, j, 2)) == step)
+			j++;
+		const hr_rule *rule = NULL;
+		for (int k = 0; k < l.n && !rule; k++)
+			if (l.id[k] == rid)
+				rule = l.rule[k];
+		char *ids = ids_array(r, 0, i, j);
+		bool ok;
+		if (rule) {
+			ok = run_step(e, t, rid, rule, step, ids, err);
+		} else {
+			/* Its definition no longer parses: end these instances rather than retry them forever. */
+			const char *pd[] = {ids};
+			ok = hr_db_query(e->db,
+					 "UPDATE rule_instances SET state = 'done', updated_at = clock_timestamp() "
+					 "WHERE id = ANY($1::bigint[])",
+					 1, pd, NULL, err);
+		}
+		hr_free(ids);
+		if (!ok)
+			goto fail;
+		i = j;
+	}
+	if (!hr_db_commit(e->db, err))
+		goto fail;
+	PQclear(r);
+	loaded_free(&l);
+	return true;
+fail:
+	PQclear(r);
+	loaded_free(&l);
+	hr_db_rollback(e->db);
+	return false;
+}
+
+/* The earliest due step of the tenant (herald time, µs), INT64_MAX when none. */
+static bool read_next_due(rules_engine *e, rtenant *t, hr_err *err)
+{
+	PGresult *r;
+	if (!begin(e, t, err))
+		return false;
+	bool ok = hr_db_query(e->db,
+			      "SELECT (extract(epoch FROM i.due_at) * 1000000)::bigint FROM rule_instances i "
+			      "WHERE i.state = 'active' AND EXISTS (SELECT 1 FROM rules r WHERE r.id = i.rule_id AND r.enabled) "
+			      "ORDER BY i.due_at LIMIT 1",
+			      0, NULL, &r, err);
+	hr_db_rollback(e->db);
+	if (!ok)
+		return false;
+	t->next_due_us = PQntuples(r) ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : INT64_MAX;
+	PQclear(r);
+	return true;
+}
+
+/* Everything the tenant needs now. */
+static bool serve(rules_engine *e, rtenant *t, hr_err *err)
+{
+	int64_t now = hr_clock_now();
+	t->retry_us = 0;
+	if (t->need_events) {
+		t->need_events = false;
+		bool more = true;
+		while (more && !e->stop)
+			if (!ingest(e, t, &more, err))
+				return false;
+		/* a notify about a new or changed rule: date rules are looked at today */
+		t->next_daily_us = 0;
+	}
+	if (now >= t->next_daily_us && !daily(e, t, err))
+		return false;
+	if (now >= t->next_due_us) {
+		int n = STEP_BATCH;
+		while (n == STEP_BATCH && !e->stop)
+			if (!run_due(e, t, &n, err))
+				return false;
+		if (!read_next_due(e, t, err))
+			return false;
+	} else if (t->next_due_us == 0) {
+		if (!read_next_due(e, t, err))
+			return false;
+	}
+	return true;
+}
+
+static void take_notifies(rules_engine *e)
+{
+	PGnotify *n;
+	bool tenants = false;
+	while ((n = PQnotifies(e->db))) {
+		if (!strcmp(n->relname, "herald_events")) {
+			uint32_t id = (uint32_t)strtoul(n->extra, NULL, 10);
+			rtenant *t = e->tenants;
+			while (t && t->id != id)
+				t = t->next;
+			if (t)
+				t->need_events = true;
+			else
+				tenants = true;
+		} else if (!strcmp(n->relname, "herald_clock")) {
+			hr_err err = {0};
+			if (!hr_clock_refresh(e->db, &err))
+				hr_warn("rules: reading the clock: %s", err.msg);
+			/* a new herald time: due steps and the day may have moved */
+			for (rtenant *t = e->tenants; t; t = t->next)
+				t->need_events = true;
+		} else {
+			tenants = true;
+		}
+		PQfreemem(n);
+	}
+	if (tenants) {
+		hr_err err = {0};
+		if (!load_tenants(e, &err))
+			hr_warn("rules: reading tenants: %s", err.msg);
+	}
+}
+
+static void *run(void *arg)
+{
+	rules_engine *e = arg;
+	while (!e->stop) {
+		int64_t now = hr_clock_now(), wake = INT64_MAX;
+		for (rtenant *t = e->tenants; t && !e->stop; t = t->next) {
+			bool due = t->need_events || now >= t->next_due_us || now >= t->next_daily_us ||
+				   (t->retry_us && now >= t->retry_us);
+			if (due) {
+				hr_err err = {0};
+				if (!serve(e, t, &err)) {
+					if (PQstatus(e->db) != CONNECTION_OK)
+						PQreset(e->db);
+					hr_warn("rules: tenant %u: %s", t->id, err.msg);
+					t->retry_us = hr_clock_now() + 1000000;
+				}
+				take_notifies(e);
+			}
+			int64_t w = t->next_due_us < t->next_daily_us ? t->next_due_us : t->next_daily_us;
+			if (t->retry_us && t->retry_us < w)
+				w = t->retry_us;
+			if (t->need_events)
+				w = 0;
+			if (w < wake)
+				wake = w;
+		}
+		/* Sleep until the earliest due time (herald time -> real wait) or a notification. */
+		now = hr_clock_now();
+		int64_t ms = wake == INT64_MAX ? 200 : (wake - now) / 1000;
+		if (ms > 200)
+			ms = 200; /* to see e->stop; no query runs on these wake-ups */
+		if (ms < 0)
+			ms = 0;
+		struct pollfd pfd = {.fd = PQsocket(e->db), .events = POLLIN};
+		if (ms > 0 && poll(&pfd, 1, (int)ms) < 0)
+			continue;
+		if (!PQconsumeInput(e->db)) {
+			hr_warn("rules: connection lost: %s", PQerrorMessage(e->db));
+			PQreset(e->db);
+			hr_err err = {0};
+			if (PQstatus(e->db) != CONNECTION_OK ||
+			    !hr_db_exec(e->db, "LISTEN herald_events; LISTEN herald_clock; LISTEN herald_tenants", &err)) {
+				struct timespec d = {1, 0};
+				nanosleep(&d, NULL);
+			}
+			for (rtenant *t = e->tenants; t; t = t->next)
+				t->need_events = true;
+			continue;
+		}
+		take_notifies(e);
+	}
+	return NULL;
+}
+
+rules_engine *rules_start(const char *dsn, hr_err *err)
+{
+	rules_engine *e = hr_calloc(1, sizeof *e);
+	e->dsn = hr_strdup(dsn);
+	if (!hr_db_connect(dsn, &e->db, err) ||
+	    !hr_db_exec(e->db, "LISTEN herald_events; LISTEN herald_clock; LISTEN herald_tenants", err) ||
+	    !hr_clock_refresh(e->db, err) || !load_tenants(e, err))
+		goto fail;
+	if (pthread_create(&e->thread, NULL, run, e) != 0) {
+		hr_fail(err, HR_ERR_IO, "", "cannot start the rule engine thread");
+		goto fail;
+	}
+	return e;
+fail:
+	PQfinish(e->db);
+	hr_free(e->dsn);
+	hr_free(e);
+	return NULL;
+}
+
+void rules_stop(rules_engine *e)
+{
+	if (!e)
+		return;
+	e->stop = 1;
+	pthread_join(e->thread, NULL);
+	PQfinish(e->db);
+	while (e->tenants) {
+		rtenant *t = e->tenants;
+		e->tenants = t->next;
+		hr_free(t);
+	}
+	hr_free(e->dsn);
+	hr_free(e);
+}
