@@ -44,8 +44,10 @@ typedef struct sample {
  * One valid request per route with a body or path parameters.  Placeholders:
  * {tenant} the tenant's slug, {contact} a contact id, {message} a message id,
  * {import} an import job's id, {template} an email template id (version 1 renders
- * snippet `footer`), {pool} a referral code pool id (holding the code INJCODE1 issued to inj-1).
+ * snippet `footer`), {pool} a referral code pool id (holding the code INJCODE1 issued to inj-1),
+ * {rule} a trigger rule's id.
  */
+#define RULE_BODY "{\"name\": \"cart\", \"trigger\": {\"event\": \"cart\", \"where\": {\"property\": \"total\", \"op\": \"gt\", \"value\": 0}}, \"reentry\": \"always\", \"exit\": [{\"event\": \"order\"}], \"steps\": [{\"wait\": {\"delay\": \"1h\"}, \"actions\": [{\"send\": {\"channel\": \"email\", \"provider\": \"mail\", \"content\": {\"from\": \"a@example.com\", \"subject\": \"s\", \"text\": \"t\"}}}, {\"increment\": {\"attribute\": \"carts\"}}]}]}"
 static const sample samples[] = {
 	{"POST", "/v1/tenants", "/v1/tenants", "{\"slug\": \"inj-new\", \"name\": \"New brand\"}", K_AGENCY, false},
 	{"POST", "/v1/tenants/{slug}/suspend", "/v1/tenants/{tenant}/suspend", NULL, K_AGENCY, false},
@@ -121,6 +123,13 @@ static const sample samples[] = {
 	{"GET", "/v1/codes/{code}", "/v1/codes/INJCODE1", NULL, K_TENANT, false},
 	{"POST", "/v1/codes/redeem", "/v1/codes/redeem",
 	 "{\"code\": \"injcode1\", \"contact\": {\"external_id\": \"inj-2\"}}", K_TENANT, false},
+	{"POST", "/v1/rules", "/v1/rules", RULE_BODY, K_TENANT, false},
+	{"GET", "/v1/rules/{id}", "/v1/rules/{rule}", NULL, K_TENANT, false},
+	{"PUT", "/v1/rules/{id}", "/v1/rules/{rule}", RULE_BODY, K_TENANT, false},
+	{"POST", "/v1/rules/{id}/enable", "/v1/rules/{rule}/enable", NULL, K_TENANT, false},
+	{"POST", "/v1/rules/{id}/disable", "/v1/rules/{rule}/disable", NULL, K_TENANT, false},
+	{"GET", "/v1/rules/{id}/instances", "/v1/rules/{rule}/instances", NULL, K_TENANT, false},
+	{"DELETE", "/v1/rules/{id}", "/v1/rules/{rule}", NULL, K_TENANT, false},
 };
 #define NSAMPLES (sizeof samples / sizeof samples[0])
 
@@ -164,7 +173,7 @@ static const char *const raw[] = {
 
 static fx f, other;
 static srv s;
-static char contact_id[32], message_id[32], import_id[32], template_id[32], pool_id[32];
+static char contact_id[32], message_id[32], import_id[32], template_id[32], pool_id[32], rule_id[32];
 static long requests;
 
 static const char *var(const char *name, size_t n)
@@ -181,6 +190,8 @@ static const char *var(const char *name, size_t n)
 		return template_id;
 	if (n == 4 && !strncmp(name, "pool", 4))
 		return pool_id;
+	if (n == 4 && !strncmp(name, "rule", 4))
+		return rule_id;
 	ck_abort_msg("sample path uses unknown placeholder {%.*s}", (int)n, name);
 	return NULL;
 }
@@ -382,6 +393,10 @@ static void setup(void)
 		    -1);
 	ck_assert_msg(r->status == 202, "%s", r->body);
 	snprintf(message_id, sizeof message_id, "%lld", (long long)json_integer_value(json_object_get(r->json, "id")));
+	resp_free(r);
+	r = call_at(s.port, "POST", "/v1/rules", f.full, NULL, RULE_BODY, -1);
+	ck_assert_msg(r->status == 201, "%s", r->body);
+	snprintf(rule_id, sizeof rule_id, "%lld", (long long)json_integer_value(json_object_get(r->json, "id")));
 	resp_free(r);
 	/* an import job (POST /v1/imports streams CSV/NDJSON, not JSON: its row is made directly) */
 	char sql[160];
