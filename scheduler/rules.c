@@ -268,7 +268,7 @@ static bool enter_event_rule(rules_engine *e, int64_t rid, const hr_rule *r, con
 		goto done;
 	bool aud = r->naudience > 0;
 	const char *contact = aud ? "a.contact_id" : "e.contact_id";
-	char rule_p[16];
+	char rule_p[32];
 	snprintf(rule_p, sizeof rule_p, "$%d::bigint", prule);
 	const char *key = r->reentry == HR_REENTRY_ONCE ? "''" : "e.id::text";
 	sb_add(&q,
@@ -397,7 +397,7 @@ static bool enter_daily_rule(rules_engine *e, int64_t rid, const hr_rule *r, con
 	char rs[32];
 	snprintf(rs, sizeof rs, "%lld", (long long)rid);
 	int prule = pv_add(&p, rs);
-	char rule_p[16];
+	char rule_p[32];
 	snprintf(rule_p, sizeof rule_p, "$%d::bigint", prule);
 	bool ok = false;
 	char days[16], names[2048] = "", key[96]; /* parameter texts live until the query */
