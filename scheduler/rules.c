@@ -100,7 +100,9 @@ static void pv_free(pv *p)
 /* Compile a segment (or property) condition with its parameters appended to p; heap SQL or NULL. */
 static char *cond_sql(pv *p, const char *json, bool props, hr_err *err)
 {
-	hr_segment_opts o = {.now_unix = hr_clock_now() / 1000000, .first_param = p->n + 1};
+	/* Rounded up: an event of this very second (occurred_at 12:00:04.68) must
+	 * not look like the future to a condition evaluated at 12:00:04.90. */
+	hr_segment_opts o = {.now_unix = (hr_clock_now() + 999999) / 1000000, .first_param = p->n + 1};
 	hr_segment_sql s;
 	bool ok = props ? hr_segment_compile_where(json, &o, &s, err) : hr_segment_compile(json, &o, &s, err);
 	if (!ok)
@@ -821,6 +823,14 @@ static bool read_next_due(rules_engine *e, rtenant *t, hr_err *err)
 /* Everything the tenant needs now. */
 static bool serve(rules_engine *e, rtenant *t, hr_err *err)
 {
+	/* Read herald time first: a clock advance may still sit unread in the
+	 * connection's notification queue while the events committed after it are
+	 * already visible -- with a stale clock those events would look like the
+	 * future to every "within the last N days" condition. */
+	if (hr_clock_skew() != 0 || t->need_events) {
+		if (!hr_clock_refresh(e->db, err))
+			return false;
+	}
 	int64_t now = hr_clock_now();
 	t->retry_us = 0;
 	if (t->need_events) {
