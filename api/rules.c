@@ -100,12 +100,40 @@ void rules_pre(api_req *r)
 		}
 }
 
-/* Templates named by send actions must exist, for the action's channel (tenant schema). */
+/* The code pool an issue_code action names must exist (tenant schema). */
+static bool pool_ok(api_req *r, const hr_rule_action *a, int i, int j)
+{
+	char id[32];
+	snprintf(id, sizeof id, "%lld", (long long)a->pool_id);
+	const char *p[] = {id};
+	PGresult *res;
+	hr_err err = {0};
+	if (!hr_db_query(r->db, "SELECT 1 FROM code_pools WHERE id = $1", 1, p, &res, &err)) {
+		api_problem_err(r, &err);
+		return false;
+	}
+	bool found = PQntuples(res) == 1;
+	PQclear(res);
+	if (!found) {
+		char ptr[96];
+		snprintf(ptr, sizeof ptr, "/steps/%d/actions/%d/issue_code/pool", i, j);
+		invalid(r, ptr, "no such code pool (POST /v1/code-pools makes one)");
+	}
+	return found;
+}
+
+/* Templates named by send actions must exist, for the action's channel; code pools
+ * named by issue_code actions too (tenant schema). */
 static bool templates_ok(api_req *r, const hr_rule *rule)
 {
 	for (int i = 0; i < rule->nsteps; i++)
 		for (int j = 0; j < rule->steps[i].nactions; j++) {
 			const hr_rule_action *a = &rule->steps[i].actions[j];
+			if (a->kind == HR_ACT_ISSUE_CODE) {
+				if (!pool_ok(r, a, i, j))
+					return false;
+				continue;
+			}
 			if (!a->template_id)
 				continue;
 			char id[32], ver[16];

@@ -294,7 +294,7 @@ static bool send_like(px *x, json_t *s, hr_rule_action *a, bool webhook)
 
 static bool action(px *x, json_t *v, hr_rule_action *a)
 {
-	static const char *const kinds[] = {"send", "set", "increment", "emit", "webhook", NULL};
+	static const char *const kinds[] = {"send", "set", "increment", "emit", "webhook", "issue_code", NULL};
 	if (!object(x, v, NULL))
 		return false;
 	json_t *cond = json_object_get(v, "if");
@@ -310,13 +310,13 @@ static bool action(px *x, json_t *v, hr_rule_action *a)
 		while (kinds[i] && strcmp(kinds[i], k))
 			i++;
 		if (!kinds[i])
-			return bad(x, k, "unknown action: expected send, set, increment, emit or webhook (and if)");
+			return bad(x, k, "unknown action: expected send, set, increment, emit, webhook or issue_code (and if)");
 		found++;
 		a->kind = (hr_act_kind)(i + 1);
 	}
 	if (found != 1)
-		return bad(x, NULL, "an action is one of send, set, increment, emit or webhook (with an optional if)");
-	static const char *const names_[] = {"", "send", "set", "increment", "emit", "webhook"};
+		return bad(x, NULL, "an action is one of send, set, increment, emit, webhook or issue_code (with an optional if)");
+	static const char *const names_[] = {"", "send", "set", "increment", "emit", "webhook", "issue_code"};
 	body = json_object_get(v, names_[a->kind]);
 	size_t m = push(x, names_[a->kind]);
 	bool ok = false;
@@ -372,6 +372,12 @@ static bool action(px *x, json_t *v, hr_rule_action *a)
 		a->properties = hr_strdup(t ? t : "{}");
 		free(t);
 		ok = true;
+		break;
+	}
+	case HR_ACT_ISSUE_CODE: {
+		/* {"pool": id}: that the pool exists is the API's check (it needs the tenant's schema). */
+		static const char *const ik[] = {"pool", NULL};
+		ok = object(x, body, NULL) && only(x, body, ik) && int_in(x, body, "pool", true, 1, INT64_MAX, &a->pool_id);
 		break;
 	}
 	}

@@ -38,6 +38,7 @@ typedef enum {
 	HR_ACT_INCREMENT,
 	HR_ACT_EMIT,
 	HR_ACT_WEBHOOK,
+	HR_ACT_ISSUE_CODE,
 } hr_act_kind;
 
 /* An event name with an optional property filter (JSON text of the condition or NULL). */
@@ -61,6 +62,8 @@ typedef struct hr_rule_action {
 	/* emit */
 	char *event;
 	char *properties;      /* JSON object text */
+	/* issue_code */
+	int64_t pool_id;       /* a code pool of the tenant (common/codes.h) */
 } hr_rule_action;
 
 typedef struct hr_rule_step {

@@ -35,8 +35,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "alloc.h"
 #include "clock.h"
+#include "codes.h"
 #include "db.h"
 #include "log.h"
 #include "model.h"
@@ -519,9 +522,10 @@ static const char *address_sql(const char *channel)
 	return "(c.attributes ->> 'push_token')";
 }
 
-/* One action on the instances `act` (an int8[] literal, parameter text). */
+/* One action on the instances `act` (an int8[] literal, parameter text).  codes: the
+ * step's issued codes as JSON text {"<instance id>": {"code": ..., "code_pool": ...}}, or NULL. */
 static bool run_action(rules_engine *e, rtenant *t, int64_t rid, const hr_rule_action *a, const char *act,
-		       hr_err *err)
+		       const char *codes, hr_err *err)
 {
 	pv p = {0};
 	sb q = {0};
@@ -568,6 +572,8 @@ static bool run_action(rules_engine *e, rtenant *t, int64_t rid, const hr_rule_a
 		       pn, pp, pids, c_and, c_sql, pt);
 		break;
 	}
+	case HR_ACT_ISSUE_CODE:
+		hr_panic("rules: issue_code goes through issue_codes()");
 	case HR_ACT_SEND:
 	case HR_ACT_WEBHOOK: {
 		bool webhook = a->kind == HR_ACT_WEBHOOK;
@@ -580,6 +586,7 @@ static bool run_action(rules_engine *e, rtenant *t, int64_t rid, const hr_rule_a
 		    pver = pv_add(&p, a->template_id ? ver : NULL), pco = pv_add(&p, a->content),
 		    ppr = pv_add(&p, a->provider), prule = pv_add(&p, rs), pt = pv_add(&p, tid);
 		int pto = webhook ? pv_add(&p, a->to ? a->to : "account") : 0;
+		int pcodes = pv_add(&p, codes);
 		int ppu = bulk && !webhook ? pv_add(&p, a->purpose ? a->purpose : "marketing") : 0;
 		const char *addr = webhook ? NULL : address_sql(a->channel);
 		char addr_expr[64];
@@ -587,10 +594,11 @@ static bool run_action(rules_engine *e, rtenant *t, int64_t rid, const hr_rule_a
 		sb_add(&q,
 		       "WITH rcpt AS (SELECT i.id AS iid, c.id AS cid, %s AS addr, "
 		       "jsonb_build_object('event', i.context, 'rule', jsonb_build_object('id', i.rule_id, 'instance', i.id, "
-		       "'step', i.step)) AS data, row_number() OVER (ORDER BY i.id) - 1 AS n "
+		       "'step', i.step)) || coalesce($%d::jsonb -> i.id::text, '{}'::jsonb) AS data, "
+		       "row_number() OVER (ORDER BY i.id) - 1 AS n "
 		       "FROM rule_instances i JOIN contacts c ON c.id = i.contact_id WHERE i.id = ANY($%d::bigint[]) "
 		       "AND %s IS NOT NULL%s%s",
-		       webhook ? addr_expr : addr, pids, webhook ? addr_expr : addr, c_and, c_sql);
+		       webhook ? addr_expr : addr, pcodes, pids, webhook ? addr_expr : addr, c_and, c_sql);
 		if (!webhook) {
 			/* Suppressed addresses never; bulk also needs a granted consent (api/messages.c's policy). */
 			sb_add(&q, " AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.channel = $%d AND s.address = %s)",
@@ -619,6 +627,111 @@ static bool run_action(rules_engine *e, rtenant *t, int64_t rid, const hr_rule_a
 done:
 	hr_free(cond);
 	hr_free(q.p);
+	pv_free(&p);
+	return ok;
+}
+
+/*
+ * issue_code: a code of the pool for the contact of every instance in `act`
+ * (that matches the action's `if`), through hr_code_issue in the step's
+ * transaction -- the contact's held code, else a free one, else (referral) a
+ * new personal one.  The codes go into *codes ({"<instance>": {"code",
+ * "code_pool", "code_pool_id"}}) for the step's later sends.  A contact that
+ * gets no code (promo pool empty, pool deleted, contact merged away) leaves
+ * `act` -- the step's later actions skip it -- and gets the event
+ * `code_not_issued` {rule_id, pool_id, reason}; the rest of the batch goes on.
+ * act is rewritten in place (heap).
+ */
+static bool issue_codes(rules_engine *e, rtenant *t, int64_t rid, const hr_rule_action *a, char **act,
+			json_t *codes, hr_err *err)
+{
+	pv p = {0};
+	sb q = {0}, keep = {0}, failed = {0};
+	char *cond = NULL;
+	PGresult *res = NULL;
+	bool ok = false;
+	pv_add(&p, *act);
+	if (a->cond && !(cond = cond_sql(&p, a->cond, false, err)))
+		goto done;
+	/* Every instance of act, and whether this action is for it (its `if`). */
+	sb_add(&q,
+	       "SELECT i.id, i.contact_id, c.merged_into IS NULL, %s FROM rule_instances i "
+	       "JOIN contacts c ON c.id = i.contact_id WHERE i.id = ANY($1::bigint[]) ORDER BY i.id",
+	       cond ? cond : "true");
+	if (!hr_db_query(e->db, q.p, p.n, p.v, &res, err))
+		goto done;
+	hr_code_pool pool;
+	hr_err perr = {0};
+	bool have_pool = hr_code_pool_get(e->db, a->pool_id, NULL, &pool, &perr);
+	if (!have_pool && perr.kind != HR_ERR_NOTFOUND) {
+		*err = perr;
+		goto done;
+	}
+	const char *reason = have_pool ? "pool_empty" : "no_pool";
+	bool issued = false;
+	int nfailed = 0;
+	sb_add(&keep, "{");
+	sb_add(&failed, "{");
+	for (int i = 0; i < PQntuples(res); i++) {
+		const char *iid = PQgetvalue(res, i, 0);
+		bool mine = PQgetvalue(res, i, 3)[0] == 't', live = PQgetvalue(res, i, 2)[0] == 't';
+		hr_code code;
+		hr_code_refusal why = HR_CODE_OK;
+		bool got = false;
+		if (mine && live && have_pool) {
+			hr_err ierr = {0};
+			got = hr_code_issue(e->db, &pool, strtoll(PQgetvalue(res, i, 1), NULL, 10), &code, &why, &ierr);
+			if (!got && why != HR_CODE_POOL_EMPTY) {
+				*err = ierr;
+				goto done;
+			}
+		}
+		if (mine && !got) {
+			sb_add(&failed, "%s%s", nfailed++ ? "," : "", iid);
+			if (!live)
+				reason = "contact_merged";
+			continue;
+		}
+		sb_add(&keep, "%s%s", keep.len > 1 ? "," : "", iid);
+		if (got) {
+			issued |= code.issued_now;
+			json_object_set_new(codes, iid,
+					    json_pack("{s:s, s:s, s:I}", "code", code.code, "code_pool", pool.name,
+						      "code_pool_id", (json_int_t)pool.id));
+		}
+	}
+	sb_add(&keep, "}");
+	sb_add(&failed, "}");
+	char tid[16], rs[32], pid[32];
+	snprintf(tid, sizeof tid, "%u", t->id);
+	snprintf(rs, sizeof rs, "%lld", (long long)rid);
+	snprintf(pid, sizeof pid, "%lld", (long long)a->pool_id);
+	if (nfailed) {
+		hr_warn("rules: rule %lld: no code of pool %lld for %d contact(s) (%s); their step's later actions are "
+			"skipped", (long long)rid, (long long)a->pool_id, nfailed, reason);
+		const char *pf[] = {failed.p, rs, pid, reason};
+		if (!hr_db_query(e->db,
+				 "INSERT INTO events (contact_id, name, properties, occurred_at, chain) "
+				 "SELECT i.contact_id, 'code_not_issued', jsonb_build_object('rule_id', $2::bigint, "
+				 "'pool_id', $3::bigint, 'reason', $4::text), herald_clock.now(), i.chain + 1 "
+				 "FROM rule_instances i WHERE i.id = ANY($1::bigint[])",
+				 4, pf, NULL, err))
+			goto done;
+	}
+	/* code_issued / code_not_issued are events other rules may react to */
+	const char *pt[] = {tid};
+	if ((issued || nfailed) && !hr_db_query(e->db, "SELECT pg_notify('herald_events', $1)", 1, pt, NULL, err))
+		goto done;
+	hr_free(*act);
+	*act = keep.p;
+	keep.p = NULL;
+	ok = true;
+done:
+	PQclear(res);
+	hr_free(cond);
+	hr_free(q.p);
+	hr_free(keep.p);
+	hr_free(failed.p);
 	pv_free(&p);
 	return ok;
 }
@@ -707,10 +820,24 @@ static bool run_step(rules_engine *e, rtenant *t, int64_t rid, const hr_rule *r,
 	if (!hr_db_query(e->db, q.p, p.n, p.v, &res, err))
 		goto done;
 	act = rows_array(res);
-	if (PQntuples(res) > 0)
-		for (int k = 0; k < s->nactions; k++)
-			if (!run_action(e, t, rid, &s->actions[k], act, err))
-				goto done;
+	if (PQntuples(res) > 0) {
+		json_t *codes = json_object();
+		char *ctext = NULL;
+		bool aok = true;
+		for (int k = 0; k < s->nactions && aok; k++) {
+			if (s->actions[k].kind == HR_ACT_ISSUE_CODE) {
+				aok = issue_codes(e, t, rid, &s->actions[k], &act, codes, err);
+				free(ctext);
+				ctext = json_dumps(codes, JSON_COMPACT);
+			} else if (strcmp(act, "{}") != 0) {
+				aok = run_action(e, t, rid, &s->actions[k], act, ctext, err);
+			}
+		}
+		free(ctext);
+		json_decref(codes);
+		if (!aok)
+			goto done;
+	}
 	/* Advance every instance still active (acted or not) to the next step, or end it. */
 	q.len = 0;
 	q.p[0] = '\0';

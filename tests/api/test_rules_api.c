@@ -110,6 +110,18 @@ START_TEST(bad_rules_are_422_with_the_pointer_and_write_nothing)
 		{"{\"name\":\"n\",\"trigger\":{\"event\":\"x\"},\"reentry\":\"twice\",\"steps\":[{\"actions\":[{\"emit\":{\"event\":\"y\"}}]}]}", "/reentry"},
 		{"{\"name\":\"n\",\"trigger\":{\"event\":\"x\"},\"steps\":[{\"actions\":[{\"increment\":{\"attribute\":\"a.b\"}}]}]}",
 		 "/steps/0/actions/0/increment/attribute"},
+		{"{\"name\":\"n\",\"trigger\":{\"event\":\"x\"},\"steps\":[{\"actions\":[{\"issue_code\":{\"pool\":0}}]}]}",
+		 "/steps/0/actions/0/issue_code/pool"},
+		{"{\"name\":\"n\",\"trigger\":{\"event\":\"x\"},\"steps\":[{\"actions\":[{\"issue_code\":{\"pool\":\"friends\"}}]}]}",
+		 "/steps/0/actions/0/issue_code/pool"},
+		{"{\"name\":\"n\",\"trigger\":{\"event\":\"x\"},\"steps\":[{\"actions\":[{\"issue_code\":{}}]}]}",
+		 "/steps/0/actions/0/issue_code/pool"},
+		{"{\"name\":\"n\",\"trigger\":{\"event\":\"x\"},\"steps\":[{\"actions\":[{\"issue_code\":{\"pool\":1,\"n\":2}}]}]}",
+		 "/steps/0/actions/0/issue_code/n"},
+		/* a well-formed pool id that is no pool of this tenant */
+		{"{\"name\":\"n\",\"trigger\":{\"event\":\"x\"},\"steps\":[{\"actions\":[{\"emit\":{\"event\":\"y\"}}]},"
+		 "{\"actions\":[{\"emit\":{\"event\":\"y\"}},{\"issue_code\":{\"pool\":999999}}]}]}",
+		 "/steps/1/actions/1/issue_code/pool"},
 		{"{\"name\":\"n\",\"trigger\":{\"event\":\"x\"},\"exit\":[{\"nope\":1}],\"steps\":[{\"actions\":[{\"emit\":{\"event\":\"y\"}}]}]}", "/exit/0/nope"},
 	};
 	fx f;
@@ -127,6 +139,34 @@ START_TEST(bad_rules_are_422_with_the_pointer_and_write_nothing)
 }
 END_TEST
 
+/* issue_code names a pool of the tenant: refused (422, nothing written) when there is no such pool,
+ * accepted when it exists. */
+START_TEST(issue_code_needs_a_pool_of_the_tenant)
+{
+	fx f;
+	fx_open(&f);
+	resp *r = call("POST", "/v1/code-pools", f.full, NULL, "{\"name\":\"friends\",\"kind\":\"referral\"}");
+	ck_assert_msg(r->status == 201, "%s", r->body);
+	long long mine = (long long)json_integer_value(json_object_get(r->json, "id"));
+	resp_free(r);
+	char body[512];
+	const char *fmt = "{\"name\":\"refer\",\"trigger\":{\"event\":\"order\"},\"steps\":[{\"wait\":{\"delay\":\"1d\"},"
+			  "\"actions\":[{\"issue_code\":{\"pool\":%lld}},{\"emit\":{\"event\":\"code_sent\"}}]}]}";
+	snprintf(body, sizeof body, fmt, mine + 1);
+	r = call("POST", "/v1/rules", f.full, NULL, body);
+	expect_problem(r, 422, "/steps/0/actions/0/issue_code/pool");
+	resp_free(r);
+	ck_assert_int_eq(count(&f, RULES), 0);
+	snprintf(body, sizeof body, fmt, mine);
+	r = call("POST", "/v1/rules", f.full, NULL, body);
+	ck_assert_msg(r->status == 201, "%s", r->body);
+	resp_free(r);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.rules WHERE definition @> "
+				   "'{\"steps\":[{\"actions\":[{\"issue_code\":{}}]}]}'"), 1);
+	fx_close(&f);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("api_rules");
@@ -135,6 +175,7 @@ static Suite *suite(void)
 	tcase_add_unchecked_fixture(tc, api_suite_setup, api_suite_teardown);
 	tcase_add_test(tc, rules_crud_enable_disable_and_instances);
 	tcase_add_test(tc, bad_rules_are_422_with_the_pointer_and_write_nothing);
+	tcase_add_test(tc, issue_code_needs_a_pool_of_the_tenant);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -20,6 +20,8 @@
 #include "clock.h"
 #include "db.h"
 #include "harness.h"
+#include "providers.h"
+#include "psim.h"
 #include "rule.h"
 #include "stack.h"
 
@@ -39,13 +41,19 @@ static pid_t worker(env *e, const char *name, const char *channel, const char *l
 	return th_spawn(argv, NULL, log, NULL);
 }
 
-static void up(env *e)
+/* The processes, on a fixture already open. */
+static void up_procs(env *e)
 {
-	fixture_open(&e->f, 1);
 	e->schema = e->f.t[0].schema;
 	sched_start(&e->s, e->f.dsn, e->f.dir, NULL, NULL);
 	e->w[0] = worker(e, "email", "email", "bulk");
 	e->w[1] = worker(e, "sms", "sms", "bulk");
+}
+
+static void up(env *e)
+{
+	fixture_open(&e->f, 1);
+	up_procs(e);
 }
 
 static void down(env *e)
@@ -429,9 +437,144 @@ START_TEST(sigkill_between_steps_loses_no_step_and_runs_none_twice)
 }
 END_TEST
 
+
+/* The recipient's texts in the simulator's inbox, newest first, joined by " | ". */
+static void inbox(psim *p, const char *phone, char *out, size_t n)
+{
+	char path[128];
+	snprintf(path, sizeof path, "/v1/inbox/%%2B%s", phone + 1);
+	json_t *j = psim_get_json(p, path);
+	json_t *m = json_object_get(j, "messages");
+	size_t o = 0;
+	out[0] = '\0';
+	for (size_t i = 0; i < json_array_size(m) && o < n; i++)
+		o += (size_t)snprintf(out + o, n - o, "%s%s", i ? " | " : "",
+				      json_string_value(json_object_get(json_array_get(m, i), "text")));
+	json_decref(j);
+}
+
+static void text(env *e, char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void text(env *e, char *out, size_t n, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	PGresult *r;
+	hr_err err = {0};
+	ck_assert_msg(hr_db_query(e->f.c, buf, 0, NULL, &r, &err), "%s: %s", buf, err.msg);
+	ck_assert_msg(PQntuples(r) == 1, "%s: %d rows", buf, PQntuples(r));
+	snprintf(out, n, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+}
+
+/* "The day after a purchase, SMS the buyer a personal referral code" (DESIGN.md scenario 1), and a
+ * promo pool that runs dry in the middle of a batch: the contact without a code gets none of the
+ * step's later actions, an event says why, and everyone else in the batch goes on. */
+START_TEST(issue_code_then_send_it_referral_and_an_empty_promo_pool)
+{
+	env e;
+	psim ps;
+	const char *args[] = {"--inbox", "16", NULL};
+	psim_start(&ps, args);
+	fixture_open(&e.f, 1);
+	uint8_t key[HR_KEY_LEN];
+	hr_err err = {0};
+	ck_assert(hr_key_from_hex(MASTER_HEX, key, &err));
+	char cfg[256];
+	snprintf(cfg, sizeof cfg, "{\"url\":\"http://127.0.0.1:%d/v1/send/sms/simsms\"}", ps.port);
+	hr_provider_spec sim = {.name = "simsms", .channel = "sms", .transport = "http", .config = cfg};
+	ck_assert_msg(hr_provider_put(e.f.c, key, e.f.t[0].slug, &sim, &err), "%s", err.msg);
+	up_procs(&e);
+	long friends = num(&e, "INSERT INTO %s.code_pools (name, kind, settings) VALUES ('friends', 'referral', "
+			       "'{\"prefix\":\"FR-\",\"code_length\":6}') RETURNING id", e.schema);
+	long welcome = num(&e, "INSERT INTO %s.code_pools (name, kind) VALUES ('welcome', 'promo') RETURNING id", e.schema);
+	sql(&e, "INSERT INTO %s.codes (pool_id, code, max_redemptions) VALUES (%ld, 'WELCOME1', 1)", e.schema, welcome);
+	char def[1024];
+	snprintf(def, sizeof def,
+		 "{\"name\":\"refer a friend\",\"trigger\":{\"event\":\"order\"},\"steps\":[{\"wait\":{\"delay\":\"1d\"},"
+		 "\"actions\":[{\"issue_code\":{\"pool\":%ld}},{\"send\":{\"channel\":\"sms\",\"provider\":\"simsms\","
+		 "\"content\":{\"text\":\"Give friends your code {{ code }} ({{ code_pool }})\"}}}]}]}", friends);
+	long rref = rule(&e, def);
+	snprintf(def, sizeof def,
+		 "{\"name\":\"welcome\",\"trigger\":{\"event\":\"signup\"},\"steps\":[{\"actions\":["
+		 "{\"issue_code\":{\"pool\":%ld}},{\"send\":{\"channel\":\"sms\",\"provider\":\"simsms\","
+		 "\"content\":{\"text\":\"Welcome! Your code: {{ code }}\"}}},{\"increment\":{\"attribute\":\"welcomed\"}}]},"
+		 "{\"actions\":[{\"increment\":{\"attribute\":\"step2\"}}]}]}", welcome);
+	long rwel = rule(&e, def);
+	long ann = contact(&e, "ann", NULL), bea = contact(&e, "bea", NULL), cy = contact(&e, "cy", NULL);
+	char ann_phone[32], bea_phone[32], cy_phone[32];
+	text(&e, ann_phone, sizeof ann_phone, "SELECT phone FROM %s.contacts WHERE id = %ld", e.schema, ann);
+	text(&e, bea_phone, sizeof bea_phone, "SELECT phone FROM %s.contacts WHERE id = %ld", e.schema, bea);
+	text(&e, cy_phone, sizeof cy_phone, "SELECT phone FROM %s.contacts WHERE id = %ld", e.schema, cy);
+	event(&e, ann, "order", "{\"total\":30}", NULL);
+	WAIT_EQ(&e, 1, STATE(e, rref, ann), e.schema, rref, ann, "active");
+	/* not before the day is over: no code yet */
+	advance(&e, "23h");
+	ck_assert_int_eq(num(&e, "SELECT count(*) FROM %s.codes WHERE contact_id = %ld", e.schema, ann), 0);
+	advance(&e, "1h");
+	WAIT_EQ(&e, 1, STATE(e, rref, ann), e.schema, rref, ann, "done");
+	/* a personal code of the referral pool, owned by ann, and the SMS that carries it */
+	char code[80], want[200], got[2048];
+	text(&e, code, sizeof code, "SELECT code FROM %s.codes WHERE pool_id = %ld AND contact_id = %ld", e.schema,
+	     friends, ann);
+	ck_assert_msg(!strncmp(code, "FR-", 3) && strlen(code) == 9, "code %s", code);
+	ck_assert_int_eq(num(&e, "SELECT count(*) FROM %s.events WHERE contact_id = %ld AND name = 'code_issued'",
+			     e.schema, ann), 1);
+	snprintf(want, sizeof want, "Give friends your code %s (friends)", code);
+	int64_t dl = sched_now_ms() + 30000;
+	do {
+		inbox(&ps, ann_phone, got, sizeof got);
+		if (strcmp(got, want) == 0)
+			break;
+		struct timespec d = {0, 50000000};
+		nanosleep(&d, NULL);
+	} while (sched_now_ms() < dl);
+	ck_assert_msg(strcmp(got, want) == 0, "ann's inbox: '%s', want '%s'", got, want);
+	/* the promo pool has one code for two sign-ups in one batch */
+	sql(&e, "BEGIN; INSERT INTO %s.events (contact_id, name, occurred_at) VALUES (%ld, 'signup', herald_clock.now()), "
+		"(%ld, 'signup', herald_clock.now()); NOTIFY herald_events, '%ld'; COMMIT",
+	    e.schema, bea, cy, (long)e.f.t[0].id);
+	WAIT_EQ(&e, 2, "SELECT count(*) FROM %s.rule_instances WHERE rule_id = %ld AND state = 'done'", e.schema, rwel);
+	long lucky = num(&e, "SELECT contact_id FROM %s.codes WHERE code = 'WELCOME1'", e.schema);
+	ck_assert_msg(lucky == bea || lucky == cy, "WELCOME1 went to %ld", lucky);
+	long other = lucky == bea ? cy : bea;
+	const char *lucky_phone = lucky == bea ? bea_phone : cy_phone, *other_phone = lucky == bea ? cy_phone : bea_phone;
+	/* the lucky one: SMS with the code, the counter; the other: neither, but an event that says why */
+	ck_assert_int_eq(num(&e, "SELECT (attributes->>'welcomed')::int FROM %s.contacts WHERE id = %ld", e.schema, lucky), 1);
+	ck_assert_int_eq(num(&e, "SELECT count(*) FROM %s.contacts WHERE id = %ld AND attributes ? 'welcomed'", e.schema,
+			     other), 0);
+	ck_assert_int_eq(sent_to(&e, other, "sms"), 0);
+	ck_assert_int_eq(num(&e, "SELECT count(*) FROM %s.events WHERE contact_id = %ld AND name = 'code_not_issued' AND "
+				 "properties @> '{\"reason\":\"pool_empty\",\"pool_id\":%ld,\"rule_id\":%ld}'",
+			     e.schema, other, welcome, rwel), 1);
+	ck_assert_int_eq(num(&e, "SELECT count(*) FROM %s.events WHERE name = 'code_not_issued'", e.schema), 1);
+	/* both went on to the next step (which has no code in it) */
+	ck_assert_int_eq(num(&e, "SELECT count(*) FROM %s.contacts WHERE id IN (%ld, %ld) AND attributes @> '{\"step2\":1}'",
+			     e.schema, bea, cy), 2);
+	dl = sched_now_ms() + 30000;
+	do {
+		inbox(&ps, lucky_phone, got, sizeof got);
+		if (strcmp(got, "Welcome! Your code: WELCOME1") == 0)
+			break;
+		struct timespec d = {0, 50000000};
+		nanosleep(&d, NULL);
+	} while (sched_now_ms() < dl);
+	ck_assert_msg(strcmp(got, "Welcome! Your code: WELCOME1") == 0, "inbox: '%s'", got);
+	WAIT_EQ(&e, 2, "SELECT count(*) FROM %s.results r JOIN %s.outbox o ON o.id = r.message_id / 4096 "
+		       "WHERE o.origin = 'rule' AND r.status = 'sent'", e.schema, e.schema);
+	inbox(&ps, other_phone, got, sizeof got);
+	ck_assert_str_eq(got, "");
+	down(&e);
+	psim_stop(&ps);
+}
+END_TEST
+
 int main(void)
 {
 	th_pg_dsn();
+	char *root = psim_root_new();
 	Suite *s = suite_create("scheduler_rules");
 	TCase *tc = th_tcase("rules");
 	tcase_set_timeout(tc, 180);
@@ -441,6 +584,9 @@ int main(void)
 	tcase_add_test(tc, emitted_events_chain_and_the_loop_guard_stops_them);
 	tcase_add_test(tc, price_drop_reaches_viewers_and_carters_of_the_item);
 	tcase_add_test(tc, sigkill_between_steps_loses_no_step_and_runs_none_twice);
+	tcase_add_test(tc, issue_code_then_send_it_referral_and_an_empty_promo_pool);
 	suite_add_tcase(s, tc);
-	return th_run(s);
+	int rc = th_run(s);
+	psim_root_remove(root);
+	return rc;
 }
