@@ -130,7 +130,7 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	if (!(s->lander = lander_start(s->dsn, &err)))
 		hr_fatal("scheduler: results writer: %s", err.msg);
-	rules_engine *rules = rules_start(s->dsn, &err); /* trigger rules: a thread of its own */
+	rules_engine *rules = rules_start(s->dsn, s->owner, &err); /* trigger rules: a thread of its own */
 	if (!rules)
 		hr_fatal("scheduler: rule engine: %s", err.msg);
 	if (!metrics_start((int)hr_config_int(s->cfg, "metrics_port"), &s->metrics, &err))

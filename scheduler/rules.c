@@ -58,11 +58,13 @@ typedef struct rtenant {
 	int64_t next_due_us;      /* herald time of the earliest active step, INT64_MAX = none */
 	int64_t next_daily_us;    /* herald time of the next daily evaluation, INT64_MAX = none */
 	int64_t retry_us;         /* after an error or a young id gap: look again then (0 = no) */
+	bool owned;               /* its shard was ours at the last look */
 	struct rtenant *next;
 } rtenant;
 
 struct rules_engine {
 	char *dsn;
+	owner *own;               /* shard ownership (owner.h); NULL = every tenant */
 	PGconn *db;
 	pthread_t thread;
 	volatile int stop;
@@ -947,6 +949,18 @@ static bool read_next_due(rules_engine *e, rtenant *t, hr_err *err)
 	return true;
 }
 
+/* The shard is being handed over: finish the batch in hand, start no other
+ * (the rest is still due, for the next owner).  Flags stay set for when the
+ * shard comes back. */
+static bool draining(rules_engine *e, rtenant *t)
+{
+	if (!e->own || owner_owns(e->own, t->id))
+		return false;
+	t->need_events = true;
+	t->next_due_us = 0;
+	return true;
+}
+
 /* Everything the tenant needs now. */
 static bool serve(rules_engine *e, rtenant *t, hr_err *err)
 {
@@ -963,7 +977,7 @@ static bool serve(rules_engine *e, rtenant *t, hr_err *err)
 	if (t->need_events) {
 		t->need_events = false;
 		bool more = true;
-		while (more && !e->stop)
+		while (more && !e->stop && !draining(e, t))
 			if (!ingest(e, t, &more, err))
 				return false;
 		/* a notify about a new or changed rule: date rules are looked at today */
@@ -973,7 +987,7 @@ static bool serve(rules_engine *e, rtenant *t, hr_err *err)
 		return false;
 	if (now >= t->next_due_us) {
 		int n = STEP_BATCH;
-		while (n == STEP_BATCH && !e->stop)
+		while (n == STEP_BATCH && !e->stop && !draining(e, t))
 			if (!run_due(e, t, &n, err))
 				return false;
 		if (!read_next_due(e, t, err))
@@ -1024,9 +1038,21 @@ static void *run(void *arg)
 	while (!e->stop) {
 		int64_t now = hr_clock_now(), wake = INT64_MAX;
 		for (rtenant *t = e->tenants; t && !e->stop; t = t->next) {
+			/* Another scheduler's tenant: nothing now (its notifications are noted);
+			 * looked at afresh when its shard becomes ours. */
+			bool mine = !e->own || owner_owns(e->own, t->id);
+			if (mine && !t->owned) {
+				t->need_events = true;
+				t->next_due_us = 0;
+				t->next_daily_us = 0;
+			}
+			t->owned = mine;
+			if (!mine)
+				continue;
 			bool due = t->need_events || now >= t->next_due_us || now >= t->next_daily_us ||
 				   (t->retry_us && now >= t->retry_us);
-			if (due) {
+			/* The hold keeps the shard ours until the tenant's turn is over. */
+			if (due && (!e->own || owner_hold(e->own, t->id))) {
 				hr_err err = {0};
 				if (!serve(e, t, &err)) {
 					if (PQstatus(e->db) != CONNECTION_OK)
@@ -1034,6 +1060,8 @@ static void *run(void *arg)
 					hr_warn("rules: tenant %u: %s", t->id, err.msg);
 					t->retry_us = hr_clock_now() + 1000000;
 				}
+				if (e->own)
+					owner_unhold(e->own, t->id);
 				take_notifies(e);
 			}
 			int64_t w = t->next_due_us < t->next_daily_us ? t->next_due_us : t->next_daily_us;
@@ -1072,10 +1100,11 @@ static void *run(void *arg)
 	return NULL;
 }
 
-rules_engine *rules_start(const char *dsn, hr_err *err)
+rules_engine *rules_start(const char *dsn, owner *own, hr_err *err)
 {
 	rules_engine *e = hr_calloc(1, sizeof *e);
 	e->dsn = hr_strdup(dsn);
+	e->own = own;
 	if (!hr_db_connect(dsn, &e->db, err) ||
 	    !hr_db_exec(e->db, "LISTEN herald_events; LISTEN herald_clock; LISTEN herald_tenants", err) ||
 	    !hr_clock_refresh(e->db, err) || !load_tenants(e, err))

@@ -19,7 +19,10 @@
  * - no polling: each tenant's next due time is kept in memory and the
  *   thread sleeps until the earliest (or a notification).
  *
- * Tenants come from store_tenants() (store.c), the dispatcher's enumeration.
+ * Tenants come from store_tenants() (store.c), the dispatcher's enumeration;
+ * with several schedulers (owner.h) the engine acts only for tenants whose
+ * shard this scheduler owns, and holds the shard (owner_hold) for the whole of
+ * a tenant's turn, so a shard is never handed over in the middle of a step.
  * Thread safety: rules_start/rules_stop from the main thread only; the
  * engine shares nothing else with the loop.
  */
@@ -30,11 +33,13 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "owner.h"
 
 typedef struct rules_engine rules_engine;
 
-/* Connect, LISTEN, read the tenants and start the thread. */
-rules_engine *rules_start(const char *dsn, hr_err *err);
+/* Connect, LISTEN, read the tenants and start the thread.  own: the
+ * scheduler's shard ownership (shared with the loop; NULL = every tenant). */
+rules_engine *rules_start(const char *dsn, owner *own, hr_err *err);
 /* Finish the step batch in progress (its transaction commits or rolls back), stop, free. */
 void rules_stop(rules_engine *e);
 

@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "db.h"
 #include "harness.h"
+#include "owner.h"
 #include "providers.h"
 #include "psim.h"
 #include "rule.h"
@@ -571,6 +572,33 @@ START_TEST(issue_code_then_send_it_referral_and_an_empty_promo_pool)
 }
 END_TEST
 
+/* With several schedulers (scheduler/owner.h) the rule engine acts only for tenants whose shard its
+ * scheduler owns.  Here the test's own session holds every shard's lock, as a peer that owns them all
+ * would: the scheduler owns nothing, and its engine neither enters nor runs anything of the tenant;
+ * when the locks go, the scheduler takes the shards and the waiting event is acted on. */
+START_TEST(rules_act_only_for_tenants_of_owned_shards)
+{
+	env e;
+	fixture_open(&e.f, 1);
+	e.schema = e.f.t[0].schema;
+	sql(&e, "SELECT pg_advisory_lock(%d, s) FROM generate_series(0, %d) s", OWNER_LOCK_SHARD, OWNER_SHARDS - 1);
+	up_procs(&e);
+	long rid = rule(&e, "{\"name\":\"hello\",\"trigger\":{\"event\":\"hello\"},"
+			    "\"steps\":[{\"actions\":[{\"increment\":{\"attribute\":\"hellos\"}}]}]}");
+	long k = contact(&e, "kai", NULL);
+	event(&e, k, "hello", NULL, NULL);
+	/* the engine wakes on the NOTIFY; a second is several rebalances and many engine turns */
+	struct timespec d = {1, 500000000};
+	nanosleep(&d, NULL);
+	ck_assert_int_eq(num(&e, "SELECT count(*) FROM %s.rule_instances WHERE rule_id = %ld", e.schema, rid), 0);
+	ck_assert_int_eq(num(&e, "SELECT rules_event_seen FROM %s.dispatch_state", e.schema), 0);
+	sql(&e, "SELECT pg_advisory_unlock_all()");
+	WAIT_EQ(&e, 1, "SELECT count(*) FROM %s.rule_instances WHERE rule_id = %ld AND state = 'done'", e.schema, rid);
+	ck_assert_int_eq(num(&e, "SELECT (attributes->>'hellos')::int FROM %s.contacts WHERE id = %ld", e.schema, k), 1);
+	down(&e);
+}
+END_TEST
+
 int main(void)
 {
 	th_pg_dsn();
@@ -585,6 +613,7 @@ int main(void)
 	tcase_add_test(tc, price_drop_reaches_viewers_and_carters_of_the_item);
 	tcase_add_test(tc, sigkill_between_steps_loses_no_step_and_runs_none_twice);
 	tcase_add_test(tc, issue_code_then_send_it_referral_and_an_empty_promo_pool);
+	tcase_add_test(tc, rules_act_only_for_tenants_of_owned_shards);
 	suite_add_tcase(s, tc);
 	int rc = th_run(s);
 	psim_root_remove(root);
