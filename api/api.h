@@ -42,6 +42,10 @@ typedef enum api_auth {
 	API_AUTH_NONE,   /* public (the OpenAPI document) */
 	API_AUTH_AGENCY, /* agency keys only */
 	API_AUTH_TENANT, /* tenant keys, or agency keys naming the tenant in Herald-Tenant */
+	API_AUTH_SIGNED, /* no API key: the handler authenticates a signed token or a provider's
+			  * signature itself; it gets a database connection, may open a tenant
+			  * transaction (hr_db_tenant_begin), and the server commits it when the
+			  * status is below 400 */
 } api_auth;
 
 typedef void (*api_handler)(api_req *r);
@@ -99,6 +103,8 @@ struct api_req {
 	char *param[API_MAX_PARAMS]; /* path parameters, in pattern order (heap) */
 	void *conn;                  /* struct MHD_Connection */
 	json_t *json;                /* parsed body, when the route takes one */
+	const char *raw;             /* the body as received (NUL-terminated), or NULL */
+	size_t raw_len;
 	PGconn *db;                  /* this thread's connection, for the request */
 	hr_principal who;            /* the authenticated key */
 	hr_tenant tenant;            /* tenant routes: the tenant acted on */
@@ -114,6 +120,9 @@ struct api_req {
 	bool www_auth;               /* 401: send WWW-Authenticate */
 	bool keep_writes;            /* commit even though the answer is an error (see above) */
 	char location[160];          /* 201: Location, "" = none */
+	char *redirect;              /* 302: Location (heap), NULL = none */
+	size_t resp_len;             /* binary responses: bytes of resp (0 = strlen) */
+	bool no_store;               /* send Cache-Control: no-store */
 };
 
 /* ---- server-wide things handlers may use ---- */
@@ -301,6 +310,42 @@ void rules_delete(api_req *r);
 void rules_enable(api_req *r);
 void rules_disable(api_req *r);
 void rules_instances(api_req *r);
+/* tracking.c: open pixel, click redirect, one-click unsubscribe */
+void track_open(api_req *r);
+void track_click(api_req *r);
+void track_unsubscribe_page(api_req *r);
+void track_unsubscribe_post(api_req *r);
+/* callbacks.c: provider delivery receipts */
+void callbacks_post(api_req *r);
+/* webhooks.c: subscriptions and their delivery log */
+void webhooks_create(api_req *r);
+void webhooks_list(api_req *r);
+void webhooks_get(api_req *r);
+void webhooks_update(api_req *r);
+void webhooks_delete(api_req *r);
+void webhooks_deliveries(api_req *r);
+
+/*
+ * Record an event of a message (delivery receipt or engagement) in the
+ * tenant's events, inside the request's tenant transaction, and queue a
+ * delivery for every webhook subscribed to its name (NOTIFY herald_webhooks
+ * on commit).  props: a JSON object (borrowed); contact_id 0 = none;
+ * occurred_at NULL = now.
+ */
+bool webhooks_record(PGconn *c, int64_t tenant_id, const char *name, int64_t contact_id, int64_t message_id,
+		     json_t *props, const char *occurred_at, hr_err *err) HR_MUST_CHECK;
+
+/*
+ * The webhook delivery thread (webhook_deliver.c): started by the server when
+ * it has a master key, stopped (joined) before the server frees its state.
+ */
+typedef struct api_webhooks api_webhooks;
+bool api_webhooks_start(const hr_config *cfg, const char *dsn, const uint8_t master[HR_KEY_LEN], api_webhooks **out,
+			hr_err *err) HR_MUST_CHECK;
+void api_webhooks_stop(api_webhooks *w);
+
+/* The tenant with this id, active (control schema; outside any tenant transaction). */
+bool api_tenant_by_id(PGconn *c, int64_t id, hr_tenant *out, hr_err *err) HR_MUST_CHECK;
 
 /* A request header (NULL when absent). */
 const char *api_header(api_req *r, const char *name);

@@ -8,6 +8,7 @@
  * connections (tests and scripts read the port from it).  SIGTERM/SIGINT:
  * stop accepting, finish the requests in progress, exit 0.
  */
+#include <curl/curl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -44,6 +45,9 @@ int main(int argc, char **argv)
 	sigaddset(&stop, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &stop, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* Before any thread: the webhook delivery thread uses libcurl. */
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		hr_fatal("herald-api: curl_global_init failed");
 
 	char *dsn = NULL;
 	PGconn *c = NULL;
@@ -66,6 +70,7 @@ int main(int argc, char **argv)
 	hr_migrations_free(set);
 	hr_free(dsn);
 	hr_config_free(cfg);
+	curl_global_cleanup();
 	hr_info("api: stopped");
 	return 0;
 }

@@ -14,6 +14,11 @@
  * "suppressions" (default: suppressed addresses are refused), "consent" (as
  * bulk) or "none".  A refused send is a 422 of type "blocked" saying why.
  *
+ * GET shows the message's status -- its latest delivery receipt (delivered,
+ * bounced for a hard bounce, complained; api/callbacks.c) when there is one,
+ * else its result (sent, failed, bounced, dead) or queued -- and `events`:
+ * every receipt and engagement event recorded for it (events.message_id).
+ *
  * Idempotency: the key goes to outbox.idempotency_key (unique) and the SHA-256
  * of the canonical body (keys sorted) to outbox.request_hash.  Same key, same
  * body: the same 202 again (Idempotent-Replayed); same key, other body: 409.
@@ -353,7 +358,15 @@ void messages_get(api_req *r)
 	PGresult *res;
 	hr_err err = {0};
 	if (!hr_db_query(r->db,
-			 "SELECT jsonb_build_object('id', $1::bigint, 'status', coalesce(r.status, 'queued'), "
+			 "SELECT jsonb_build_object('id', $1::bigint, 'status', coalesce((SELECT CASE e.name "
+			 "WHEN 'message_delivered' THEN 'delivered' WHEN 'message_bounced' THEN 'bounced' "
+			 "ELSE 'complained' END FROM events e WHERE e.message_id = $1::bigint AND (e.name IN "
+			 "('message_delivered', 'message_complained') OR (e.name = 'message_bounced' AND "
+			 "e.properties->>'bounce' = 'hard')) ORDER BY e.occurred_at DESC, e.id DESC LIMIT 1), "
+			 "r.status, 'queued'), 'events', coalesce((SELECT jsonb_agg(jsonb_build_object('id', e.id, "
+			 "'type', e.name, 'at', e.occurred_at, 'contact_id', e.contact_id, 'detail', "
+			 "e.properties - 'message_id' - 'channel') ORDER BY e.occurred_at, e.id) FROM events e "
+			 "WHERE e.message_id = $1::bigint), '[]'::jsonb), "
 			 "'channel', o.channel, 'lane', o.lane, 'provider', o.provider, "
 			 "'to', o.addresses[$3::int + 1], 'attempts', coalesce(r.attempts, 0), "
 			 "'provider_id', r.provider_id, 'reason', r.reason, 'created_at', o.created_at, "

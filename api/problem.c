@@ -29,6 +29,7 @@ void api_json(api_req *r, int status, json_t *body)
 	hr_free(r->resp);
 	r->status = status;
 	r->resp = api_dump(body);
+	r->resp_len = 0;
 	r->ctype = "application/json";
 	json_decref(body);
 }

@@ -64,6 +64,18 @@ static const api_route routes[] = {
 	{"POST", "/v1/rules/{id}/enable", API_AUTH_TENANT, false, false, rules_enable, NULL},
 	{"POST", "/v1/rules/{id}/disable", API_AUTH_TENANT, false, false, rules_disable, NULL},
 	{"GET", "/v1/rules/{id}/instances", API_AUTH_TENANT, false, false, rules_instances, NULL},
+	{"GET", "/v1/webhooks", API_AUTH_TENANT, false, false, webhooks_list, NULL},
+	{"POST", "/v1/webhooks", API_AUTH_TENANT, false, true, webhooks_create, NULL},
+	{"GET", "/v1/webhooks/{id}", API_AUTH_TENANT, false, false, webhooks_get, NULL},
+	{"PATCH", "/v1/webhooks/{id}", API_AUTH_TENANT, false, true, webhooks_update, NULL},
+	{"DELETE", "/v1/webhooks/{id}", API_AUTH_TENANT, false, false, webhooks_delete, NULL},
+	{"GET", "/v1/webhooks/{id}/deliveries", API_AUTH_TENANT, false, false, webhooks_deliveries, NULL},
+	/* signed endpoints: no API key (tracking tokens, provider callback secrets) */
+	{"GET", "/v1/t/open/{token}", API_AUTH_SIGNED, false, false, track_open, NULL},
+	{"GET", "/v1/t/click/{token}", API_AUTH_SIGNED, false, false, track_click, NULL},
+	{"GET", "/v1/unsubscribe/{token}", API_AUTH_SIGNED, false, false, track_unsubscribe_page, NULL},
+	{"POST", "/v1/unsubscribe/{token}", API_AUTH_SIGNED, false, false, track_unsubscribe_post, NULL},
+	{"POST", "/v1/callbacks/{tenant}/{provider}", API_AUTH_SIGNED, false, true, callbacks_post, NULL},
 };
 
 const api_route *api_routes(size_t *n)

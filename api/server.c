@@ -51,6 +51,7 @@ struct api_server {
 	struct MHD_Daemon *d;
 	int port;
 	api_keys *keys;
+	api_webhooks *hooks;  /* the webhook delivery thread, NULL without a master key */
 	/* the connection pool */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -366,7 +367,14 @@ static void run(api_req *r, const upload *u)
 	}
 	int slot;
 	r->db = pool_get(r->srv, &slot);
-	if (authenticate(r)) {
+	if (r->route->auth == API_AUTH_SIGNED) {
+		r->raw = u->buf ? u->buf : "";
+		r->raw_len = u->len;
+		r->route->fn(r);
+		hr_err err = {0};
+		if (r->status < 400 && PQtransactionStatus(r->db) == PQTRANS_INTRANS && !hr_db_commit(r->db, &err))
+			api_problem_err(r, &err);
+	} else if (authenticate(r)) {
 		bool tenant = r->route->auth == API_AUTH_TENANT;
 		if (!tenant || enter_tenant(r, true)) {
 			r->route->fn(r);
@@ -385,7 +393,7 @@ static enum MHD_Result respond(struct MHD_Connection *conn, api_req *r)
 {
 	if (!r->status)
 		hr_panic("api: %s %s produced no response", r->method, r->path);
-	size_t len = r->resp ? strlen(r->resp) : 0;
+	size_t len = r->resp_len ? r->resp_len : r->resp ? strlen(r->resp) : 0;
 	struct MHD_Response *resp = MHD_create_response_from_buffer(len, r->resp, MHD_RESPMEM_MUST_COPY);
 	if (r->ctype)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->ctype);
@@ -395,6 +403,10 @@ static enum MHD_Result respond(struct MHD_Connection *conn, api_req *r)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"herald\"");
 	if (r->location[0])
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, r->location);
+	if (r->redirect && r->status < 400)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, r->redirect);
+	if (r->no_store)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 	if (r->status == 429) {
 		char ra[16];
 		snprintf(ra, sizeof ra, "%d", r->retry_after > 0 ? r->retry_after : 1);
@@ -414,6 +426,7 @@ static void req_free(api_req *r)
 	if (r->state_free)
 		r->state_free(r->state);
 	hr_free(r->resp);
+	hr_free(r->redirect);
 }
 
 /* The streamed route a request goes to, or NULL. */
@@ -599,6 +612,8 @@ bool api_server_start(const hr_config *cfg, const char *dsn, const hr_migration_
 		hr_info("api: no master key (%s); provider endpoints answer 503", kerr.msg);
 	if (!pool_open(s, err))
 		goto fail;
+	if (s->have_master && !api_webhooks_start(cfg, s->dsn, s->master, &s->hooks, err))
+		goto fail;
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)hr_config_int(cfg, "api_port"))};
 	if (inet_pton(AF_INET, hr_config_str(cfg, "api_bind"), &sa.sin_addr) != 1) {
 		hr_fail(err, HR_ERR_INVALID, "api_bind", "api_bind: '%s' is not an IPv4 address",
@@ -636,6 +651,7 @@ void api_server_stop(api_server *s)
 		return;
 	if (s->d)
 		MHD_stop_daemon(s->d);
+	api_webhooks_stop(s->hooks);
 	for (int i = 0; i < s->nconn; i++)
 		if (s->conn[i])
 			PQfinish(s->conn[i]);

@@ -122,6 +122,15 @@ static const setting settings[] = {
 	 "tcp://10.0.0.5:7711,tcp://10.0.0.6:7711"},
 	{"smtp_timeout_ms", T_INT, "30000", 100, 600000, HR_ROLE_WORKER, false, false,
 	 "a worker's limit for one SMTP send (connect included)"},
+	{"track_public_url", T_STR, NULL, 0, 0, HR_ROLE_WORKER, false, false,
+	 "public base URL of herald-api (e.g. https://t.example.com) that email workers put in tracking "
+	 "links, open pixels and one-click unsubscribe URLs; empty = emails are sent untracked"},
+	{"webhook_max_attempts", T_INT, "8", 1, 100, HR_ROLE_API, false, false,
+	 "attempts of one webhook delivery before it is logged as failed"},
+	{"webhook_retry_base_ms", T_INT, "5000", 1, 3600000, HR_ROLE_API, false, false,
+	 "first webhook retry delay; doubled per attempt, jittered (0.5x-1.5x), capped at one hour"},
+	{"webhook_timeout_ms", T_INT, "10000", 100, 60000, HR_ROLE_API, false, false,
+	 "herald-api's limit for one webhook delivery request (connect included)"},
 };
 
 #define NSETTINGS (sizeof settings / sizeof settings[0])

@@ -7,6 +7,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
@@ -43,6 +44,13 @@ void hr_sha256_hex(const void *data, size_t len, char out[65])
 		out[2 * i + 1] = hex[md[i] & 15];
 	}
 	out[64] = '\0';
+}
+
+void hr_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len, uint8_t out[32])
+{
+	unsigned int n = 32;
+	if (!HMAC(EVP_sha256(), key, (int)key_len, data, len, out, &n) || n != 32)
+		hr_panic("crypto: HMAC-SHA256 failed");
 }
 
 bool hr_ct_equal(const void *a, const void *b, size_t n)

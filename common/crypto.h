@@ -32,6 +32,9 @@ void hr_random_token(char *out, size_t n);
 /* SHA-256 of data as 64 lower-case hex digits into out[65]. */
 void hr_sha256_hex(const void *data, size_t len, char out[65]);
 
+/* HMAC-SHA256 of data under key (any length) into out[32]. */
+void hr_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len, uint8_t out[32]);
+
 /* Constant-time equality of two n-byte buffers. */
 bool hr_ct_equal(const void *a, const void *b, size_t n);
 
