@@ -35,10 +35,12 @@ static bool own_tenant(api_req *r, hr_tenant *t)
 	return true;
 }
 
-/* settings: {"default_country_code": "44", "transactional_policy": "suppressions"} */
+/* settings: {"default_country_code": "44", "transactional_policy": "suppressions",
+ *            "track_opens": true, "track_clicks": true} (tracking: workers/tracking.h) */
 static void check_settings(jv *v, json_t *s)
 {
-	static const char *const allowed[] = {"default_country_code", "transactional_policy", NULL};
+	static const char *const allowed[] = {"default_country_code", "transactional_policy", "track_opens",
+					      "track_clicks", NULL};
 	jv_only(v, s, "/settings", allowed);
 	const char *cc = jv_str(v, s, "/settings", "default_country_code", false, 4);
 	if (cc) {
@@ -48,6 +50,9 @@ static void check_settings(jv *v, json_t *s)
 		if (!ok)
 			jv_add(v, "/settings", "default_country_code", "must be 1 to 3 digits, e.g. \"44\"");
 	}
+	bool present, on;
+	jv_bool(v, s, "/settings", "track_opens", false, &present, &on);
+	jv_bool(v, s, "/settings", "track_clicks", false, &present, &on);
 	const char *pol = jv_str(v, s, "/settings", "transactional_policy", false, 32);
 	if (pol && strcmp(pol, "none") && strcmp(pol, "suppressions") && strcmp(pol, "consent"))
 		jv_add(v, "/settings", "transactional_policy", "must be none, suppressions or consent");

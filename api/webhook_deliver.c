@@ -291,9 +291,9 @@ static void *thread_main(void *arg)
 				next = w->due[i].at_ms, pick = i;
 		if (next >= 0 && next <= now) {
 			run_tenant(w, pick);
-			char b;
-			if (read(w->wake[0], &b, 1) == 1)
-				break;
+			struct pollfd stop = {.fd = w->wake[0], .events = POLLIN};
+			if (poll(&stop, 1, 0) > 0)
+				break; /* stopping: leave the rest to the next process */
 			continue;
 		}
 		struct pollfd pf[2] = {{.fd = PQsocket(w->c), .events = POLLIN}, {.fd = w->wake[0], .events = POLLIN}};

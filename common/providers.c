@@ -2,6 +2,7 @@
  * providers.c -- see providers.h.
  */
 #include "providers.h"
+#include "track.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -183,8 +184,10 @@ bool hr_provider_resolve(PGconn *c, const uint8_t key[HR_KEY_LEN], int64_t tenan
 	PGresult *r;
 	/* Binary result for the bytea column. */
 	r = PQexecParams(c,
-			 "SELECT channel, transport, config::text, secret_sealed, coalesce(rate_per_s, 0) "
-			 "FROM herald.provider_accounts WHERE tenant_id = $1 AND name = $2",
+			 "SELECT a.channel, a.transport, a.config::text, a.secret_sealed, coalesce(a.rate_per_s, 0), "
+			 "coalesce(t.settings->>'track_opens', 'true'), coalesce(t.settings->>'track_clicks', 'true') "
+			 "FROM herald.provider_accounts a JOIN herald.tenants t ON t.id = a.tenant_id "
+			 "WHERE a.tenant_id = $1 AND a.name = $2",
 			 2, NULL, p, NULL, NULL, 1);
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 		hr_db_fail(c, r, "provider account lookup", err);
@@ -230,6 +233,22 @@ bool hr_provider_resolve(PGconn *c, const uint8_t key[HR_KEY_LEN], int64_t tenan
 		const unsigned char *rb = (const unsigned char *)PQgetvalue(r, 0, 4);
 		int32_t rate = (int32_t)((uint32_t)rb[0] << 24 | (uint32_t)rb[1] << 16 | (uint32_t)rb[2] << 8 | rb[3]);
 		json_object_set_new(obj, "rate_per_s", json_integer(rate));
+		/* Email accounts carry the tenant's tracking key (workers/tracking.h): it signs only this
+		 * tenant's tracking tokens, and the worker never needs the master key. */
+		if (PQgetlength(r, 0, 0) == 5 && !memcmp(PQgetvalue(r, 0, 0), "email", 5)) {
+			uint8_t tk[HR_KEY_LEN];
+			char hex[2 * HR_KEY_LEN + 1];
+			hr_track_tenant_key(key, (uint32_t)tenant_id, tk);
+			for (int i = 0; i < HR_KEY_LEN; i++)
+				snprintf(hex + 2 * i, 3, "%02x", tk[i]);
+			memset(tk, 0, sizeof tk);
+			json_object_set_new(obj, "tracking",
+					    json_pack("{s:s, s:b, s:b}", "key", mask_secrets ? "********" : hex, "opens",
+						      PQgetlength(r, 0, 5) == 4 && !memcmp(PQgetvalue(r, 0, 5), "true", 4),
+						      "clicks",
+						      PQgetlength(r, 0, 6) == 4 && !memcmp(PQgetvalue(r, 0, 6), "true", 4)));
+			memset(hex, 0, sizeof hex);
+		}
 		char *text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
 		*json = hr_strdup(text);
 		memset(text, 0, strlen(text));

@@ -988,6 +988,7 @@ int wk_run(const wk_settings *s)
 				      .http_timeout_ms = s->http_timeout_ms, .channel = s->channel};
 	w.providers = wk_providers_new(64);
 	w.render = wk_render_new(1024, 16u << 20);
+	wk_render_set_public_url(w.render, s->track_public_url);
 	w.io = wk_curlio_new((long)s->concurrency * 2 + 8);
 	w.metrics = wk_metrics_new(s->channel, s->lane);
 	if (!signals_setup(&w, &err) || !wk_metrics_start(w.metrics, s->metrics_port, &err) ||

@@ -49,6 +49,7 @@ typedef struct wk_settings {
 	long smtp_timeout_ms;
 	long http_timeout_ms;
 	long drain_timeout_ms;
+	const char *track_public_url; /* herald-api's public base URL, NULL = no tracking */
 } wk_settings;
 
 /* Run until drained; the process exit status. */

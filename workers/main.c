@@ -66,6 +66,7 @@ int main(int argc, char **argv)
 		.smtp_timeout_ms = hr_config_int(cfg, "smtp_timeout_ms"),
 		.http_timeout_ms = hr_config_int(cfg, "http_timeout_ms"),
 		.drain_timeout_ms = hr_config_int(cfg, "drain_timeout_ms"),
+		.track_public_url = hr_config_str(cfg, "track_public_url"),
 	};
 	if (!s.channel)
 		usage("--channel: want email, sms, messenger, push or webhook, got '%s'", ch ? ch : "");

@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "alloc.h"
+#include "crypto.h"
 #include "log.h"
 
 struct wk_providers {
@@ -46,6 +47,7 @@ static void provider_free(wk_provider *p)
 	curl_slist_free_all(p->headers);
 	liquid_template_free(p->body);
 	liquid_template_free(p->unsubscribe);
+	memset(p->track_key, 0, sizeof p->track_key);
 	hr_free(p);
 }
 
@@ -188,6 +190,20 @@ static bool parse(const char *json, size_t len, wk_provider *p, hr_err *err)
 	if (p->envelope_from && strpbrk(p->envelope_from, "\r\n<> ")) {
 		hr_fail(err, HR_ERR_INVALID, "envelope_from", "provider.envelope_from: not an address");
 		goto fail;
+	}
+	json_t *tr = json_object_get(o, "tracking");
+	if (tr && !json_is_null(tr)) {
+		const char *hex = json_string_value(json_object_get(tr, "key"));
+		json_t *op = json_object_get(tr, "opens"), *cl = json_object_get(tr, "clicks");
+		if (!json_is_object(tr) || !hex || !hr_key_from_hex(hex, p->track_key, err) ||
+		    (op && !json_is_boolean(op)) || (cl && !json_is_boolean(cl))) {
+			hr_fail(err, HR_ERR_INVALID, "tracking",
+				"provider.tracking: want {\"key\": 64 hex digits, \"opens\": bool, \"clicks\": bool}");
+			goto fail;
+		}
+		p->tracking = true;
+		p->track_opens = !op || json_is_true(op);
+		p->track_clicks = !cl || json_is_true(cl);
 	}
 	long conc = 0;
 	if (!opt_int(o, "concurrency", 1, 100000, &conc, err) ||

@@ -20,6 +20,9 @@
  *   headers     object of extra HTTP headers, e.g. {"Authorization":"Bearer x"}
  *   body        Liquid template of the HTTP request body (see docs/workers.md)
  *   unsubscribe_url  Liquid template of the List-Unsubscribe URL (bulk email)
+ *   tracking    {"key": 64 hex digits, "opens": bool, "clicks": bool} -- the
+ *               tenant's tracking key and choices, added by the scheduler for
+ *               email accounts (common/providers.c; workers/tracking.h)
  *
  * Ownership: wk_provider_get returns a referenced provider; the caller
  * releases it with wk_provider_put.  Unreferenced providers stay cached
@@ -64,6 +67,9 @@ struct wk_provider {
 	struct curl_slist *headers;  /* extra HTTP headers ("Name: value") */
 	liquid_template *body;       /* HTTP body template; NULL = the default JSON body */
 	liquid_template *unsubscribe; /* List-Unsubscribe URL template; NULL = none */
+	bool tracking;               /* track_key, track_opens, track_clicks are set */
+	uint8_t track_key[32];       /* the tenant's tracking key */
+	bool track_opens, track_clicks;
 	uint64_t serial;             /* unique per parsed provider in this process (never reused) */
 	uint32_t inflight;           /* sends of this account in a transport now */
 	unsigned refs;               /* leases holding it */

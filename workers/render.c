@@ -10,11 +10,14 @@
 
 #include "alloc.h"
 #include "liquid_cache.h"
+#include "tracking.h"
 
 struct wk_render {
 	liquid_limits limits;     /* the engine's defaults, tightened for messages */
 	liquid_cache *cache;      /* stored templates, shared by all leases */
 	liquid_renderer *renderer; /* reused for every render (loop thread only) */
+	char *public_url;         /* track_public_url without a trailing '/', NULL = no tracking */
+	wk_buf scratch;           /* the tracked html and unsubscribe URL, reused */
 	uint64_t renders, errors;
 };
 
@@ -75,7 +78,30 @@ void wk_render_free(wk_render *r)
 		return;
 	liquid_renderer_free(r->renderer);
 	liquid_cache_free(r->cache);
+	hr_free(r->public_url);
+	wk_buf_free(&r->scratch);
 	hr_free(r);
+}
+
+void wk_render_set_public_url(wk_render *r, const char *url)
+{
+	hr_free(r->public_url);
+	r->public_url = NULL;
+	if (url && *url) {
+		size_t n = strlen(url);
+		while (n && url[n - 1] == '/')
+			n--;
+		r->public_url = hr_strndup(url, n);
+	}
+}
+
+/* Set field f of m to s (appended to the message's buffer). */
+static void set_field(wk_message *m, wk_field f, const char *s, size_t n)
+{
+	m->off[f] = m->text.len;
+	wk_buf_add(&m->text, s, n);
+	wk_buf_ch(&m->text, '\0');
+	m->set[f] = true;
 }
 
 wk_render_stats wk_render_stats_get(wk_render *r)
@@ -288,22 +314,42 @@ bool wk_render_job(wk_render *r, wk_content *c, const hr_job_batch *b, const hr_
 	json_object_set_new(h, "channel", json_string(hr_channel_name(b->channel)));
 	json_object_set_new(h, "lane", json_string(hr_lane_name(b->lane)));
 	json_object_set_new(data, "herald", h);
+	/* Tracking: this worker knows herald-api's public URL and the tenant's key came with the account. */
+	wk_track_ctx tc = {0};
+	bool track = b->channel == HR_CH_EMAIL && r->public_url && p && p->tracking;
+	if (track) {
+		json_t *cid = json_object_get(json_object_get(data, "contact"), "id");
+		tc = (wk_track_ctx){.base = r->public_url, .key = p->track_key, .opens = p->track_opens,
+				    .clicks = p->track_clicks, .tenant_id = b->tenant_id, .message_id = j->message_id,
+				    .contact_id = json_is_integer(cid) && json_integer_value(cid) > 0
+							  ? (uint64_t)json_integer_value(cid) : 0};
+		/* Templates may show it ({{ herald.unsubscribe_url }}), e.g. in a footer link. */
+		wk_buf_reset(&r->scratch);
+		wk_track_unsubscribe_url(&tc, &r->scratch);
+		set_str(h, "unsubscribe_url", r->scratch.p, r->scratch.len);
+	}
 
 	for (int i = 0; i < WK_F_CONTENT_COUNT; i++) {
 		const liquid_template *t = field_template(c, i);
 		if (t && !render_into(r, t, data, c->snippets, m, (wk_field)i, field_names[i], err))
 			goto fail;
 	}
+	if (track && m->set[WK_F_HTML] && (tc.opens || tc.clicks)) {
+		wk_buf_reset(&r->scratch);
+		wk_track_html(&tc, wk_msg_get(m, WK_F_HTML), &r->scratch);
+		set_field(m, WK_F_HTML, r->scratch.p, r->scratch.len);
+	}
 	if (b->channel == HR_CH_EMAIL && b->lane == HR_LANE_BULK) {
+		/* data's unsubscribe_url, else the account's template, else herald's own one-click URL */
 		json_t *u = json_object_get(data, "unsubscribe_url");
+		json_t *own = json_object_get(h, "unsubscribe_url");
 		if (json_is_string(u) && json_string_length(u)) {
-			m->off[WK_F_UNSUBSCRIBE] = m->text.len;
-			wk_buf_add(&m->text, json_string_value(u), json_string_length(u));
-			wk_buf_ch(&m->text, '\0');
-			m->set[WK_F_UNSUBSCRIBE] = true;
-		} else if (p && p->unsubscribe &&
-			   !render_into(r, p->unsubscribe, data, NULL, m, WK_F_UNSUBSCRIBE, "unsubscribe_url", err)) {
-			goto fail;
+			set_field(m, WK_F_UNSUBSCRIBE, json_string_value(u), json_string_length(u));
+		} else if (p && p->unsubscribe) {
+			if (!render_into(r, p->unsubscribe, data, NULL, m, WK_F_UNSUBSCRIBE, "unsubscribe_url", err))
+				goto fail;
+		} else if (own) {
+			set_field(m, WK_F_UNSUBSCRIBE, json_string_value(own), json_string_length(own));
 		}
 	}
 	if (p && p->body) {

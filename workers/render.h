@@ -25,7 +25,8 @@
  * quotes included: the engine has no json filter).  It also renders the
  * provider's HTTP body template and, for bulk email, the unsubscribe URL
  * (data's top-level "unsubscribe_url" string wins over the provider's
- * template).
+ * template, which wins over herald's own one-click URL when tracking is on;
+ * see wk_render_set_public_url).
  *
  * A parse or render error is the message's fault: the caller reports the
  * job PERMANENT with err->msg (the Liquid message).
@@ -86,6 +87,16 @@ typedef struct wk_render_stats {
 	size_t cache_entries, cache_bytes;
 } wk_render_stats;
 wk_render_stats wk_render_stats_get(wk_render *r);
+
+/*
+ * herald-api's public base URL (the worker's track_public_url); NULL or ""
+ * = no tracking.  With it, emails of accounts that carry the tenant's
+ * tracking key get tracked links and the open pixel (as the tenant chose),
+ * `herald.unsubscribe_url` for templates, and -- on the bulk lane, unless
+ * data or the account name another -- herald's one-click unsubscribe URL in
+ * List-Unsubscribe (workers/tracking.h).
+ */
+void wk_render_set_public_url(wk_render *r, const char *url);
 
 /* Compile a batch's content.  False: the content is unusable for every job. */
 bool wk_content_open(wk_render *r, const hr_job_batch *b, wk_content **out, hr_err *err) HR_MUST_CHECK;

@@ -44,6 +44,13 @@ static void suite_setup(void)
 		  "HERALD_WEBHOOK_RETRY_BASE_MS=50 HERALD_WEBHOOK_MAX_ATTEMPTS=3 HERALD_WEBHOOK_TIMEOUT_MS=3000");
 }
 
+static long long ms_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void provider(fx *f, const char *name, const char *secret_json)
 {
 	hr_err err = {0};
@@ -404,6 +411,251 @@ START_TEST(tracking_tokens_record_events_and_refuse_forgeries)
 }
 END_TEST
 
+
+/* ---- a webhook receiver: /ok answers 200, /fail 500; every request is kept ---- */
+
+typedef struct got {
+	char path[16], id[96], ts[32], sig[128];
+	char *body;
+} got;
+
+static pthread_mutex_t rx_mu = PTHREAD_MUTEX_INITIALIZER;
+static got rx[64];
+static int nrx;
+
+typedef struct upl {
+	char *p;
+	size_t n;
+} upl;
+
+static enum MHD_Result rx_handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+				  const char *version, const char *data, size_t *size, void **con_cls)
+{
+	(void)cls, (void)method, (void)version;
+	upl *u = *con_cls;
+	if (!u) {
+		*con_cls = hr_calloc(1, sizeof(upl));
+		return MHD_YES;
+	}
+	if (*size) {
+		u->p = hr_realloc(u->p, u->n + *size + 1);
+		memcpy(u->p + u->n, data, *size);
+		u->n += *size;
+		u->p[u->n] = '\0';
+		*size = 0;
+		return MHD_YES;
+	}
+	pthread_mutex_lock(&rx_mu);
+	if (nrx < 64) {
+		got *g = &rx[nrx++];
+		const char *h;
+		snprintf(g->path, sizeof g->path, "%s", url);
+		snprintf(g->id, sizeof g->id, "%s", (h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-id")) ? h : "");
+		snprintf(g->ts, sizeof g->ts, "%s",
+			 (h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-timestamp")) ? h : "");
+		snprintf(g->sig, sizeof g->sig, "%s",
+			 (h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "webhook-signature")) ? h : "");
+		g->body = hr_strdup(u->p ? u->p : "");
+	}
+	pthread_mutex_unlock(&rx_mu);
+	struct MHD_Response *r = MHD_create_response_from_buffer(2, "ok", MHD_RESPMEM_PERSISTENT);
+	enum MHD_Result ret = MHD_queue_response(c, strcmp(url, "/ok") == 0 ? 200 : 500, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static void rx_done(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t)
+{
+	(void)cls, (void)c, (void)t;
+	upl *u = *con_cls;
+	if (u) {
+		hr_free(u->p);
+		hr_free(u);
+		*con_cls = NULL;
+	}
+}
+
+static int rx_count(const char *path)
+{
+	int n = 0;
+	pthread_mutex_lock(&rx_mu);
+	for (int i = 0; i < nrx; i++)
+		n += strcmp(rx[i].path, path) == 0;
+	pthread_mutex_unlock(&rx_mu);
+	return n;
+}
+
+/* Verify a request as a Standard Webhooks receiver would, with the whsec_ secret. */
+static bool signature_ok(const got *g, const char *whsec)
+{
+	uint8_t key[64];
+	int klen = EVP_DecodeBlock(key, (const unsigned char *)whsec + 6, (int)strlen(whsec + 6));
+	if (klen < 0 || strncmp(g->sig, "v1,", 3) != 0)
+		return false;
+	/* EVP_DecodeBlock counts padding bytes: 24 key bytes encode to 32 characters, no padding */
+	char *text = hr_sprintf("%s.%s.%s", g->id, g->ts, g->body);
+	uint8_t mac[32];
+	hr_hmac_sha256(key, (size_t)klen, text, strlen(text), mac);
+	hr_free(text);
+	unsigned char want[64];
+	EVP_EncodeBlock(want, mac, 32);
+	return strcmp((const char *)want, g->sig + 3) == 0;
+}
+
+static const char *jget(json_t *o, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+	return s ? s : "";
+}
+
+START_TEST(webhooks_deliver_signed_retry_and_log)
+{
+	struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, rx_handler, NULL,
+						MHD_OPTION_NOTIFY_COMPLETED, rx_done, NULL, MHD_OPTION_END);
+	ck_assert_ptr_nonnull(d);
+	int port = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT)->port;
+	fx f;
+	fx_open(&f);
+	provider(&f, "mail-main", "{\"callback_secret\":\"s3\"}");
+	long long contact, id = send_email(&f, "mail-main", &contact);
+	char body[512], path[4096];
+
+	/* CRUD and its errors */
+	resp *r = call("POST", "/v1/webhooks", f.full, NULL,
+		       "{\"url\":\"ftp://x\",\"event_types\":[\"email_opened\",\"nope\",\"email_opened\"],\"x\":1}");
+	expect_problem(r, 422, "/url");
+	expect_problem(r, 422, "/event_types/1");
+	expect_problem(r, 422, "/event_types/2");
+	expect_problem(r, 422, "/x");
+	resp_free(r);
+	r = call("POST", "/v1/webhooks", f.read, NULL, "{\"url\":\"http://a.b/\",\"event_types\":[\"email_opened\"]}");
+	expect_problem(r, 403, NULL);
+	resp_free(r);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.webhooks"), 0);
+	snprintf(body, sizeof body, "{\"url\":\"http://127.0.0.1:%d/ok\",\"event_types\":[\"email_opened\",\"message_delivered\"]}",
+		 port);
+	r = call("POST", "/v1/webhooks", f.full, NULL, body);
+	ck_assert_msg(r->status == 201, "%s", r->body);
+	char whsec[64];
+	snprintf(whsec, sizeof whsec, "%s", jget(r->json, "secret"));
+	ck_assert(strncmp(whsec, "whsec_", 6) == 0);
+	long long ok_hook = (long long)json_integer_value(json_object_get(r->json, "id"));
+	resp_free(r);
+	snprintf(path, sizeof path, "/v1/webhooks/%lld", ok_hook);
+	r = call("GET", path, f.read, NULL, NULL);
+	ck_assert_int_eq(r->status, 200);
+	ck_assert_ptr_null(json_object_get(r->json, "secret")); /* shown once */
+	resp_free(r);
+	snprintf(body, sizeof body, "{\"url\":\"http://127.0.0.1:%d/fail\",\"event_types\":[\"email_opened\"]}", port);
+	r = call("POST", "/v1/webhooks", f.full, NULL, body);
+	ck_assert_int_eq(r->status, 201);
+	long long bad_hook = (long long)json_integer_value(json_object_get(r->json, "id"));
+	resp_free(r);
+
+	/* an open goes to both; a receipt to the first only */
+	char *tok = token(&f, HR_TRACK_OPEN, id, contact, NULL);
+	snprintf(path, sizeof path, "/v1/t/open/%s", tok);
+	hr_free(tok);
+	r = call("GET", path, NULL, NULL, NULL);
+	ck_assert_int_eq(r->status, 200);
+	resp_free(r);
+	snprintf(body, sizeof body, "{\"message_id\":%lld,\"status\":\"delivered\"}", id);
+	r = callback(&f, "mail-main", body, "s3", NULL);
+	ck_assert_int_eq(r->status, 200);
+	resp_free(r);
+	long long deadline = ms_now() + 20000;
+	while ((rx_count("/ok") < 2 || rx_count("/fail") < 3) && ms_now() < deadline) {
+		struct timespec ts = {0, 20000000};
+		nanosleep(&ts, NULL);
+	}
+	ck_assert_int_eq(rx_count("/ok"), 2);
+	ck_assert_int_eq(rx_count("/fail"), 3); /* webhook_max_attempts = 3 */
+	/* every request verifies; the ids differ between deliveries and stay the same across retries */
+	pthread_mutex_lock(&rx_mu);
+	char fail_id[96] = "";
+	bool saw_open = false, saw_delivered = false;
+	for (int i = 0; i < nrx; i++) {
+		ck_assert_msg(signature_ok(&rx[i], whsec) == (strcmp(rx[i].path, "/ok") == 0), "request %d (%s)", i,
+			      rx[i].path);
+		ck_assert(llabs(atoll(rx[i].ts) - (long long)time(NULL)) < 60);
+		json_t *b = json_loads(rx[i].body, 0, NULL);
+		ck_assert_ptr_nonnull(b);
+		ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(b, "data"), "message_id")), id);
+		if (!strcmp(rx[i].path, "/ok")) {
+			saw_open = saw_open || !strcmp(jget(b, "type"), "email_opened");
+			saw_delivered = saw_delivered || !strcmp(jget(b, "type"), "message_delivered");
+		} else {
+			if (!fail_id[0])
+				snprintf(fail_id, sizeof fail_id, "%s", rx[i].id);
+			ck_assert_str_eq(rx[i].id, fail_id);
+		}
+		json_decref(b);
+	}
+	pthread_mutex_unlock(&rx_mu);
+	ck_assert(saw_open && saw_delivered);
+	/* a forged signature does not verify (the check above can fail) */
+	got forged = rx[0];
+	forged.body = "{\"type\":\"email_opened\"}";
+	ck_assert(!signature_ok(&forged, whsec));
+
+	/* the delivery log: delivered, and failed after 3 attempts with each attempt's HTTP status */
+	snprintf(path, sizeof path, "/v1/webhooks/%lld/deliveries", ok_hook);
+	r = call("GET", path, f.read, NULL, NULL);
+	ck_assert_int_eq(r->status, 200);
+	json_t *data = json_object_get(r->json, "data");
+	ck_assert_int_eq(json_array_size(data), 2);
+	for (size_t i = 0; i < 2; i++)
+		ck_assert_str_eq(jget(json_array_get(data, i), "status"), "delivered");
+	resp_free(r);
+	snprintf(path, sizeof path, "/v1/webhooks/%lld/deliveries", bad_hook);
+	deadline = ms_now() + 10000;
+	for (;;) {
+		r = call("GET", path, f.read, NULL, NULL);
+		json_t *d0 = json_array_get(json_object_get(r->json, "data"), 0);
+		if (!strcmp(jget(d0, "status"), "failed") || ms_now() > deadline)
+			break;
+		resp_free(r);
+	}
+	json_t *d0 = json_array_get(json_object_get(r->json, "data"), 0);
+	ck_assert_str_eq(jget(d0, "status"), "failed");
+	ck_assert_str_eq(jget(d0, "id"), fail_id);
+	ck_assert_int_eq(json_integer_value(json_object_get(d0, "attempts")), 3);
+	json_t *log = json_object_get(d0, "log");
+	ck_assert_int_eq(json_array_size(log), 3);
+	for (size_t i = 0; i < 3; i++)
+		ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(log, i), "http_status")), 500);
+	resp_free(r);
+
+	/* list, patch, delete */
+	r = call("GET", "/v1/webhooks?limit=1", f.read, NULL, NULL);
+	ck_assert_int_eq(json_array_size(json_object_get(r->json, "data")), 1);
+	ck_assert(json_is_string(json_object_get(r->json, "next_cursor")));
+	resp_free(r);
+	r = call("GET", "/v1/webhooks?cursor=zz", f.read, NULL, NULL);
+	expect_problem(r, 400, NULL);
+	resp_free(r);
+	snprintf(path, sizeof path, "/v1/webhooks/%lld", bad_hook);
+	r = call("PATCH", path, f.full, NULL, "{\"event_types\":[\"unsubscribed\"],\"description\":\"crm\"}");
+	ck_assert_int_eq(r->status, 200);
+	ck_assert_str_eq(jget(r->json, "description"), "crm");
+	resp_free(r);
+	r = call("DELETE", path, f.full, NULL, NULL);
+	ck_assert_int_eq(r->status, 204);
+	resp_free(r);
+	r = call("GET", path, f.read, NULL, NULL);
+	expect_problem(r, 404, NULL);
+	resp_free(r);
+	r = call("GET", "/v1/webhooks/99999", f.read, NULL, NULL);
+	expect_problem(r, 404, NULL);
+	resp_free(r);
+	fx_close(&f);
+	MHD_stop_daemon(d);
+	for (int i = 0; i < nrx; i++)
+		hr_free(rx[i].body);
+	nrx = 0;
+}
+END_TEST
+
 Suite *tracking_suite(void);
 Suite *tracking_suite(void)
 {
@@ -412,6 +664,7 @@ Suite *tracking_suite(void)
 	tcase_add_unchecked_fixture(tc, suite_setup, api_suite_teardown);
 	tcase_add_test(tc, callbacks_record_receipts_and_suppress);
 	tcase_add_test(tc, tracking_tokens_record_events_and_refuse_forgeries);
+	tcase_add_test(tc, webhooks_deliver_signed_retry_and_log);
 	suite_add_tcase(s, tc);
 	return s;
 }
