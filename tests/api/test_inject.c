@@ -451,9 +451,9 @@ static void setup(void)
 	snprintf(webhook_id, sizeof webhook_id, "%lld", (long long)json_integer_value(json_object_get(r->json, "id")));
 	resp_free(r);
 	/* tracking tokens of the message, signed as a worker signs them */
-	uint8_t master[HR_KEY_LEN], tk[HR_KEY_LEN];
-	ck_assert(hr_key_from_hex(MASTER_HEX, master, &e));
-	hr_track_tenant_key(master, (uint32_t)f.t.id, tk);
+	uint8_t tmaster[HR_KEY_LEN], tk[HR_KEY_LEN];
+	ck_assert(hr_key_from_hex(MASTER_HEX, tmaster, &e));
+	hr_track_tenant_key(tmaster, (uint32_t)f.t.id, tk);
 	hr_track_token t = {.kind = HR_TRACK_OPEN, .tenant_id = (uint32_t)f.t.id,
 			    .message_id = (uint64_t)strtoull(message_id, NULL, 10)};
 	tok_open = hr_track_encode(tk, &t);
