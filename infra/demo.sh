@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # demo.sh -- herald's first command (README): install what is missing, build,
-# start the embedded local stack and run the main job.
+# start the embedded local stack and run the main job: a batch through both
+# lanes for two tenants, then the four scenarios of DESIGN.md (infra/scenarios.sh).
 #
 # The local stack keeps its data under HERALD_DATA_DIR (default
 # /var/lib/herald as root, ~/.local/share/herald otherwise) and stays up
@@ -75,6 +76,13 @@ done
 echo "provider simulator saw:"
 curl -s "http://127.0.0.1:${HERALD_STACK_SIM_PORT:-7780}/v1/stats" | head -c 600; echo
 echo
+echo "== the four scenarios of DESIGN.md through the API (herald time moves forward where they wait for days)"
+set +e
+bash infra/scenarios.sh
+rc=$?
+set -e
+echo
 $HC status
 echo
-echo "the local stack is running; stop it with: bash infra/stack.sh stop"
+echo "the local stack is running (API on http://127.0.0.1:${HERALD_STACK_API_PORT:-7700}); stop it with: bash infra/stack.sh stop"
+exit $rc

@@ -14,6 +14,8 @@ PKGS=(
   libjansson-dev libmicrohttpd-dev libyaml-dev libical-dev
   # embedded local stack and tests: PostgreSQL server binaries, smtp-sink
   postgresql-15 postfix tzdata procps curl
+  # the scenario driver (infra/scenarios.sh) reads JSON answers
+  jq
   # load generator for benchmarks
   wrk
 )

@@ -12,7 +12,7 @@
 # provider simulator 7780, smtp-sink 2525; override with HERALD_STACK_*_PORT.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-B="$ROOT/build"
+B=${HERALD_BUILD_DIR:-$ROOT/build}
 if [ "$(id -u)" -eq 0 ]; then DEF=/var/lib/herald; else DEF="$HOME/.local/share/herald"; fi
 export HERALD_DATA_DIR=${HERALD_DATA_DIR:-$DEF}
 RUN="$HERALD_DATA_DIR/stack"
@@ -23,6 +23,8 @@ SMTP_PORT=${HERALD_STACK_SMTP_PORT:-2525}
 API_PORT=${HERALD_STACK_API_PORT:-7700}
 export HERALD_SCHED_BIND_TRANSACTIONAL="tcp://127.0.0.1:$TX_PORT"
 export HERALD_SCHED_BIND_BULK="tcp://127.0.0.1:$BULK_PORT"
+# Tracked links and the unsubscribe URL in emails point at the local API.
+export HERALD_TRACK_PUBLIC_URL=${HERALD_TRACK_PUBLIC_URL:-http://127.0.0.1:${HERALD_STACK_API_PORT:-7700}}
 
 running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
@@ -47,9 +49,12 @@ start() {
   "$B/infra/ctl/heraldctl" local start >/dev/null
   "$B/infra/ctl/heraldctl" migrate >/dev/null 2>&1 || "$B/infra/ctl/heraldctl" migrate
   # smtp-sink drops root for an unprivileged user once its socket is open.
+  # It keeps each email under $RUN/mail/<day>/ so that the demo can read what
+  # a recipient got (and follow its tracked links).
+  mkdir -p "$RUN/mail"
   SINK_USER=()
-  [ "$(id -u)" -eq 0 ] && SINK_USER=(-u postfix)
-  launch smtp-sink /usr/sbin/smtp-sink "${SINK_USER[@]}" 127.0.0.1:"$SMTP_PORT" 1000
+  if [ "$(id -u)" -eq 0 ]; then SINK_USER=(-u postfix); chown postfix "$RUN/mail"; fi
+  launch smtp-sink /usr/sbin/smtp-sink "${SINK_USER[@]}" -d "$RUN/mail/%Y%m%d/" 127.0.0.1:"$SMTP_PORT" 1000
   launch provsim "$B/infra/provsim/herald-provsim" --port "$SIM_PORT" --threads 2 --inbox 4096
   launch scheduler "$B/scheduler/herald-scheduler"
   launch api "$B/api/herald-api" --api-port "$API_PORT"

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# run.sh -- the four scenarios of DESIGN.md (infra/scenarios.sh) against a
+# private local stack: its own PostgreSQL, scheduler, workers, API, provider
+# simulator and smtp-sink, under a temp dir, on free ports, started from the
+# build under test (HERALD_BUILD_DIR) and stopped -- with the temp dir
+# removed -- on success, failure or interrupt.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+: "${HERALD_BUILD_DIR:?set HERALD_BUILD_DIR to the build to test}"
+export HERALD_BUILD_DIR
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/herald-scenarios.XXXXXX")
+chmod 711 "$DIR" # the embedded PostgreSQL runs as another OS user when we are root
+export HERALD_DATA_DIR="$DIR/data"
+mkdir -p "$HERALD_DATA_DIR" && chmod 711 "$HERALD_DATA_DIR"
+
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 30000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+export HERALD_STACK_API_PORT=$(free_port) HERALD_STACK_TX_PORT=$(free_port) HERALD_STACK_BULK_PORT=$(free_port)
+export HERALD_STACK_SIM_PORT=$(free_port) HERALD_STACK_SMTP_PORT=$(free_port)
+export HERALD_API=http://127.0.0.1:$HERALD_STACK_API_PORT HERALD_SIM=http://127.0.0.1:$HERALD_STACK_SIM_PORT
+export HERALD_SMTP=127.0.0.1:$HERALD_STACK_SMTP_PORT HERALDCTL=$HERALD_BUILD_DIR/infra/ctl/heraldctl
+
+cleanup() {
+  local rc=$?
+  bash "$ROOT/infra/stack.sh" stop >/dev/null 2>&1 || true
+  pkill -KILL -f "$DIR" 2>/dev/null || true
+  rm -rf "$DIR"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if ! bash "$ROOT/infra/stack.sh" start >"$DIR/stack.out" 2>&1; then
+  cat "$DIR/stack.out"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+bash "$ROOT/infra/scenarios.sh" "$@"
+rc=$?
+if [ $rc -ne 0 ]; then
+  for f in "$HERALD_DATA_DIR"/stack/{scheduler,api}.log; do
+    echo "--- last lines of $f"; grep -E 'warn|error|fatal' "$f" | tail -n 15
+  done
+fi
+exit $rc
