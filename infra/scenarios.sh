@@ -354,6 +354,7 @@ scenario3() {
     advance 1d
   done
   check "10 daily check-ins counted" attr_is "$b" checkins 10
+  say "  after 10 daily check-ins: checkins=$(attr "$b" checkins) streak=$(attr "$b" streak)"
   check "a 10-day streak" attr_is "$b" streak 10
   check "rank 1 after check-ins alone" attr_is "$b" rank 1
   for s in $(seq 1 10); do event invited "{\"id\":$b}" "{\"n\":$s}"; done
