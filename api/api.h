@@ -301,6 +301,12 @@ void rules_delete(api_req *r);
 void rules_enable(api_req *r);
 void rules_disable(api_req *r);
 void rules_instances(api_req *r);
+void reports_messages(api_req *r);
+void reports_template(api_req *r);
+void reports_campaign(api_req *r);
+void reports_rule(api_req *r);
+void reports_dimensions(api_req *r);
+void reports_repeat(api_req *r);
 
 /* A request header (NULL when absent). */
 const char *api_header(api_req *r, const char *name);

@@ -64,6 +64,13 @@ static const api_route routes[] = {
 	{"POST", "/v1/rules/{id}/enable", API_AUTH_TENANT, false, false, rules_enable, NULL},
 	{"POST", "/v1/rules/{id}/disable", API_AUTH_TENANT, false, false, rules_disable, NULL},
 	{"GET", "/v1/rules/{id}/instances", API_AUTH_TENANT, false, false, rules_instances, NULL},
+	/* reports (api/reports.c, docs/reports.md) */
+	{"GET", "/v1/reports/messages", API_AUTH_TENANT, false, false, reports_messages, NULL},
+	{"GET", "/v1/reports/templates/{id}", API_AUTH_TENANT, false, false, reports_template, NULL},
+	{"GET", "/v1/reports/campaigns/{id}", API_AUTH_TENANT, false, false, reports_campaign, NULL},
+	{"GET", "/v1/reports/rules/{id}", API_AUTH_TENANT, false, false, reports_rule, NULL},
+	{"GET", "/v1/reports/dimensions", API_AUTH_TENANT, false, false, reports_dimensions, NULL},
+	{"GET", "/v1/reports/repeat-purchases", API_AUTH_TENANT, false, false, reports_repeat, NULL},
 };
 
 const api_route *api_routes(size_t *n)

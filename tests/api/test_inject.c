@@ -130,6 +130,10 @@ static const sample samples[] = {
 	{"POST", "/v1/rules/{id}/disable", "/v1/rules/{rule}/disable", NULL, K_TENANT, false},
 	{"GET", "/v1/rules/{id}/instances", "/v1/rules/{rule}/instances", NULL, K_TENANT, false},
 	{"DELETE", "/v1/rules/{id}", "/v1/rules/{rule}", NULL, K_TENANT, false},
+	/* reports: an id that is not there answers 404, hostile ids must too */
+	{"GET", "/v1/reports/templates/{id}", "/v1/reports/templates/1", NULL, K_TENANT, false},
+	{"GET", "/v1/reports/campaigns/{id}", "/v1/reports/campaigns/1", NULL, K_TENANT, false},
+	{"GET", "/v1/reports/rules/{id}", "/v1/reports/rules/1", NULL, K_TENANT, false},
 };
 #define NSAMPLES (sizeof samples / sizeof samples[0])
 
