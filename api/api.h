@@ -367,6 +367,12 @@ void calendar_get(api_req *r);
 bool api_path_id(api_req *r, int i, char out[24], const char *what);
 /* Parse JSON text from Postgres; numbers beyond int64 become doubles (segments.c). */
 json_t *db_json(const char *text);
+void reports_messages(api_req *r);
+void reports_template(api_req *r);
+void reports_campaign(api_req *r);
+void reports_rule(api_req *r);
+void reports_dimensions(api_req *r);
+void reports_repeat(api_req *r);
 
 /* A request header (NULL when absent). */
 const char *api_header(api_req *r, const char *name);

@@ -92,6 +92,13 @@ static const api_route routes[] = {
 	{"POST", "/v1/campaigns/{id}/cancel", API_AUTH_TENANT, false, false, campaigns_cancel, NULL},
 	{"GET", "/v1/campaigns/{id}/runs", API_AUTH_TENANT, false, false, campaigns_runs, NULL},
 	{"GET", "/v1/calendar", API_AUTH_TENANT, false, false, calendar_get, NULL},
+	/* reports (api/reports.c, docs/reports.md) */
+	{"GET", "/v1/reports/messages", API_AUTH_TENANT, false, false, reports_messages, NULL},
+	{"GET", "/v1/reports/templates/{id}", API_AUTH_TENANT, false, false, reports_template, NULL},
+	{"GET", "/v1/reports/campaigns/{id}", API_AUTH_TENANT, false, false, reports_campaign, NULL},
+	{"GET", "/v1/reports/rules/{id}", API_AUTH_TENANT, false, false, reports_rule, NULL},
+	{"GET", "/v1/reports/dimensions", API_AUTH_TENANT, false, false, reports_dimensions, NULL},
+	{"GET", "/v1/reports/repeat-purchases", API_AUTH_TENANT, false, false, reports_repeat, NULL},
 };
 
 const api_route *api_routes(size_t *n)

@@ -173,6 +173,10 @@ static const sample samples[] = {
 	{"POST", "/v1/campaigns/{id}/resume", "/v1/campaigns/{paused}/resume", NULL, K_TENANT, false},
 	{"POST", "/v1/campaigns/{id}/cancel", "/v1/campaigns/{campaign}/cancel", NULL, K_TENANT, false},
 	{"GET", "/v1/campaigns/{id}/runs", "/v1/campaigns/{campaign}/runs", NULL, K_TENANT, false},
+	/* reports: an id that is not there answers 404, hostile ids must too */
+	{"GET", "/v1/reports/templates/{id}", "/v1/reports/templates/1", NULL, K_TENANT, false},
+	{"GET", "/v1/reports/campaigns/{id}", "/v1/reports/campaigns/1", NULL, K_TENANT, false},
+	{"GET", "/v1/reports/rules/{id}", "/v1/reports/rules/1", NULL, K_TENANT, false},
 };
 #define NSAMPLES (sizeof samples / sizeof samples[0])
 
