@@ -80,7 +80,7 @@ bool webhooks_record(PGconn *c, int64_t tenant_id, const char *name, int64_t con
 	bool ok = hr_db_query(
 		c,
 		"WITH e AS (INSERT INTO events (contact_id, name, properties, occurred_at, message_id) "
-		"VALUES (nullif($1::bigint, 0), $2, $3::jsonb, coalesce($4::timestamptz, now()), nullif($5::bigint, 0)) "
+		"VALUES (nullif($1::bigint, 0), $2, $3::jsonb, coalesce($4::timestamptz, herald_clock.now()), nullif($5::bigint, 0)) "
 		"RETURNING id, name, properties, occurred_at, contact_id, message_id), "
 		"d AS (INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, payload) "
 		"SELECT w.id, e.id, e.name, jsonb_build_object('type', e.name, 'timestamp', e.occurred_at, "
