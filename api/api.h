@@ -346,6 +346,25 @@ void api_webhooks_stop(api_webhooks *w);
 
 /* The tenant with this id, active (control schema; outside any tenant transaction). */
 bool api_tenant_by_id(PGconn *c, int64_t id, hr_tenant *out, hr_err *err) HR_MUST_CHECK;
+void segments_create(api_req *r);
+void segments_list(api_req *r);
+void segments_get(api_req *r);
+void segments_put(api_req *r);
+void segments_delete(api_req *r);
+void segments_preview(api_req *r);
+void campaigns_pre(api_req *r);
+void campaigns_create(api_req *r);
+void campaigns_list(api_req *r);
+void campaigns_get(api_req *r);
+void campaigns_put(api_req *r);
+void campaigns_delete(api_req *r);
+void campaigns_pause(api_req *r);
+void campaigns_resume(api_req *r);
+void campaigns_cancel(api_req *r);
+void campaigns_runs(api_req *r);
+void calendar_get(api_req *r);
+/* A numeric path id (segments.c): false and a 404 naming `what` when it is not one. */
+bool api_path_id(api_req *r, int i, char out[24], const char *what);
 
 /* A request header (NULL when absent). */
 const char *api_header(api_req *r, const char *name);

@@ -76,6 +76,22 @@ static const api_route routes[] = {
 	{"GET", "/v1/unsubscribe/{token}", API_AUTH_SIGNED, false, false, track_unsubscribe_page, NULL},
 	{"POST", "/v1/unsubscribe/{token}", API_AUTH_SIGNED, false, false, track_unsubscribe_post, NULL},
 	{"POST", "/v1/callbacks/{tenant}/{provider}", API_AUTH_SIGNED, false, true, callbacks_post, NULL},
+	{"GET", "/v1/segments", API_AUTH_TENANT, false, false, segments_list, NULL},
+	{"POST", "/v1/segments", API_AUTH_TENANT, false, true, segments_create, NULL},
+	{"GET", "/v1/segments/{id}", API_AUTH_TENANT, false, false, segments_get, NULL},
+	{"PUT", "/v1/segments/{id}", API_AUTH_TENANT, false, true, segments_put, NULL},
+	{"DELETE", "/v1/segments/{id}", API_AUTH_TENANT, false, false, segments_delete, NULL},
+	{"POST", "/v1/segments/{id}/preview", API_AUTH_TENANT, false, false, segments_preview, NULL},
+	{"GET", "/v1/campaigns", API_AUTH_TENANT, false, false, campaigns_list, NULL},
+	{"POST", "/v1/campaigns", API_AUTH_TENANT, false, true, campaigns_create, campaigns_pre},
+	{"GET", "/v1/campaigns/{id}", API_AUTH_TENANT, false, false, campaigns_get, NULL},
+	{"PUT", "/v1/campaigns/{id}", API_AUTH_TENANT, false, true, campaigns_put, campaigns_pre},
+	{"DELETE", "/v1/campaigns/{id}", API_AUTH_TENANT, false, false, campaigns_delete, NULL},
+	{"POST", "/v1/campaigns/{id}/pause", API_AUTH_TENANT, false, false, campaigns_pause, NULL},
+	{"POST", "/v1/campaigns/{id}/resume", API_AUTH_TENANT, false, false, campaigns_resume, NULL},
+	{"POST", "/v1/campaigns/{id}/cancel", API_AUTH_TENANT, false, false, campaigns_cancel, NULL},
+	{"GET", "/v1/campaigns/{id}/runs", API_AUTH_TENANT, false, false, campaigns_runs, NULL},
+	{"GET", "/v1/calendar", API_AUTH_TENANT, false, false, calendar_get, NULL},
 };
 
 const api_route *api_routes(size_t *n)

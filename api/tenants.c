@@ -7,6 +7,7 @@
  * Each operation is one transaction of common/tenancy.c or providers.c on
  * the control database; nothing is changed when one fails.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,7 +41,7 @@ static bool own_tenant(api_req *r, hr_tenant *t)
 static void check_settings(jv *v, json_t *s)
 {
 	static const char *const allowed[] = {"default_country_code", "transactional_policy", "track_opens",
-					      "track_clicks", NULL};
+					      "track_clicks", "time_zone", "quiet_hours", "frequency_cap", NULL};
 	jv_only(v, s, "/settings", allowed);
 	const char *cc = jv_str(v, s, "/settings", "default_country_code", false, 4);
 	if (cc) {
@@ -56,6 +57,35 @@ static void check_settings(jv *v, json_t *s)
 	const char *pol = jv_str(v, s, "/settings", "transactional_policy", false, 32);
 	if (pol && strcmp(pol, "none") && strcmp(pol, "suppressions") && strcmp(pol, "consent"))
 		jv_add(v, "/settings", "transactional_policy", "must be none, suppressions or consent");
+	/* Campaign settings (docs/campaigns.md): the zone, quiet hours and frequency cap of the tenant. */
+	const char *tz = jv_str(v, s, "/settings", "time_zone", false, 64);
+	if (tz && !hr_tz_valid(tz))
+		jv_add(v, "/settings", "time_zone", "is not a known IANA time zone");
+	json_t *qh = jv_obj(v, s, "/settings", "quiet_hours", false);
+	if (qh) {
+		static const char *const qallowed[] = {"from", "to", NULL};
+		jv_only(v, qh, "/settings/quiet_hours", qallowed);
+		static const char *const ends[] = {"from", "to"};
+		for (int i = 0; i < 2; i++) {
+			const char *hm = jv_str(v, qh, "/settings/quiet_hours", ends[i], true, 5);
+			int hh, mm;
+			char tail;
+			if (hm && (strlen(hm) != 5 || sscanf(hm, "%2d:%2d%c", &hh, &mm, &tail) != 2 || hh > 23 ||
+				   mm > 59 || hh < 0 || mm < 0))
+				jv_add(v, "/settings/quiet_hours", ends[i], "want a local time \"HH:MM\" (00:00..23:59)");
+		}
+	}
+	json_t *fc = jv_obj(v, s, "/settings", "frequency_cap", false);
+	if (fc) {
+		static const char *const fallowed[] = {"max", "per", NULL};
+		bool present;
+		int64_t max;
+		jv_only(v, fc, "/settings/frequency_cap", fallowed);
+		jv_int(v, fc, "/settings/frequency_cap", "max", true, 1, 1000, &present, &max);
+		const char *per = jv_str(v, fc, "/settings/frequency_cap", "per", true, 8);
+		if (per && strcmp(per, "day") && strcmp(per, "week"))
+			jv_add(v, "/settings/frequency_cap", "per", "must be day or week");
+	}
 }
 
 void tenants_create(api_req *r)

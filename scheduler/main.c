@@ -23,6 +23,7 @@
 #include <zmq.h>
 
 #include "alloc.h"
+#include "campaigns.h"
 #include "db.h"
 #include "log.h"
 #include "metrics.h"
@@ -58,6 +59,17 @@ static void set_domain_rates(sched *s, const char *spec)
 		hr_limiter_set_rate(s->limiter, scope, rate);
 	}
 	hr_free(copy);
+}
+
+/* The campaign runner acts for a tenant only while this scheduler owns it (owner.h). */
+static bool runner_hold(void *o, uint32_t tenant_id)
+{
+	return owner_hold(o, tenant_id);
+}
+
+static void runner_unhold(void *o, uint32_t tenant_id)
+{
+	owner_unhold(o, tenant_id);
 }
 
 int main(int argc, char **argv)
@@ -133,6 +145,10 @@ int main(int argc, char **argv)
 	rules_engine *rules = rules_start(s->dsn, s->owner, &err); /* trigger rules: a thread of its own */
 	if (!rules)
 		hr_fatal("scheduler: rule engine: %s", err.msg);
+	/* The campaign runner: its own thread and connection (campaigns.h). */
+	campaigns *runner = campaigns_start(s->dsn, store_tenants, runner_hold, runner_unhold, s->owner, &err);
+	if (!runner)
+		hr_fatal("scheduler: campaign runner: %s", err.msg);
 	if (!metrics_start((int)hr_config_int(s->cfg, "metrics_port"), &s->metrics, &err))
 		hr_fatal("scheduler: %s", err.msg);
 	struct sigaction sa = {.sa_handler = on_signal};
@@ -143,6 +159,7 @@ int main(int argc, char **argv)
 		owner_count(s->owner, SHARD_OWNED), OWNER_SHARDS, owner_schedulers(s->owner));
 	int rc = sched_run(s);
 	rules_stop(rules);
+	campaigns_stop(runner);
 	lander_stop(s->lander);
 	metrics_stop(s->metrics);
 	store_providers_free(s);

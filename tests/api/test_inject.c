@@ -49,6 +49,13 @@ typedef struct sample {
  * {rule} a trigger rule's id, {webhook} a webhook id, {open} {click} {unsub} tracking tokens of the message.
  */
 #define RULE_BODY "{\"name\": \"cart\", \"trigger\": {\"event\": \"cart\", \"where\": {\"property\": \"total\", \"op\": \"gt\", \"value\": 0}}, \"reentry\": \"always\", \"exit\": [{\"event\": \"order\"}], \"steps\": [{\"wait\": {\"delay\": \"1h\"}, \"actions\": [{\"send\": {\"channel\": \"email\", \"provider\": \"mail\", \"content\": {\"from\": \"a@example.com\", \"subject\": \"s\", \"text\": \"t\"}}}, {\"increment\": {\"attribute\": \"carts\"}}]}]}"
+/* The segment is the fixture's first (id 1): segment ids are per tenant schema. */
+#define CAMPAIGN_SAMPLE                                                                                     \
+	"{\"name\": \"Spring\", \"segment_id\": 1, \"channel\": \"email\", \"messages\": {\"email\": "          \
+	"{\"template\": 1, \"provider\": \"mail\"}}, \"calendar\": {\"kind\": \"at\", \"at\": "                \
+	"\"2030-01-01T10:00:00\", \"time_zone\": \"Europe/Kyiv\", \"quiet_hours\": {\"from\": \"22:00\", "          \
+	"\"to\": \"08:00\"}}}"
+
 static const sample samples[] = {
 	{"POST", "/v1/tenants", "/v1/tenants", "{\"slug\": \"inj-new\", \"name\": \"New brand\"}", K_AGENCY, false},
 	{"POST", "/v1/tenants/{slug}/suspend", "/v1/tenants/{tenant}/suspend", NULL, K_AGENCY, false},
@@ -148,6 +155,24 @@ static const sample samples[] = {
 	/* the setup's message is the tenant's first (4096); the key in the URL authenticates */
 	{"POST", "/v1/callbacks/{tenant}/{provider}", "/v1/callbacks/{tenant}/mail?key=cb-secret",
 	 "{\"message_id\": 4096, \"status\": \"delivered\", \"provider_id\": \"p-1\"}", K_TENANT, false},
+	{"POST", "/v1/segments", "/v1/segments",
+	 "{\"name\": \"leeds\", \"rule\": {\"and\": [{\"attribute\": \"city\", \"op\": \"eq\", \"value\": \"Leeds\"}, "
+	 "{\"event\": \"order\", \"count\": {\"op\": \"gte\", \"value\": 2}, \"when\": {\"op\": \"within_last\", "
+	 "\"days\": 30}}]}}",
+	 K_TENANT, false},
+	{"GET", "/v1/segments/{id}", "/v1/segments/{segment}", NULL, K_TENANT, false},
+	{"PUT", "/v1/segments/{id}", "/v1/segments/{segment}",
+	 "{\"name\": \"leeds-2\", \"rule\": {\"attribute\": \"score\", \"op\": \"gt\", \"value\": 2}}", K_TENANT, false},
+	{"DELETE", "/v1/segments/{id}", "/v1/segments/{free_segment}", NULL, K_TENANT, false},
+	{"POST", "/v1/segments/{id}/preview", "/v1/segments/{segment}/preview", NULL, K_TENANT, false},
+	{"POST", "/v1/campaigns", "/v1/campaigns", CAMPAIGN_SAMPLE, K_TENANT, false},
+	{"GET", "/v1/campaigns/{id}", "/v1/campaigns/{campaign}", NULL, K_TENANT, false},
+	{"PUT", "/v1/campaigns/{id}", "/v1/campaigns/{campaign}", CAMPAIGN_SAMPLE, K_TENANT, false},
+	{"DELETE", "/v1/campaigns/{id}", "/v1/campaigns/{cancelled}", NULL, K_TENANT, false},
+	{"POST", "/v1/campaigns/{id}/pause", "/v1/campaigns/{campaign}/pause", NULL, K_TENANT, false},
+	{"POST", "/v1/campaigns/{id}/resume", "/v1/campaigns/{paused}/resume", NULL, K_TENANT, false},
+	{"POST", "/v1/campaigns/{id}/cancel", "/v1/campaigns/{campaign}/cancel", NULL, K_TENANT, false},
+	{"GET", "/v1/campaigns/{id}/runs", "/v1/campaigns/{campaign}/runs", NULL, K_TENANT, false},
 };
 #define NSAMPLES (sizeof samples / sizeof samples[0])
 
@@ -193,6 +218,9 @@ static fx f, other;
 static srv s;
 static char contact_id[32], message_id[32], import_id[32], template_id[32], pool_id[32], rule_id[32], webhook_id[32];
 static char *tok_open, *tok_click, *tok_unsub;
+static char contact_id[32], message_id[32], import_id[32], template_id[32], pool_id[32], rule_id[32];
+static char contact_id[32], message_id[32], import_id[32], template_id[32];
+/* campaigns fixtures: segment 1 (used), segment 2 (free), campaigns 1 active, 2 paused, 3 cancelled */
 static long requests;
 
 static const char *var(const char *name, size_t n)
@@ -219,6 +247,16 @@ static const char *var(const char *name, size_t n)
 		return tok_click;
 	if (n == 5 && !strncmp(name, "unsub", 5))
 		return tok_unsub;
+	if (n == 7 && !strncmp(name, "segment", 7))
+		return "1";
+	if (n == 12 && !strncmp(name, "free_segment", 12))
+		return "2";
+	if (n == 8 && !strncmp(name, "campaign", 8))
+		return "1";
+	if (n == 6 && !strncmp(name, "paused", 6))
+		return "2";
+	if (n == 9 && !strncmp(name, "cancelled", 9))
+		return "3";
 	ck_abort_msg("sample path uses unknown placeholder {%.*s}", (int)n, name);
 	return NULL;
 }
@@ -443,6 +481,33 @@ static void setup(void)
 		    -1);
 	ck_assert_msg(r->status == 201, "%s", r->body);
 	snprintf(template_id, sizeof template_id, "%lld", (long long)json_integer_value(json_object_get(r->json, "id")));
+	/* segments and campaigns (the ids the placeholders above name) */
+	char *q = hr_sprintf("INSERT INTO %s.templates (name, channel) VALUES ('news', 'email'); "
+			     "INSERT INTO %s.template_versions (template_id, version, content) VALUES (1, 1, "
+			     "'{\"from\": \"a@example.com\", \"subject\": \"s\", \"text\": \"t\"}')",
+			     f.t.schema, f.t.schema);
+	PGresult *qr = PQexec(f.c, q);
+	ck_assert_msg(PQresultStatus(qr) == PGRES_COMMAND_OK, "%s", PQerrorMessage(f.c));
+	PQclear(qr);
+	hr_free(q);
+	const char *seg = "{\"name\": \"s%d\", \"rule\": {\"attribute\": \"city\", \"op\": \"exists\"}}";
+	for (int i = 1; i <= 2; i++) {
+		char body[128];
+		snprintf(body, sizeof body, seg, i);
+		r = call_at(s.port, "POST", "/v1/segments", f.full, NULL, body, -1);
+		ck_assert_msg(r->status == 201, "%s", r->body);
+		resp_free(r);
+	}
+	for (int i = 1; i <= 3; i++) {
+		r = call_at(s.port, "POST", "/v1/campaigns", f.full, NULL, CAMPAIGN_SAMPLE, -1);
+		ck_assert_msg(r->status == 201, "%s", r->body);
+		resp_free(r);
+	}
+	r = call_at(s.port, "POST", "/v1/campaigns/2/pause", f.full, NULL, NULL, -1);
+	ck_assert_msg(r->status == 200, "%s", r->body);
+	resp_free(r);
+	r = call_at(s.port, "POST", "/v1/campaigns/3/cancel", f.full, NULL, NULL, -1);
+	ck_assert_msg(r->status == 200, "%s", r->body);
 	resp_free(r);
 	/* a subscription to an event no sample causes: nothing is delivered behind the test's back */
 	r = call_at(s.port, "POST", "/v1/webhooks", f.full, NULL,
