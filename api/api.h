@@ -365,6 +365,8 @@ void campaigns_runs(api_req *r);
 void calendar_get(api_req *r);
 /* A numeric path id (segments.c): false and a 404 naming `what` when it is not one. */
 bool api_path_id(api_req *r, int i, char out[24], const char *what);
+/* Parse JSON text from Postgres; numbers beyond int64 become doubles (segments.c). */
+json_t *db_json(const char *text);
 
 /* A request header (NULL when absent). */
 const char *api_header(api_req *r, const char *name);

@@ -33,7 +33,6 @@
 #include "campaigns.h"
 #include "db.h"
 
-bool api_path_id(api_req *r, int i, char out[24], const char *what);
 
 typedef struct camp_in {
 	const char *name, *channel, *fallback;
@@ -214,7 +213,7 @@ static bool check_refs(api_req *r, camp_in *m)
 
 static void answer(api_req *r, PGresult *res, int status)
 {
-	json_t *o = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+	json_t *o = db_json(PQgetvalue(res, 0, 0));
 	if (status == 201)
 		snprintf(r->location, sizeof r->location, "/v1/campaigns/%lld",
 			 (long long)json_integer_value(json_object_get(o, "id")));
@@ -324,7 +323,7 @@ void campaigns_list(api_req *r)
 		return;
 	}
 	json_t *out = json_object();
-	json_object_set_new(out, "campaigns", json_loads(PQgetvalue(res, 0, 0), 0, NULL));
+	json_object_set_new(out, "campaigns", db_json(PQgetvalue(res, 0, 0)));
 	PQclear(res);
 	api_json(r, 200, out);
 }
@@ -501,7 +500,7 @@ void campaigns_runs(api_req *r)
 		return;
 	}
 	json_t *out = json_object();
-	json_object_set_new(out, "runs", json_loads(PQgetvalue(res, 0, 1), 0, NULL));
+	json_object_set_new(out, "runs", db_json(PQgetvalue(res, 0, 1)));
 	PQclear(res);
 	api_json(r, 200, out);
 }
@@ -561,7 +560,7 @@ void calendar_get(api_req *r)
 		api_problem_err(r, &err);
 		return;
 	}
-	json_t *done = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+	json_t *done = db_json(PQgetvalue(res, 0, 0));
 	PQclear(res);
 	json_array_extend(items, done);
 	json_decref(done);

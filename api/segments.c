@@ -21,6 +21,17 @@
 #include "db.h"
 #include "segment.h"
 
+/*
+ * JSON text Postgres built (jsonb): integers stay integers, but a number
+ * beyond int64 (a rule may hold 1.5e308, which jsonb writes out in full) is
+ * read as a double rather than failing the answer.
+ */
+json_t *db_json(const char *text)
+{
+	json_t *v = json_loads(text, 0, NULL);
+	return v ? v : json_loads(text, JSON_DECODE_INT_AS_REAL, NULL);
+}
+
 /* A path id: 1..18 digits, no leading zero; else the answer is 404. */
 bool api_path_id(api_req *r, int i, char out[24], const char *what)
 {
@@ -126,7 +137,7 @@ static bool segment_body(api_req *r, int64_t self, const char **name, char **rul
 
 static void answer_row(api_req *r, PGresult *res, int status)
 {
-	json_t *o = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+	json_t *o = db_json(PQgetvalue(res, 0, 0));
 	if (status == 201)
 		snprintf(r->location, sizeof r->location, "/v1/segments/%lld",
 			 (long long)json_integer_value(json_object_get(o, "id")));
@@ -177,7 +188,7 @@ void segments_list(api_req *r)
 		return;
 	}
 	json_t *out = json_object();
-	json_object_set_new(out, "segments", json_loads(PQgetvalue(res, 0, 0), 0, NULL));
+	json_object_set_new(out, "segments", db_json(PQgetvalue(res, 0, 0)));
 	PQclear(res);
 	api_json(r, 200, out);
 }
@@ -268,7 +279,7 @@ void segments_delete(api_req *r)
 			 PQgetisnull(res, 0, 1) ? "campaign" : "segment", PQgetvalue(res, 0, PQgetisnull(res, 0, 1) ? 2 : 1));
 		api_problem(r, 409, "in-use", "Segment in use", d, NULL);
 	} else {
-		json_t *o = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+		json_t *o = db_json(PQgetvalue(res, 0, 0));
 		PQclear(res);
 		if (!hr_db_query(r->db, "DELETE FROM segments WHERE id = $1", 1, p, NULL, &err)) {
 			json_decref(o);
@@ -349,7 +360,7 @@ void segments_preview(api_req *r)
 		return;
 	}
 	json_t *out = json_pack("{s:I, s:o}", "count", (json_int_t)strtoll(PQgetvalue(res, 0, 0), NULL, 10), "sample",
-				json_loads(PQgetvalue(res, 0, 1), 0, NULL));
+				db_json(PQgetvalue(res, 0, 1)));
 	PQclear(res);
 	api_json(r, 200, out);
 }
