@@ -78,10 +78,10 @@ static void check_settings(jv *v, json_t *s)
 	json_t *fc = jv_obj(v, s, "/settings", "frequency_cap", false);
 	if (fc) {
 		static const char *const fallowed[] = {"max", "per", NULL};
-		bool present;
+		bool given;
 		int64_t max;
 		jv_only(v, fc, "/settings/frequency_cap", fallowed);
-		jv_int(v, fc, "/settings/frequency_cap", "max", true, 1, 1000, &present, &max);
+		jv_int(v, fc, "/settings/frequency_cap", "max", true, 1, 1000, &given, &max);
 		const char *per = jv_str(v, fc, "/settings/frequency_cap", "per", true, 8);
 		if (per && strcmp(per, "day") && strcmp(per, "week"))
 			jv_add(v, "/settings/frequency_cap", "per", "must be day or week");

@@ -218,8 +218,6 @@ static fx f, other;
 static srv s;
 static char contact_id[32], message_id[32], import_id[32], template_id[32], pool_id[32], rule_id[32], webhook_id[32];
 static char *tok_open, *tok_click, *tok_unsub;
-static char contact_id[32], message_id[32], import_id[32], template_id[32], pool_id[32], rule_id[32];
-static char contact_id[32], message_id[32], import_id[32], template_id[32];
 /* campaigns fixtures: segment 1 (used), segment 2 (free), campaigns 1 active, 2 paused, 3 cancelled */
 static long requests;
 
