@@ -195,50 +195,11 @@ void code_pools_create(api_req *r)
 	PQclear(res);
 }
 
-/* Cursors are opaque to clients: hex of "p1:<last id>". */
-static bool cursor_read(const char *s, char id[24])
-{
-	size_t n = strlen(s);
-	char plain[24];
-	if (n < 8 || n > 46 || n % 2)
-		return false;
-	for (size_t i = 0; i < n / 2; i++) {
-		unsigned x;
-		if (!isxdigit((unsigned char)s[2 * i]) || !isxdigit((unsigned char)s[2 * i + 1]) ||
-		    sscanf(s + 2 * i, "%2x", &x) != 1)
-			return false;
-		plain[i] = (char)x;
-	}
-	plain[n / 2] = '\0';
-	if (strncmp(plain, "p1:", 3) || !plain[3] || strspn(plain + 3, "0123456789") != strlen(plain + 3))
-		return false;
-	snprintf(id, 24, "%s", plain + 3);
-	return true;
-}
-
-static void bad_param(api_req *r, const char *name, const char *detail)
-{
-	api_problem(r, 400, "bad-parameter", "Bad query parameter", detail,
-		    json_pack("[{s:s, s:s}]", "parameter", name, "detail", detail));
-}
-
 void code_pools_list(api_req *r)
 {
-	const char *cur = api_query(r, "cursor"), *lim = api_query(r, "limit");
-	char after[24] = "0", limit[16] = "50";
-	if (cur && *cur && !cursor_read(cur, after)) {
-		bad_param(r, "cursor", "is not a cursor this API returned");
+	char after[24] = "0", limit[16];
+	if (!api_list_args(r, "p1:", after, sizeof after, limit))
 		return;
-	}
-	if (lim) {
-		size_t n = strlen(lim);
-		long l = n >= 1 && n <= 3 && strspn(lim, "0123456789") == n ? atol(lim) : 0;
-		if (l < 1 || l > 500) {
-			bad_param(r, "limit", "must be 1 to 500");
-			return;
-		}
-		snprintf(limit, sizeof limit, "%ld", l);
-	}
 	const char *p[] = {after, limit};
 	PGresult *res;
 	hr_err err = {0};
@@ -249,20 +210,8 @@ void code_pools_list(api_req *r)
 		api_problem_err(r, &err);
 		return;
 	}
-	int n = PQntuples(res), want = atoi(limit);
-	json_t *data = json_array();
-	for (int i = 0; i < n && i < want; i++)
-		json_array_append_new(data, json_loads(PQgetvalue(res, i, 0), 0, NULL));
-	json_t *out = json_pack("{s:o, s:n}", "data", data, "next_cursor");
-	if (n > want) {
-		char plain[32], hex[72];
-		int k = snprintf(plain, sizeof plain, "p1:%s", PQgetvalue(res, want - 1, 1));
-		for (int i = 0; i < k; i++)
-			snprintf(hex + 2 * i, 3, "%02x", (unsigned char)plain[i]);
-		json_object_set_new(out, "next_cursor", json_string(hex));
-	}
+	api_list_reply(r, res, atoi(limit), "p1:");
 	PQclear(res);
-	api_json(r, 200, out);
 }
 
 void code_pools_get(api_req *r)
