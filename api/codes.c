@@ -200,6 +200,10 @@ void code_pools_list(api_req *r)
 	char after[24] = "0", limit[16];
 	if (!api_list_args(r, "p1:", after, sizeof after, limit))
 		return;
+	if (!*after || strspn(after, "0123456789") != strlen(after)) {
+		api_bad_param(r, "cursor", "is not a cursor this API returned");
+		return;
+	}
 	const char *p[] = {after, limit};
 	PGresult *res;
 	hr_err err = {0};

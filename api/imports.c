@@ -1147,29 +1147,15 @@ void imports_get(api_req *r)
 	PQclear(res);
 }
 
-static void bad_param(api_req *r, const char *name, const char *detail)
-{
-	json_t *errors = json_array();
-	json_array_append_new(errors, json_pack("{s:s, s:s}", "parameter", name, "detail", detail));
-	api_problem(r, 400, "bad-parameter", "Bad query parameter", detail, errors);
-}
-
 void imports_list(api_req *r)
 {
-	const char *cur = api_query(r, "cursor"), *lim = api_query(r, "limit");
-	char before[24] = "9223372036854775807", limit[16] = "50";
-	if (cur && *cur && !api_cursor_read(cur, before)) {
-		bad_param(r, "cursor", "is not a cursor this API returned");
+	/* newest first: the cursor is the last id shown, the next page is below it */
+	char before[24] = "9223372036854775807", limit[16];
+	if (!api_list_args(r, "v1:", before, sizeof before, limit))
 		return;
-	}
-	if (lim) {
-		size_t n = strlen(lim);
-		long l = n >= 1 && n <= 3 && strspn(lim, "0123456789") == n ? atol(lim) : 0;
-		if (l < 1 || l > 500) {
-			bad_param(r, "limit", "must be 1 to 500");
-			return;
-		}
-		snprintf(limit, sizeof limit, "%ld", l);
+	if (!*before || strspn(before, "0123456789") != strlen(before)) {
+		api_bad_param(r, "cursor", "is not a cursor this API returned");
+		return;
 	}
 	const char *p[] = {before, limit};
 	PGresult *res;
@@ -1181,18 +1167,6 @@ void imports_list(api_req *r)
 		api_problem_err(r, &err);
 		return;
 	}
-	int n = PQntuples(res), want = atoi(limit);
-	json_t *data = json_array();
-	for (int i = 0; i < n && i < want; i++)
-		json_array_append_new(data, col_json(res, i, 0));
-	json_t *out = json_pack("{s:o}", "data", data);
-	if (n > want) {
-		char c[64];
-		api_cursor_make(strtoll(PQgetvalue(res, want - 1, 1), NULL, 10), c);
-		json_object_set_new(out, "next_cursor", json_string(c));
-	} else {
-		json_object_set_new(out, "next_cursor", json_null());
-	}
+	api_list_reply(r, res, atoi(limit), "v1:");
 	PQclear(res);
-	api_json(r, 200, out);
 }
