@@ -13,17 +13,30 @@ chmod 711 "$DIR" # the embedded PostgreSQL runs as another OS user when we are r
 export HERALD_DATA_DIR="$DIR/data"
 mkdir -p "$HERALD_DATA_DIR" && chmod 711 "$HERALD_DATA_DIR"
 
-free_port() {
+# Five distinct ports nobody listens on.  Another test may take one between
+# the probe and our bind: then the stack is started again on fresh ports.
+PICKED=" "
+free_port() { # VAR: set it (not in a subshell, so PICKED remembers)
   local p
   while :; do
     p=$((20000 + RANDOM % 30000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+    case "$PICKED" in *" $p "*) continue ;; esac
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
+    PICKED="$PICKED$p "
+    printf -v "$1" '%s' "$p"
+    return
   done
 }
-export HERALD_STACK_API_PORT=$(free_port) HERALD_STACK_TX_PORT=$(free_port) HERALD_STACK_BULK_PORT=$(free_port)
-export HERALD_STACK_SIM_PORT=$(free_port) HERALD_STACK_SMTP_PORT=$(free_port)
-export HERALD_API=http://127.0.0.1:$HERALD_STACK_API_PORT HERALD_SIM=http://127.0.0.1:$HERALD_STACK_SIM_PORT
-export HERALD_SMTP=127.0.0.1:$HERALD_STACK_SMTP_PORT HERALDCTL=$HERALD_BUILD_DIR/infra/ctl/heraldctl
+pick_ports() {
+  local v
+  for v in HERALD_STACK_API_PORT HERALD_STACK_TX_PORT HERALD_STACK_BULK_PORT HERALD_STACK_SIM_PORT HERALD_STACK_SMTP_PORT; do
+    free_port "$v"
+  done
+  export HERALD_STACK_API_PORT HERALD_STACK_TX_PORT HERALD_STACK_BULK_PORT HERALD_STACK_SIM_PORT HERALD_STACK_SMTP_PORT
+  export HERALD_API=http://127.0.0.1:$HERALD_STACK_API_PORT HERALD_SIM=http://127.0.0.1:$HERALD_STACK_SIM_PORT
+  export HERALD_SMTP=127.0.0.1:$HERALD_STACK_SMTP_PORT
+}
+export HERALDCTL=$HERALD_BUILD_DIR/infra/ctl/heraldctl
 
 cleanup() {
   local rc=$?
@@ -35,7 +48,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if ! bash "$ROOT/infra/stack.sh" start >"$DIR/stack.out" 2>&1; then
+started=no
+for attempt in 1 2 3; do
+  pick_ports
+  if bash "$ROOT/infra/stack.sh" start >"$DIR/stack.out" 2>&1; then started=yes; break; fi
+  grep -q "Address already in use" "$DIR/stack.out" || break
+  bash "$ROOT/infra/stack.sh" stop >/dev/null 2>&1 || true
+done
+if [ $started != yes ]; then
   cat "$DIR/stack.out"
   echo "0 passed, 1 failed"
   exit 1
