@@ -18,6 +18,10 @@
  *   -> INSERT INTO campaign_batches the ones due later (when a run id is
  *      given; hr_audience_release() moves them to the outbox when due)
  *
+ * The statement runs with planner settings of its own (jit off, no nested
+ * loops, a larger work_mem, hash grouping for one due), restored after it:
+ * docs/campaigns.md "How a run materialises".
+ *
  * A contact is a row of contacts, so nobody is in one statement's result
  * twice (email and phone are unique; merged contacts are skipped).
  *
