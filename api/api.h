@@ -374,6 +374,25 @@ void reports_rule(api_req *r);
 void reports_dimensions(api_req *r);
 void reports_repeat(api_req *r);
 
+/* ---- the channel cascade (cascade.c, docs/cascade.md) ---- */
+typedef struct cascade_in cascade_in;
+/* The body's "fallback" list (NULL when absent or invalid; errors go to v).  by_contact: the message names a contact. */
+cascade_in *cascade_parse(jv *v, json_t *body, const char *channel, bool by_contact, const char *purpose,
+			  const char *cc);
+void cascade_free(cascade_in *c);
+/* Before the tenant transaction: the steps' provider accounts (false: a problem is set). */
+bool cascade_pre_accounts(api_req *r, const cascade_in *c);
+/* In the tenant transaction, before writing: templates and the contact's addresses (false: a problem is set). */
+bool cascade_prepare(api_req *r, const cascade_in *c, const char *contact_id);
+/* After enqueueing the message: store the steps on its batch and wake the scheduler. */
+bool cascade_attach(api_req *r, const cascade_in *c, int64_t first_message_id);
+/* pre handler: the tenant's price list into r->state (GET /v1/messages/{id}, reports). */
+void cascade_prices_pre(api_req *r);
+/* Add cost, currency and (if any) the cascade's steps to a message's JSON (false: a problem is set). */
+bool cascade_describe(api_req *r, long long message_id, json_t *out);
+/* Messages, sent, delivered and cost per channel of the batches `FROM outbox o ...` selects; NULL: a problem is set. */
+json_t *cascade_channel_costs(api_req *r, const char *batches_sql, int nparams, const char *const *params);
+
 /* A request header (NULL when absent). */
 const char *api_header(api_req *r, const char *name);
 /* A query-string argument (NULL when absent). */

@@ -37,6 +37,7 @@
 
 #include "alloc.h"
 #include "api.h"
+#include "cascade.h"
 #include "db.h"
 #include "outbox.h"
 #include "providers.h"
@@ -321,6 +322,17 @@ void callbacks_post(api_req *r)
 		goto out;
 	}
 	jv_free(&v);
+	if (recorded > 0) { /* the channel cascade: a batch whose messages all have an outcome falls back now */
+		char *ids = hr_calloc(1, n * 24 + 3);
+		size_t len = 0;
+		for (size_t i = 0; i < n; i++)
+			len += (size_t)snprintf(ids + len, 24, "%s%lld", i ? "," : "{", xs[i].message_id / HR_OUTBOX_MAX);
+		snprintf(ids + len, 3, "}");
+		dbok = hr_cascade_settle(r->db, t.id, ids, &err);
+		hr_free(ids);
+		if (!dbok)
+			goto fail;
+	}
 	api_json(r, 200, json_pack("{s:I, s:I}", "recorded", (json_int_t)recorded, "duplicates", (json_int_t)dup));
 	goto out;
 fail:

@@ -2,8 +2,9 @@
  * campaigns.c -- /v1/campaigns and /v1/calendar.
  *
  * A campaign = a segment + per channel a template and a provider account
- * (the campaign sends on `channel`; `fallback` names the channel a cascade
- * would try next and is recorded for it) + a calendar (scheduler/calendar.h,
+ * (the campaign sends on `channel`; with `fallback`, the messages not
+ * delivered within `fallback_after` -- default 10 minutes -- are sent again
+ * on that channel: the channel cascade, docs/cascade.md) + a calendar (scheduler/calendar.h,
  * with the tenant's time zone and quiet hours applied: campaigns_calendar).
  * Creating one activates it at herald time now; the scheduler's campaign
  * runner (scheduler/campaigns.c) runs it when due.  Every change NOTIFYs
@@ -31,14 +32,15 @@
 #include "alloc.h"
 #include "api.h"
 #include "campaigns.h"
+#include "clock.h"
 #include "db.h"
-
 
 typedef struct camp_in {
 	const char *name, *channel, *fallback;
 	int64_t segment_id;
 	char *messages, *calendar; /* JSON text */
 	hr_calendar *cal;
+	char fallback_after[16];   /* seconds (text) */
 } camp_in;
 
 static void camp_free(void *p)
@@ -57,8 +59,8 @@ static bool campaign_channel(const char *c)
 
 void campaigns_pre(api_req *r)
 {
-	static const char *const allowed[] = {"name", "segment_id", "channel", "messages", "fallback", "calendar",
-					      NULL};
+	static const char *const allowed[] = {"name", "segment_id", "channel", "messages", "fallback",
+					      "fallback_after", "calendar", NULL};
 	camp_in *m = hr_calloc(1, sizeof *m);
 	r->state = m;
 	r->state_free = camp_free;
@@ -72,6 +74,24 @@ void campaigns_pre(api_req *r)
 	if (m->channel && !campaign_channel(m->channel))
 		jv_add(&v, "", "channel", "must be email, sms or messenger (contacts hold those addresses)");
 	m->fallback = jv_str(&v, r->json, "", "fallback", false, 16);
+	/* the validity window of `channel` before `fallback`: "10m" or seconds, 1 minute to 7 days */
+	json_t *fa = json_object_get(r->json, "fallback_after");
+	int64_t fa_s = 600;
+	if (json_is_string(fa)) {
+		int64_t us;
+		hr_err ferr = {0};
+		if (!hr_duration_parse(json_string_value(fa), &us, &ferr) || us % 1000000)
+			fa_s = -1;
+		else
+			fa_s = us / 1000000;
+	} else if (json_is_integer(fa)) {
+		fa_s = json_integer_value(fa);
+	} else if (fa && !json_is_null(fa)) {
+		fa_s = -1;
+	}
+	if (fa_s < 60 || fa_s > 7 * 86400)
+		jv_add(&v, "", "fallback_after", "must be a duration from 1m to 7d, e.g. \"10m\", or seconds");
+	snprintf(m->fallback_after, sizeof m->fallback_after, "%lld", (long long)fa_s);
 	json_t *msgs = jv_obj(&v, r->json, "", "messages", true);
 	json_t *cal = jv_obj(&v, r->json, "", "calendar", true);
 	if (msgs) {
@@ -207,7 +227,8 @@ static bool check_refs(api_req *r, camp_in *m)
 
 #define CAMPAIGN_JSON                                                                                       \
 	"jsonb_build_object('id', id, 'name', name, 'segment_id', segment_id, 'channel', channel, "         \
-	"'messages', messages, 'fallback', fallback, 'calendar', calendar, 'state', state, "               \
+	"'messages', messages, 'fallback', fallback, 'fallback_after', fallback_after_s, "                  \
+	"'calendar', calendar, 'state', state, "                                                    \
 	"'activated_at', activated_at, 'next_run_at', next_run_at, 'created_at', created_at, "             \
 	"'updated_at', updated_at)::text"
 
@@ -233,14 +254,14 @@ void campaigns_create(api_req *r)
 	snprintf(act, sizeof act, "%lld", (long long)now);
 	snprintf(nx, sizeof nx, "%lld", (long long)next);
 	const char *p[] = {m->name, sid, m->channel, m->messages, m->fallback, m->calendar, act, more ? nx : NULL,
-			   more ? "active" : "completed"};
+			   more ? "active" : "completed", m->fallback_after};
 	PGresult *res;
 	hr_err err = {0};
 	if (!hr_db_query(r->db,
 			 "INSERT INTO campaigns (name, segment_id, channel, messages, fallback, calendar, state, "
-			 "activated_at, next_run_at) VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, $9, "
-			 "to_timestamp($7::bigint), to_timestamp($8::bigint)) RETURNING " CAMPAIGN_JSON,
-			 9, p, &res, &err)) {
+			 "activated_at, next_run_at, fallback_after_s) VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, $9, "
+			 "to_timestamp($7::bigint), to_timestamp($8::bigint), $10::int) RETURNING " CAMPAIGN_JSON,
+			 10, p, &res, &err)) {
 		api_problem_err(r, &err);
 		return;
 	}
@@ -296,14 +317,15 @@ void campaigns_put(api_req *r)
 	char sid[32], nx[32];
 	snprintf(sid, sizeof sid, "%lld", (long long)m->segment_id);
 	snprintf(nx, sizeof nx, "%lld", (long long)next);
-	const char *p[] = {id, m->name, sid, m->channel, m->messages, m->fallback, m->calendar, more ? nx : NULL};
+	const char *p[] = {id, m->name, sid, m->channel, m->messages, m->fallback, m->calendar, more ? nx : NULL,
+			   m->fallback_after};
 	PGresult *res;
 	hr_err err = {0};
 	if (!hr_db_query(r->db,
 			 "UPDATE campaigns SET name = $2, segment_id = $3, channel = $4, messages = $5::jsonb, "
 			 "fallback = $6, calendar = $7::jsonb, next_run_at = to_timestamp($8::bigint), "
-			 "updated_at = now() WHERE id = $1 RETURNING " CAMPAIGN_JSON,
-			 8, p, &res, &err)) {
+			 "fallback_after_s = $9::int, updated_at = now() WHERE id = $1 RETURNING " CAMPAIGN_JSON,
+			 9, p, &res, &err)) {
 		api_problem_err(r, &err);
 		return;
 	}

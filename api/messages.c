@@ -40,6 +40,7 @@ typedef struct msg_in {
 	char ref[256];
 	char hash[65];
 	const char *idem;
+	cascade_in *cascade;   /* "fallback" (cascade.c), or NULL */
 } msg_in;
 
 static void msg_free(void *p)
@@ -47,6 +48,7 @@ static void msg_free(void *p)
 	msg_in *m = p;
 	hr_free(m->content);
 	hr_free(m->data);
+	cascade_free(m->cascade);
 	hr_free(m);
 }
 
@@ -59,7 +61,7 @@ static bool channel_valid(const char *c)
 void messages_pre(api_req *r)
 {
 	static const char *const allowed[] = {"channel", "provider", "template", "content", "to", "contact",
-					      "data", "lane", "purpose", NULL};
+					      "data", "lane", "purpose", "fallback", NULL};
 	msg_in *m = hr_calloc(1, sizeof *m);
 	r->state = m;
 	r->state_free = msg_free;
@@ -120,6 +122,7 @@ void messages_pre(api_req *r)
 			json_array_append_new(v.errors, e);
 		}
 	}
+	m->cascade = cascade_parse(&v, r->json, m->channel ? m->channel : "", has_ref, m->purpose, cc);
 	if (!jv_ok(&v)) {
 		api_problem_invalid(r, v.errors);
 		return;
@@ -144,6 +147,8 @@ void messages_pre(api_req *r)
 		api_problem_invalid(r, v.errors);
 		return;
 	}
+	if (!cascade_pre_accounts(r, m->cascade))
+		return;
 	/* The request's fingerprint: canonical JSON (sorted keys) of the body. */
 	char *canon = json_dumps(r->json, JSON_COMPACT | JSON_SORT_KEYS);
 	hr_sha256_hex(canon, strlen(canon), m->hash);
@@ -314,6 +319,8 @@ void messages_post(api_req *r)
 			return;
 		}
 	}
+	if (!cascade_prepare(r, m->cascade, cid))
+		return;
 	const char *addrs[] = {addr};
 	int64_t cids[] = {cid[0] ? strtoll(cid, NULL, 10) : 0};
 	const char *datas[] = {m->data};
@@ -331,6 +338,8 @@ void messages_post(api_req *r)
 		if (!hr_db_query(r->db, "UPDATE outbox SET request_hash = $1 WHERE id = $2", 2, ph, NULL, &err))
 			goto fail;
 	}
+	if (!cascade_attach(r, m->cascade, id))
+		return;
 	accepted(r, (long long)id, false);
 	return;
 fail:
@@ -377,9 +386,14 @@ void messages_get(api_req *r)
 		api_problem_err(r, &err);
 		return;
 	}
-	if (PQntuples(res) == 0)
+	if (PQntuples(res) == 0) {
 		api_problem(r, 404, "not-found", "Not found", "no such message", NULL);
-	else
-		api_json(r, 200, json_loads(PQgetvalue(res, 0, 0), 0, NULL));
+	} else {
+		json_t *out = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+		if (cascade_describe(r, id, out)) /* cost, and the steps of its cascade */
+			api_json(r, 200, out);
+		else
+			json_decref(out);
+	}
 	PQclear(res);
 }

@@ -797,6 +797,16 @@ void reports_campaign(api_req *r)
 	json_object_set_new(o, "runs", runs);
 	json_object_set_new(o, "truncated", json_boolean(truncated));
 	figs_free(&f);
+	/* per channel, with the cascade's fallbacks and their cost (cascade.c) */
+	const char *pc[] = {q.from, q.to, r->param[0]};
+	json_t *channels = cascade_channel_costs(r,
+		"FROM campaign_runs x JOIN outbox o ON o.origin = 'campaign' AND o.origin_id = x.id "
+		"WHERE x.campaign_id = $3::bigint" IN_PERIOD("x.run_at"), 3, pc);
+	if (!channels) {
+		json_decref(o);
+		return;
+	}
+	json_object_set_new(o, "channels", channels);
 	api_json(r, 200, o);
 }
 
@@ -858,6 +868,14 @@ void reports_rule(api_req *r)
 	json_object_set_new(o, "rule_id", json_integer(strtoll(r->param[0], NULL, 10)));
 	json_object_set_new(o, "steps", steps);
 	figs_free(&f);
+	const char *pc[] = {q.from, q.to, r->param[0]};
+	json_t *channels = cascade_channel_costs(r, "FROM outbox o WHERE o.origin = 'rule' AND o.origin_id = $3::bigint"
+						 IN_PERIOD(MSG_AT), 3, pc);
+	if (!channels) {
+		json_decref(o);
+		return;
+	}
+	json_object_set_new(o, "channels", channels);
 	api_json(r, 200, o);
 }
 

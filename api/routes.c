@@ -31,7 +31,7 @@ static const api_route routes[] = {
 	{"POST", "/v1/contacts/{id}/consents", API_AUTH_TENANT, false, true, consents_post, NULL},
 	{"POST", "/v1/events", API_AUTH_TENANT, true, true, events_post, NULL},
 	{"POST", "/v1/messages", API_AUTH_TENANT, true, true, messages_post, messages_pre},
-	{"GET", "/v1/messages/{id}", API_AUTH_TENANT, true, false, messages_get, NULL},
+	{"GET", "/v1/messages/{id}", API_AUTH_TENANT, true, false, messages_get, cascade_prices_pre},
 	{"GET", "/v1/imports", API_AUTH_TENANT, false, false, imports_list, NULL},
 	{"POST", "/v1/imports", API_AUTH_TENANT, false, false, imports_post, NULL, &imports_stream},
 	{"GET", "/v1/imports/{id}", API_AUTH_TENANT, false, false, imports_get, NULL},
@@ -95,8 +95,8 @@ static const api_route routes[] = {
 	/* reports (api/reports.c, docs/reports.md) */
 	{"GET", "/v1/reports/messages", API_AUTH_TENANT, false, false, reports_messages, NULL},
 	{"GET", "/v1/reports/templates/{id}", API_AUTH_TENANT, false, false, reports_template, NULL},
-	{"GET", "/v1/reports/campaigns/{id}", API_AUTH_TENANT, false, false, reports_campaign, NULL},
-	{"GET", "/v1/reports/rules/{id}", API_AUTH_TENANT, false, false, reports_rule, NULL},
+	{"GET", "/v1/reports/campaigns/{id}", API_AUTH_TENANT, false, false, reports_campaign, cascade_prices_pre},
+	{"GET", "/v1/reports/rules/{id}", API_AUTH_TENANT, false, false, reports_rule, cascade_prices_pre},
 	{"GET", "/v1/reports/dimensions", API_AUTH_TENANT, false, false, reports_dimensions, NULL},
 	{"GET", "/v1/reports/repeat-purchases", API_AUTH_TENANT, false, false, reports_repeat, NULL},
 };

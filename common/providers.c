@@ -129,6 +129,21 @@ bool hr_provider_put(PGconn *c, const uint8_t key[HR_KEY_LEN], const char *tenan
 	json_t *cfg = NULL, *sec = NULL;
 	if (!json_object_text(s->config ? s->config : "{}", "config", &cfg, err))
 		return false;
+	/* Cost of the channel cascade (docs/cascade.md): a price per message sent, with its currency. */
+	json_t *price = json_object_get(cfg, "price"), *cur = json_object_get(cfg, "currency");
+	if (price || cur) {
+		const char *c3 = json_string_value(cur);
+		bool cur_ok = c3 && strlen(c3) == 3 && c3[0] >= 'A' && c3[0] <= 'Z' && c3[1] >= 'A' && c3[1] <= 'Z' &&
+			      c3[2] >= 'A' && c3[2] <= 'Z';
+		if (!json_is_number(price) || json_number_value(price) < 0 || json_number_value(price) > 1000000) {
+			json_decref(cfg);
+			return hr_fail(err, HR_ERR_INVALID, "config", "config.price must be a number from 0 to 1000000 (per message)");
+		}
+		if (!cur_ok) {
+			json_decref(cfg);
+			return hr_fail(err, HR_ERR_INVALID, "config", "config.currency must be an ISO 4217 code such as \"EUR\"");
+		}
+	}
 	if (s->secret && !json_object_text(s->secret, "secret", &sec, err)) {
 		json_decref(cfg);
 		return false;
@@ -136,7 +151,8 @@ bool hr_provider_put(PGconn *c, const uint8_t key[HR_KEY_LEN], const char *tenan
 	hr_tenant t;
 	bool ok = hr_tenant_get(c, tenant_slug, &t, err);
 	if (ok) {
-		char *cfgtext = json_dumps(cfg, JSON_COMPACT | JSON_SORT_KEYS);
+		/* 15 digits: a price of 0.05 is stored as 0.05, not 0.050000000000000003 */
+		char *cfgtext = json_dumps(cfg, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(15));
 		char tid[32], rate[16];
 		snprintf(tid, sizeof tid, "%lld", (long long)t.id);
 		snprintf(rate, sizeof rate, "%d", s->rate_per_s);

@@ -28,6 +28,7 @@
 
 #include "alloc.h"
 #include "audience.h"
+#include "cascade.h"
 #include "clock.h"
 #include "db.h"
 #include "log.h"
@@ -139,7 +140,7 @@ static int64_t col_i64(PGresult *r, int row, int col)
 #define NEXT_SQL                                                                                            \
 	"SELECT (extract(epoch FROM least((SELECT min(next_run_at) FROM campaigns WHERE state = 'active'), "  \
 	"(SELECT min(h.due_at) FROM campaign_batches h JOIN campaign_runs r ON r.id = h.run_id "               \
-	"JOIN campaigns c ON c.id = r.campaign_id WHERE c.state = 'active'))) * 1000000)::bigint"
+	"JOIN campaigns c ON c.id = r.campaign_id WHERE c.state = 'active'), " HR_CASCADE_NEXT_SQL ")) * 1000000)::bigint"
 
 static bool read_next(campaigns *c, ctenant *t, hr_err *err)
 {
@@ -341,7 +342,10 @@ static bool process(campaigns *c, ctenant *t, hr_err *err)
 	PQclear(r);
 	if (!settings)
 		settings = json_object();
+	int64_t mark = 0, armed = 0, fb_batches = 0, fb_msgs = 0; /* the channel cascade (cascade.h) */
 	bool ok = hr_db_tenant_begin(c->db, t->schema, t->role, err);
+	if (ok)
+		ok = hr_cascade_mark(c->db, &mark, err);
 	if (ok)
 		ok = hr_db_query(c->db,
 				 "SELECT c.id, c.channel, c.messages::text, c.calendar::text, "
@@ -359,6 +363,9 @@ static bool process(campaigns *c, ctenant *t, hr_err *err)
 	if (ok)
 		ok = hr_audience_release(c->db, t->id, &released, err);
 	if (ok)
+		ok = hr_cascade_arm_campaigns(c->db, mark, &armed, err) &&
+		     hr_cascade_advance(c->db, t->id, settings, &fb_batches, &fb_msgs, err);
+	if (ok)
 		ok = hr_db_exec(c->db,
 				"UPDATE campaigns c SET state = 'completed', updated_at = now() WHERE state = 'active' "
 				"AND next_run_at IS NULL AND NOT EXISTS (SELECT 1 FROM campaign_batches h "
@@ -375,6 +382,9 @@ static bool process(campaigns *c, ctenant *t, hr_err *err)
 		hr_db_rollback(c->db);
 	else if (released > 0)
 		hr_info("campaigns: tenant=%s released=%lld batch(es)", t->slug, (long long)released);
+	if (ok && fb_batches > 0)
+		hr_info("campaigns: tenant=%s cascade: %lld fallback batch(es), %lld message(s)", t->slug,
+			(long long)fb_batches, (long long)fb_msgs);
 	json_decref(settings);
 	return ok;
 }

@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "cascade.h"
 #include "db.h"
 #include "log.h"
 #include "model.h"
@@ -164,8 +165,8 @@ static bool land_tenant(lander *l, landed *items, int n, bool use_copy, hr_err *
 	sbuf *all[] = {&ids, &st, &att, &pid, &rsn, &lat, &bch, &badr};
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		sb_putc(all[i], '{');
-	sbuf rows = {0};
-	int64_t low = -1;
+	sbuf rows = {0}, fin = {0}; /* fin: batches of failed results, for the channel cascade */
+	int64_t low = -1, last_fin = -1;
 	int nres = 0, nbounce = 0;
 	for (int i = 0; i < n; i++) {
 		landed *x = &items[i];
@@ -173,6 +174,11 @@ static bool land_tenant(lander *l, landed *items, int n, bool use_copy, hr_err *
 			if (x->message_id > low)
 				low = x->message_id;
 			continue;
+		}
+		if (x->status != HR_RES_SENT && x->message_id / 4096 != last_fin) {
+			sb_putc(&fin, last_fin < 0 ? '{' : ',');
+			last_fin = x->message_id / 4096;
+			sb_int(&fin, last_fin);
 		}
 		if (x->status == HR_RES_BOUNCED && x->address) {
 			if (nbounce++) {
@@ -233,6 +239,10 @@ static bool land_tenant(lander *l, landed *items, int n, bool use_copy, hr_err *
 				 "FROM unnest($1::text[], $2::text[]) AS u(c, a) ON CONFLICT DO NOTHING",
 				 2, p, NULL, err);
 	}
+	if (ok && last_fin >= 0) {
+		sb_putc(&fin, '}');
+		ok = hr_cascade_settle(l->db, t->id, fin.p, err);
+	}
 	if (ok && low >= 0) {
 		char lw[32];
 		snprintf(lw, sizeof lw, "%lld", (long long)low);
@@ -247,6 +257,7 @@ static bool land_tenant(lander *l, landed *items, int n, bool use_copy, hr_err *
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		hr_free(all[i]->p);
 	hr_free(rows.p);
+	hr_free(fin.p);
 	return ok;
 }
 
