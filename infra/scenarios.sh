@@ -317,8 +317,41 @@ scenario2() {
   say "  report: $(printf '%s' "$BODY" | jq -c . | head -c 400)"
   call GET "/v1/reports/rules/$RULE"
   [ "$STATUS" = 200 ] && say "  rule report: $(printf '%s' "$BODY" | jq -c . | head -c 300)"
+
+  cascade2 "$slug" "${c[5]}"
 }
 campaign_recipients() { call GET "/v1/campaigns/$1/runs"; [ "$(j '[.runs[]?.recipients // 0] | add // 0')" = "$2" ]; }
+
+# The channel cascade (docs/cascade.md): Viber, and if not delivered within 10
+# minutes, SMS.  The Viber account's provider sends no receipt; the SMS one
+# does (provsim posts it to herald's callback URL).  Prices make the cost show.
+cascade2() {
+  local slug=$1 who=$2 key=$KEY
+  KEY=$AGENCY_KEY
+  call PUT "/v1/tenants/$slug/providers/viber" \
+    "{\"channel\":\"messenger\",\"transport\":\"http\",\"config\":{\"url\":\"$SIM/v1/send/messenger/$slug-viber\",\"price\":0.01,\"currency\":\"EUR\"},\"secret\":{\"headers\":{\"Authorization\":\"Bearer t\"}}}"
+  call PUT "/v1/tenants/$slug/providers/sms" \
+    "{\"channel\":\"sms\",\"transport\":\"http\",\"config\":{\"url\":\"$SIM/v1/send/sms/$slug\",\"price\":0.05,\"currency\":\"EUR\"},\"secret\":{\"headers\":{\"Authorization\":\"Bearer t\"},\"callback_secret\":\"cb-$slug\"}}"
+  KEY=$key
+  curl -s -o /dev/null -X POST "$SIM/v1/control/faults" \
+    -d "{\"account\":\"$slug\",\"dlr_url\":\"$API/v1/callbacks/$slug/sms?key=cb-$slug\"}"
+  call POST /v1/messages "{\"channel\":\"messenger\",\"provider\":\"viber\",\"lane\":\"bulk\",\"contact\":{\"id\":$who},
+    \"content\":{\"text\":\"Your cart misses you (viber)\"},
+    \"fallback\":[{\"channel\":\"sms\",\"provider\":\"sms\",\"content\":{\"text\":\"Your cart misses you (sms)\"},\"after\":\"10m\"}]}"
+  expect 202 "cascade: a Viber message with an SMS fallback after 10 minutes"
+  local msg; msg=$(j .id)
+  local phone; call GET "/v1/contacts/$who"; phone=$(j .phone)
+  check "cascade: Viber first" wait_for 30 inbox_has "$phone" "misses you (viber)"
+  check "cascade: no SMS within the window" test "$(inbox_count "$phone" 'misses you (sms)')" -eq 0
+  advance 11m
+  check "cascade: not delivered on Viber within 10 minutes, so SMS" wait_for 30 inbox_has "$phone" "misses you (sms)"
+  check "cascade: the SMS is delivered and the cascade stops" wait_for 30 cascade_is "$msg" finished delivered
+  check "cascade: never twice on one channel" test "$(inbox_count "$phone" 'misses you')" -eq 2
+  call GET "/v1/messages/$msg"
+  check "cascade: cost per channel (0.01 + 0.05 EUR)" eq "$(j '[.cascade.steps[].cost] | join(" + ")') = $(j .cascade.cost.EUR)" "0.01 + 0.05 = 0.06"
+  say "  cascade: $(printf '%s' "$BODY" | jq -c '[.cascade.steps[] | {channel, status, cost, currency}]')"
+}
+cascade_is() { call GET "/v1/messages/$1"; [ "$(j .cascade.state)" = "$2" ] && [ "$(j '.cascade.steps[-1].status')" = "$3" ]; }
 
 # ---------------------------------------------------------------- scenario 3
 scenario3() {

@@ -11,6 +11,11 @@
  * resumed or cancelled), after the runner acted for it, and herald time is
  * re-read on NOTIFY `herald_clock` (heraldctl clock advance).
  *
+ * The channel cascade (common/cascade.h) runs here too, in the same per-tenant
+ * transaction: a run's (or release's) batches of a campaign with `fallback`
+ * are armed, and due cascades are advanced; the next due instant includes the
+ * earliest pending cascade.  The owner hold thus covers cascades as well.
+ *
  * A run is one transaction: the run row (unique per campaign and run
  * instant), its recipients materialised by hr_audience_materialise() (one
  * statement: segment, consent, suppressions, frequency cap, batches of up to

@@ -10,6 +10,9 @@
  * hard-bounced addresses, and the tenant's new low water when the loop sent
  * a marker after the last result of a prefix of finished batches.  Order is
  * kept: a marker is written with (or after) every result submitted before it.
+ * When a flush holds failed results, their batches go to hr_cascade_settle()
+ * in the same transaction: a channel cascade whose batch has no message left
+ * waiting falls back at once (common/cascade.h).
  *
  * Exactly one result per message is the results primary key's job.  COPY
  * has no ON CONFLICT: when a message was answered twice (a lease re-sent

@@ -54,7 +54,7 @@ typedef struct sample {
 	"{\"name\": \"Spring\", \"segment_id\": 1, \"channel\": \"email\", \"messages\": {\"email\": "          \
 	"{\"template\": 1, \"provider\": \"mail\"}}, \"calendar\": {\"kind\": \"at\", \"at\": "                \
 	"\"2030-01-01T10:00:00\", \"time_zone\": \"Europe/Kyiv\", \"quiet_hours\": {\"from\": \"22:00\", "          \
-	"\"to\": \"08:00\"}}}"
+	"\"to\": \"08:00\"}}, \"fallback_after\": \"15m\"}"
 
 static const sample samples[] = {
 	{"POST", "/v1/tenants", "/v1/tenants", "{\"slug\": \"inj-new\", \"name\": \"New brand\"}", K_AGENCY, false},
@@ -63,7 +63,8 @@ static const sample samples[] = {
 	{"POST", "/v1/tenants/{slug}/keys", "/v1/tenants/{tenant}/keys", "{\"scope\": \"read\", \"name\": \"dash\"}",
 	 K_AGENCY, false},
 	{"PUT", "/v1/tenants/{slug}/providers/{name}", "/v1/tenants/{tenant}/providers/sms-two",
-	 "{\"channel\": \"sms\", \"transport\": \"sink\", \"config\": {\"url\": \"http://127.0.0.1:1/\"}, "
+	 "{\"channel\": \"sms\", \"transport\": \"sink\", \"config\": {\"url\": \"http://127.0.0.1:1/\", \"price\": 0.05, "
+	 "\"currency\": \"EUR\"}, "
 	 "\"secret\": {\"token\": \"t\"}, \"rate_per_s\": 10}",
 	 K_AGENCY, false},
 	{"PUT", "/v1/contacts", "/v1/contacts",
@@ -83,7 +84,8 @@ static const sample samples[] = {
 	{"POST", "/v1/messages", "/v1/messages",
 	 "{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"dev@example.com\", \"lane\": \"transactional\", "
 	 "\"content\": {\"from\": \"shop@example.com\", \"subject\": \"Hi {{ name }}\", \"text\": \"Code {{ code }}\"}, "
-	 "\"data\": {\"name\": \"Ann\", \"code\": \"1234\"}}",
+	 "\"data\": {\"name\": \"Ann\", \"code\": \"1234\"}, \"fallback\": [{\"channel\": \"sms\", \"provider\": \"sms\", "
+	 "\"to\": \"+447700900124\", \"content\": {\"text\": \"Code {{ code }}\"}, \"after\": \"10m\"}]}",
 	 K_TENANT, false},
 	{"GET", "/v1/messages/{id}", "/v1/messages/{message}", NULL, K_TENANT, false},
 	{"GET", "/v1/imports/{id}", "/v1/imports/{import}", NULL, K_TENANT, false},
@@ -449,6 +451,11 @@ static void setup(void)
 	resp *r = call_at(s.port, "PUT", path, f.agency_key, NULL,
 			  "{\"channel\": \"email\", \"transport\": \"sink\", \"secret\": {\"callback_secret\": \"cb-secret\"}}",
 			  -1);
+	ck_assert_msg(r->status == 200 || r->status == 201, "%s", r->body);
+	resp_free(r);
+	snprintf(path, sizeof path, "/v1/tenants/%s/providers/sms", f.t.slug);
+	r = call_at(s.port, "PUT", path, f.agency_key, NULL,
+		    "{\"channel\": \"sms\", \"transport\": \"sink\", \"config\": {\"price\": 0.05, \"currency\": \"EUR\"}}", -1);
 	ck_assert_msg(r->status == 200 || r->status == 201, "%s", r->body);
 	resp_free(r);
 	r = call_at(s.port, "PUT", "/v1/contacts", f.full, NULL, "{\"external_id\": \"inj-1\", \"email\": \"c@example.com\"}",
