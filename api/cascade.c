@@ -24,7 +24,8 @@
  *
  * Cost: a provider account may have "price" (a decimal number per message)
  * and "currency" (ISO 4217) in its config.  A message costs its account's
- * price when the provider accepted it (result `sent`).  cascade_prices_pre()
+ * price when the provider accepted it: a `sent` result, or a delivery
+ * receipt (which can arrive before the lander wrote the result).  cascade_prices_pre()
  * reads the tenant's price list from the control schema before the tenant
  * transaction; cascade_describe() and cascade_channel_costs() compute with it
  * in SQL (numeric, exact).  Prices are the accounts' current ones.
@@ -322,6 +323,9 @@ void cascade_prices_pre(api_req *r)
 	PQclear(res);
 }
 
+/* Receipt events: each says the provider accepted the message (it can come before the result lands). */
+#define RECEIPTS "('message_delivered', 'message_bounced', 'message_complained')"
+
 /* The status shown for message `m` (an SQL expression): as GET /v1/messages/{id} shows it. */
 #define STEP_STATUS(m)                                                                                      \
 	"coalesce((SELECT CASE e.name WHEN 'message_delivered' THEN 'delivered' WHEN 'message_bounced' THEN "  \
@@ -355,7 +359,8 @@ bool cascade_describe(api_req *r, long long message_id, json_t *out)
 			 "JOIN outbox o ON o.id = fwd.id), "
 			 "m AS (SELECT st.*, st.id * 4096 + st.idx AS mid FROM st WHERE st.idx IS NOT NULL), "
 			 "s AS (SELECT m.k, m.mid, m.channel, m.provider, " STEP_STATUS("m.mid") " AS status, "
-			 "CASE WHEN x.status = 'sent' THEN ($3::jsonb -> m.provider ->> 'price')::numeric END AS cost, "
+			 "CASE WHEN x.status = 'sent' OR EXISTS (SELECT 1 FROM events e WHERE e.message_id = m.mid "
+			 "AND e.name IN " RECEIPTS ") THEN ($3::jsonb -> m.provider ->> 'price')::numeric END AS cost, "
 			 "$3::jsonb -> m.provider ->> 'currency' AS cur, m.cascade_at, m.cascade -> 0 ->> 'channel' "
 			 "AS next FROM m LEFT JOIN results x ON x.message_id = m.mid) "
 			 "SELECT k, mid, channel, provider, status, cost::text, cur, "
@@ -410,8 +415,10 @@ json_t *cascade_channel_costs(api_req *r, const char *batches_sql, int nparams, 
 	char *sql = hr_sprintf(
 		"WITH b AS (SELECT o.id, o.channel, o.provider, cardinality(o.addresses) AS n %s), "
 		"f AS (SELECT b.channel, %s::jsonb -> b.provider ->> 'currency' AS cur, "
-		"(%s::jsonb -> b.provider ->> 'price')::numeric AS price, b.n, (SELECT count(*) FROM results x "
-		"WHERE x.message_id BETWEEN b.id * 4096 AND b.id * 4096 + 4095 AND x.status = 'sent') AS sent, "
+		"(%s::jsonb -> b.provider ->> 'price')::numeric AS price, b.n, (SELECT count(*) FROM (SELECT "
+		"x.message_id FROM results x WHERE x.message_id BETWEEN b.id * 4096 AND b.id * 4096 + 4095 AND "
+		"x.status = 'sent' UNION SELECT e.message_id FROM events e WHERE e.message_id BETWEEN b.id * 4096 "
+		"AND b.id * 4096 + 4095 AND e.name IN " RECEIPTS ") u) AS sent, "
 		"(SELECT count(DISTINCT e.message_id) FROM events e WHERE e.message_id BETWEEN b.id * 4096 AND "
 		"b.id * 4096 + 4095 AND e.name = 'message_delivered') AS delivered FROM b) "
 		"SELECT channel, cur, sum(n), sum(sent), sum(delivered), (sum(price * sent))::text FROM f "

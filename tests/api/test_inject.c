@@ -63,8 +63,7 @@ static const sample samples[] = {
 	{"POST", "/v1/tenants/{slug}/keys", "/v1/tenants/{tenant}/keys", "{\"scope\": \"read\", \"name\": \"dash\"}",
 	 K_AGENCY, false},
 	{"PUT", "/v1/tenants/{slug}/providers/{name}", "/v1/tenants/{tenant}/providers/sms-two",
-	 "{\"channel\": \"sms\", \"transport\": \"sink\", \"config\": {\"url\": \"http://127.0.0.1:1/\", \"price\": 0.05, "
-	 "\"currency\": \"EUR\"}, "
+	 "{\"channel\": \"sms\", \"transport\": \"sink\", \"config\": {\"url\": \"http://127.0.0.1:1/\"}, "
 	 "\"secret\": {\"token\": \"t\"}, \"rate_per_s\": 10}",
 	 K_AGENCY, false},
 	{"PUT", "/v1/contacts", "/v1/contacts",
@@ -85,7 +84,7 @@ static const sample samples[] = {
 	 "{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"dev@example.com\", \"lane\": \"transactional\", "
 	 "\"content\": {\"from\": \"shop@example.com\", \"subject\": \"Hi {{ name }}\", \"text\": \"Code {{ code }}\"}, "
 	 "\"data\": {\"name\": \"Ann\", \"code\": \"1234\"}, \"fallback\": [{\"channel\": \"sms\", \"provider\": \"sms\", "
-	 "\"to\": \"+447700900124\", \"content\": {\"text\": \"Code {{ code }}\"}, \"after\": \"10m\"}]}",
+	 "\"to\": \"+447700900124\", \"content\": {\"text\": \"x\"}, \"after\": \"10m\"}]}",
 	 K_TENANT, false},
 	{"GET", "/v1/messages/{id}", "/v1/messages/{message}", NULL, K_TENANT, false},
 	{"GET", "/v1/imports/{id}", "/v1/imports/{import}", NULL, K_TENANT, false},
