@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <fcntl.h>
 
 #include "alloc.h"
 #include "log.h"
@@ -25,6 +26,11 @@ struct wk_curlio {
 	long long timer_at; /* monotonic ms when it expires */
 	unsigned long connects;
 	bool noproxy;       /* no *_proxy variable is set: tell libcurl not to look */
+	wk_fdwatch **watches; /* our own sockets (wk_curlio_watch) */
+	size_t nwatch, capwatch;
+	wk_fdwatch **polled;  /* the watches wk_curlio_pollitems handed out, in order */
+	size_t npolled, cappolled;
+	size_t ncurlpolled;   /* how many of the handed-out items were libcurl's */
 };
 
 extern char **environ;
@@ -45,6 +51,13 @@ static bool proxy_in_env(void)
 			return true;
 	}
 	return false;
+}
+
+long long wk_curlio_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static long long mono_ms(void)
@@ -114,6 +127,8 @@ void wk_curlio_free(wk_curlio *io)
 		return;
 	curl_multi_cleanup(io->multi);
 	hr_free(io->socks);
+	hr_free(io->watches);
+	hr_free(io->polled);
 	hr_free(io);
 }
 
@@ -127,6 +142,7 @@ void wk_curlio_easy_defaults(const wk_curlio *io, CURL *easy)
 void wk_curlio_start(wk_curlio *io, CURL *easy, wk_curlreq *req)
 {
 	req->easy = easy;
+	req->sock = -1;
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 	CURLMcode mc = curl_multi_add_handle(io->multi, easy);
 	if (mc != CURLM_OK)
@@ -138,6 +154,28 @@ size_t wk_curlio_nsockets(const wk_curlio *io)
 	return io->nsocks;
 }
 
+void wk_curlio_watch(wk_curlio *io, wk_fdwatch *w)
+{
+	if (w->slot)
+		return;
+	if (io->nwatch == io->capwatch) {
+		io->capwatch = io->capwatch ? io->capwatch * 2 : 16;
+		io->watches = hr_realloc(io->watches, io->capwatch * sizeof *io->watches);
+	}
+	io->watches[io->nwatch++] = w;
+	w->slot = io->nwatch;
+}
+
+void wk_curlio_unwatch(wk_curlio *io, wk_fdwatch *w)
+{
+	if (!w->slot)
+		return;
+	size_t i = w->slot - 1;
+	io->watches[i] = io->watches[--io->nwatch];
+	io->watches[i]->slot = i + 1;
+	w->slot = 0;
+}
+
 size_t wk_curlio_pollitems(wk_curlio *io, zmq_pollitem_t *items, size_t max)
 {
 	size_t n = 0;
@@ -147,14 +185,33 @@ size_t wk_curlio_pollitems(wk_curlio *io, zmq_pollitem_t *items, size_t max)
 		items[n++] = (zmq_pollitem_t){.socket = NULL, .fd = io->socks[i].fd,
 					      .events = io->socks[i].events};
 	}
+	io->ncurlpolled = n;
+	if (io->cappolled < io->nwatch) {
+		io->cappolled = io->capwatch;
+		io->polled = hr_realloc(io->polled, io->cappolled * sizeof *io->polled);
+	}
+	io->npolled = 0;
+	for (size_t i = 0; i < io->nwatch && n < max; i++) {
+		wk_fdwatch *w = io->watches[i];
+		if (!w->events)
+			continue;
+		io->polled[io->npolled++] = w;
+		items[n++] = (zmq_pollitem_t){.socket = NULL, .fd = w->fd, .events = w->events};
+	}
 	return n;
 }
 
 long wk_curlio_timeout(wk_curlio *io)
 {
-	if (io->timer_ms < 0)
+	long long at = io->timer_ms < 0 ? -1 : io->timer_at;
+	for (size_t i = 0; i < io->nwatch; i++) {
+		long long d = io->watches[i]->deadline_ms;
+		if (d && (at < 0 || d < at))
+			at = d;
+	}
+	if (at < 0)
 		return -1;
-	long long left = io->timer_at - mono_ms();
+	long long left = at - mono_ms();
 	return left < 0 ? 0 : (long)left;
 }
 
@@ -168,7 +225,8 @@ static size_t finish(wk_curlio *io);
 void wk_curlio_act(wk_curlio *io, const zmq_pollitem_t *items, size_t n)
 {
 	int running;
-	for (size_t i = 0; i < n; i++) {
+	size_t ncurl = n < io->ncurlpolled ? n : io->ncurlpolled;
+	for (size_t i = 0; i < ncurl; i++) {
 		if (!items[i].revents)
 			continue;
 		int ev = ((items[i].revents & ZMQ_POLLIN) ? CURL_CSELECT_IN : 0) |
@@ -182,6 +240,40 @@ void wk_curlio_act(wk_curlio *io, const zmq_pollitem_t *items, size_t n)
 		curl_multi_socket_action(io->multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	}
 	finish(io);
+	/* Our own sockets.  A ready() may unwatch or re-arm any watch, so each
+	 * handed-out item is checked against its watch's current state. */
+	size_t npolled = n > ncurl ? n - ncurl : 0;
+	if (npolled > io->npolled)
+		npolled = io->npolled;
+	for (size_t i = 0; i < npolled; i++) {
+		const zmq_pollitem_t *it = &items[ncurl + i];
+		wk_fdwatch *w = io->polled[i];
+		if (it->revents && w->slot && w->fd == it->fd)
+			w->ready(w, it->revents);
+	}
+	io->npolled = 0;
+	if (!io->nwatch)
+		return;
+	long long now = mono_ms();
+	bool due = false;
+	for (size_t i = 0; i < io->nwatch && !due; i++)
+		due = io->watches[i]->deadline_ms && now >= io->watches[i]->deadline_ms;
+	if (!due)
+		return;
+	/* Snapshot first: ready() changes the set. */
+	if (io->cappolled < io->nwatch) {
+		io->cappolled = io->capwatch;
+		io->polled = hr_realloc(io->polled, io->cappolled * sizeof *io->polled);
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < io->nwatch; i++)
+		if (io->watches[i]->deadline_ms && now >= io->watches[i]->deadline_ms)
+			io->polled[k++] = io->watches[i];
+	for (size_t i = 0; i < k; i++) {
+		wk_fdwatch *w = io->polled[i];
+		if (w->slot && w->deadline_ms && now >= w->deadline_ms)
+			w->ready(w, 0);
+	}
 }
 
 bool wk_curlio_kick(wk_curlio *io)
@@ -210,6 +302,13 @@ static size_t finish(wk_curlio *io)
 		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&req);
 		curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &nconn);
 		io->connects += (unsigned long)nconn;
+		if (req->keep_socket && rc == CURLE_OK) {
+			/* Taken over: our own descriptor, so removing the handle (which
+			 * closes libcurl's, sending nothing) leaves the connection open. */
+			curl_socket_t fd = CURL_SOCKET_BAD;
+			if (curl_easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &fd) == CURLE_OK && fd != CURL_SOCKET_BAD)
+				req->sock = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		}
 		curl_multi_remove_handle(io->multi, easy);
 		/* msg is invalid after remove; we saved what we need. */
 		req->done(req, rc);

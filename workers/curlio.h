@@ -28,8 +28,21 @@
  *                                   so new transfers go out in this turn
  *                                   rather than after an extra poll.
  *
- * done() runs from wk_curlio_act, never from inside libcurl.  libcurl's own
- * callbacks (socket, timer) only record state.
+ *   wk_curlio_watch(io, w)          also poll a socket of our own (w->fd for
+ *   wk_curlio_unwatch(io, w)        w->events, until w->deadline_ms): the SMTP
+ *                                   transport's pipelined sessions, whose
+ *                                   connections libcurl opened (see
+ *                                   transport_smtp.c).  w->ready() runs from
+ *                                   wk_curlio_act with the poll's revents, or
+ *                                   with 0 when the deadline passed.
+ *
+ * A request with keep_socket set is a CURLOPT_CONNECT_ONLY transfer whose
+ * connection the caller takes over: when it ends well, wk_curlio_act dups
+ * its socket into req->sock before the handle leaves the multi (which closes
+ * libcurl's descriptor without a word on the wire).
+ *
+ * done() and ready() run from wk_curlio_act, never from inside libcurl.
+ * libcurl's own callbacks (socket, timer) only record state.
  *
  * Thread safety: the loop thread only.
  */
@@ -46,6 +59,17 @@ typedef struct wk_curlreq wk_curlreq;
 struct wk_curlreq {
 	void (*done)(wk_curlreq *req, CURLcode rc); /* the transfer is over */
 	CURL *easy;                                  /* set by wk_curlio_start */
+	bool keep_socket;                            /* CONNECT_ONLY: dup the socket ... */
+	int sock;                                    /* ... into this (-1: none) */
+};
+
+typedef struct wk_fdwatch wk_fdwatch;
+struct wk_fdwatch {
+	int fd;                                      /* the socket */
+	short events;                                /* ZMQ_POLLIN | ZMQ_POLLOUT (0: deadline only) */
+	long long deadline_ms;                       /* monotonic ms (wk_curlio_now_ms), 0 = none */
+	void (*ready)(wk_fdwatch *w, short revents); /* revents 0: the deadline passed */
+	size_t slot;                                 /* curlio's: index + 1, 0 = not watched */
 };
 
 typedef struct wk_curlio wk_curlio;
@@ -65,6 +89,11 @@ long wk_curlio_timeout(wk_curlio *io);
 void wk_curlio_act(wk_curlio *io, const zmq_pollitem_t *items, size_t n);
 /* Run an expired timer now; true when a transfer finished (done() was called). */
 bool wk_curlio_kick(wk_curlio *io);
+
+/* Add or update (fd, events, deadline may change while watched). */
+void wk_curlio_watch(wk_curlio *io, wk_fdwatch *w);
+void wk_curlio_unwatch(wk_curlio *io, wk_fdwatch *w);
+long long wk_curlio_now_ms(void);
 
 /* Connections libcurl opened so far (for metrics and tests of reuse). */
 unsigned long wk_curlio_connects(const wk_curlio *io);

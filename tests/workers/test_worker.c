@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "psim.h"
@@ -349,6 +350,74 @@ START_TEST(smtp_sends_with_reuse)
 }
 END_TEST
 
+/*
+ * Both SMTP paths and the server variants the pipelined one must handle:
+ * a server without PIPELINING (one command at a time), an account with
+ * use_ssl "try" (libcurl's own SMTP transfer; smtp-sink offers no STARTTLS,
+ * so the session goes on in plain text), and a server that drops idle
+ * connections (-t 3): the next batch after the drop still goes out, SENT,
+ * on new connections.
+ */
+START_TEST(smtp_paths)
+{
+	struct {
+		const char *args[4];
+		const char *extra;
+		int pause_ms;
+	} cases[] = {
+		{{"-p", NULL}, NULL, 0},
+		{{NULL}, ",\"use_ssl\":\"try\"", 0},
+		{{"-t", "3", NULL}, NULL, 4500},
+	};
+	const char *wargs[] = {"--concurrency", "2", NULL};
+	wt t;
+	wt_start(&t, "email", "bulk", wargs);
+	wt_collect c = {0};
+	unsigned long long id = 2000;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		wt_sink sink;
+		wt_sink_start(&sink, cases[i].args);
+		char *prov = smtp_provider(sink.port, cases[i].extra);
+		const int N = 6;
+		for (int round = 0; round < 2; round++) {
+			batch x;
+			mk(&x, 100 + i * 2 + (size_t)round, HR_CH_EMAIL, HR_LANE_BULK, email_content, prov, (uint32_t)N, id,
+			   "user%llu@example.test", "{\"name\":\"P\"}");
+			send_batch(&t, &x);
+			size_t n0 = c.n;
+			wt_collect_results(&t, &c, n0 + (size_t)N, 20000);
+			for (size_t k = n0; k < c.n; k++)
+				ck_assert_msg(c.r[k].status == HR_RES_SENT, "case %zu round %d msg %llu: %s %s", i, round,
+					      (unsigned long long)c.r[k].message_id, hr_result_name(c.r[k].status),
+					      c.r[k].reason);
+			id += (unsigned long long)N;
+			if (cases[i].pause_ms)
+				usleep((useconds_t)cases[i].pause_ms * 1000);
+		}
+		size_t nmail;
+		char **mails = wt_sink_mails(&sink, &nmail);
+		ck_assert_msg(nmail == (size_t)(2 * N), "case %zu: %zu mails dumped, want %d", i, nmail, 2 * N);
+		for (size_t k = 0; k < nmail; k++) {
+			char *m = wt_slurp(mails[k]);
+			unsigned long long mid = 0, rid = 0;
+			const char *h = strstr(m, "\nMessage-ID: <");
+			const char *r = strstr(m, "\nX-Rcpt-Args: <user");
+			ck_assert_msg(h && sscanf(h, "\nMessage-ID: <%llu.acme@herald>", &mid) == 1, "case %zu:\n%s", i, m);
+			ck_assert_msg(r && sscanf(r, "\nX-Rcpt-Args: <user%llu@", &rid) == 1 && rid == mid,
+				      "case %zu: envelope recipient of %llu:\n%s", i, mid, m);
+			ck_assert_msg(strstr(m, "\n=2Edot line"), "case %zu:\n%s", i, m);
+			free(m);
+		}
+		wt_strv_free(mails, nmail);
+		wt_sink_stop(&sink);
+		free(prov);
+	}
+	wt_worker_stop(&t, SIGTERM, true, 0, 0);
+	wt_collect_free(&c);
+	wt_close(&t);
+}
+END_TEST
+
 /* SMTP replies and failures map through classify.c's table. */
 START_TEST(smtp_error_mapping)
 {
@@ -594,6 +663,7 @@ static Suite *suite(void)
 		{"malformed", malformed_frames_dropped},
 		{"smtp", smtp_sends_with_reuse},
 		{"smtp_errors", smtp_error_mapping},
+		{"smtp_paths", smtp_paths},
 		{"http", http_provider_results},
 		{"drain", drain_hands_back_unstarted},
 		{"second_signal", second_signal_exits_at_once},
