@@ -11,7 +11,7 @@
  *   URL is given, then a multipart/alternative text+html body, or a single
  *   text or html part.  Parts are UTF-8, quoted-printable, so any content
  *   makes 7-bit lines of at most 76 characters.  SMTP dot-stuffing is
- *   libcurl's job, not ours.
+ *   done by transport_smtp.c (or libcurl, on its path).
  *
  * Header values come from rendered templates, i.e. from users: a line break
  * in From, Reply-To, To or the unsubscribe URL is refused (header
