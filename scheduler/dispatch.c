@@ -47,6 +47,13 @@ int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t wall_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 int64_t now_ms(void)
 {
 	struct timespec ts;
@@ -566,9 +573,10 @@ static uint32_t lease_from(sched *s, tenant *t, batch *b, int lane, int ch, uint
 		.jobs = jobs,
 	};
 	if (s->trace)
-		hr_info("trace: lease=%llu tenant=%s batch=%lld n=%u first=%d cursor=%d/%d worker=%s credit=%u",
+		hr_info("trace: lease=%llu tenant=%s batch=%lld n=%u first=%d cursor=%d/%d worker=%s credit=%u "
+			"at_us=%lld",
 			(unsigned long long)l->id, t->slug, (long long)b->id, n, idx[0], b->cursor, b->n,
-			w->worker_id, w->credit);
+			w->worker_id, w->credit, (long long)wall_us());
 	hr_buf_reset(&frame);
 	hr_wire_encode_jobs(&frame, &jb);
 	send_frame(s, w, &frame);
@@ -851,6 +859,7 @@ static void heartbeat_all(sched *s)
 
 static void load_all(sched *s)
 {
+	store_poll_loads(s); /* reads that arrived, whatever tenant they are for */
 	for (int i = 0; i < 1024; i++)
 		for (tenant *t = s->tenants[i]; t; t = t->hnext) {
 			if (!t->active || !serving(s, t))
@@ -1008,6 +1017,55 @@ static void rebalance(sched *s)
 	hr_warn("scheduler: rebalancing shards: %s", err.msg);
 }
 
+/*
+ * sched_trace: a loop turn that took longer than TURN_SLOW_US is logged with
+ * the wall time of each phase and the thread's CPU time, which tells a busy
+ * loop (CPU close to wall) from a blocked or descheduled one.
+ */
+#define TURN_SLOW_US 20000
+enum { T_DRAIN_TX, T_DRAIN_BULK, T_NOTIFY, T_HOUSE, T_OTHER, T_LOAD, T_DISPATCH_TX, T_DISPATCH_BULK, T_FLUSH, T_N };
+static const char *const turn_phase[T_N] = {"drain_tx", "drain_bulk", "notify",	"house",
+					    "other",	"load",	      "disp_tx", "disp_bulk", "flush"};
+static int64_t turn_t0, turn_last, turn_cpu0, turn_us[T_N];
+
+static int64_t thread_cpu_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void turn_begin(const sched *s)
+{
+	if (!s->trace)
+		return;
+	turn_t0 = turn_last = now_ns() / 1000;
+	turn_cpu0 = thread_cpu_us();
+	memset(turn_us, 0, sizeof turn_us);
+}
+
+static void turn_mark(const sched *s, int phase)
+{
+	if (!s->trace)
+		return;
+	int64_t t = now_ns() / 1000;
+	turn_us[phase] += t - turn_last;
+	turn_last = t;
+}
+
+static void turn_end(const sched *s)
+{
+	if (!s->trace || turn_last - turn_t0 < TURN_SLOW_US)
+		return;
+	char parts[512];
+	size_t len = 0;
+	for (int i = 0; i < T_N; i++)
+		len += (size_t)snprintf(parts + len, sizeof parts - len, " %s=%lld", turn_phase[i],
+					(long long)turn_us[i] / 1000);
+	hr_info("trace: slow turn wall_ms=%lld cpu_ms=%lld%s", (long long)(turn_last - turn_t0) / 1000,
+		(long long)(thread_cpu_us() - turn_cpu0) / 1000, parts);
+}
+
 int sched_run(sched *s);
 int sched_run(sched *s)
 {
@@ -1031,24 +1089,34 @@ int sched_run(sched *s)
 			int64_t d = (next_wake_ns - now_ns()) / 1000000;
 			timeout = d < 0 ? 0 : d < 10 ? (long)d : 10;
 		}
-		zmq_pollitem_t items[3] = {
+		/* The workers, NOTIFYs, and the reads in flight (store.c): a transactional
+		 * batch is dispatched the moment its rows arrive. */
+		zmq_pollitem_t items[3 + 16] = {
 			{s->router[0], 0, ZMQ_POLLIN, 0},
 			{s->router[1], 0, ZMQ_POLLIN, 0},
 			{NULL, PQsocket(s->db), ZMQ_POLLIN, 0},
 		};
-		if (zmq_poll(items, 3, timeout) < 0 && zmq_errno() != EINTR)
+		int fds[16], nfds = store_poll_fds(fds, 16);
+		for (int i = 0; i < nfds; i++)
+			items[3 + i] = (zmq_pollitem_t){NULL, fds[i], ZMQ_POLLIN, 0};
+		if (zmq_poll(items, 3 + nfds, timeout) < 0 && zmq_errno() != EINTR)
 			hr_fatal("scheduler: zmq_poll: %s", zmq_strerror(zmq_errno()));
+		turn_begin(s);
 		if (items[0].revents & ZMQ_POLLIN)
 			drain_socket(s, 0);
+		turn_mark(s, T_DRAIN_TX);
 		if (items[1].revents & ZMQ_POLLIN)
 			drain_socket(s, 1);
+		turn_mark(s, T_DRAIN_BULK);
 		if ((items[2].revents & ZMQ_POLLIN) && !store_poll_notify(s))
 			hr_fatal("scheduler: lost the database connection: %s", PQerrorMessage(s->db));
+		turn_mark(s, T_NOTIFY);
 		int64_t wall = now_ms();
 		if (wall - last_house >= 10) {
 			housekeeping(s);
 			last_house = wall;
 		}
+		turn_mark(s, T_HOUSE);
 		if (wall - last_beat >= 1000) {
 			heartbeat_all(s);
 			last_beat = wall;
@@ -1069,13 +1137,19 @@ int sched_run(sched *s)
 			metrics_publish(s->metrics, s);
 			last_metrics = wall;
 		}
+		turn_mark(s, T_OTHER);
 		if (!stop_at) {
 			load_all(s);
+			turn_mark(s, T_LOAD);
 			next_wake_ns = 0;
 			dispatch_lane(s, 0); /* transactional first, always */
+			turn_mark(s, T_DISPATCH_TX);
 			dispatch_lane(s, 1);
+			turn_mark(s, T_DISPATCH_BULK);
 		}
 		flush_out(s);
+		turn_mark(s, T_FLUSH);
+		turn_end(s);
 	}
 	flush_out(s);
 	hr_buf_free(&frame);

@@ -79,6 +79,7 @@ typedef struct tenant {
 	char role[64];
 	bool active;              /* status = active */
 	bool need_load;           /* notified or known to have unloaded rows */
+	int64_t notified_us;      /* sched_trace: wall time of the first NOTIFY not yet acted on */
 	bool recovering;          /* rows loaded so far may already have results */
 	int64_t last_seen;        /* highest outbox id whose header was read */
 	int64_t *due_ids;         /* FIFO of due batch ids not yet materialised */
@@ -202,12 +203,15 @@ bool store_tenant_take(sched *s, tenant *t, hr_err *err) HR_MUST_CHECK;
 bool store_tenant_loading(const tenant *t);
 /* Collect finished batch loads (they are otherwise collected while loading others). */
 void store_poll_loads(sched *s);
+/* The sockets of the loads in flight, for the loop's poll set; returns how many. */
+int store_poll_fds(int *fds, int max);
 
 /* dispatch.c */
 void batch_free(batch *b);
 void tenant_add_batch(sched *s, tenant *t, batch *b);
 int64_t now_ms(void);
 int64_t now_ns(void);
+int64_t wall_us(void); /* CLOCK_REALTIME, for sched_trace lines */
 /* The owner's hooks (owner.h): serve, drain, forget the tenants of a shard. */
 owner_hooks sched_owner_hooks(sched *s);
 

@@ -14,9 +14,12 @@
  * A due batch is materialised (its messages, each with the JSON the template
  * sees: the message's data merged with its contact) only when the tenant has
  * room (max_loaded), keeping memory bounded however large the backlog.
- * Transactional batches go first and synchronously (one round trip, a few
- * rows); bulk batches asynchronously on up to BULK_SLOTS connections of
- * their own, so 4,096 rows never hold up the loop (see bulk_poll).
+ * Nothing is read synchronously on the loop's thread: headers and
+ * transactional batches are read together, one round trip per tenant, on
+ * TX_SLOTS connections of their own (see tx_poll); bulk batches on up to
+ * BULK_SLOTS others, so 4,096 rows never hold up the loop (see bulk_poll).
+ * The loop polls their sockets with the workers'.  Its own connection keeps
+ * LISTEN, the shard locks (owner.c), limits and provider accounts.
  *
  * Recovery: batches that existed when this scheduler started (or took the
  * tenant's shard over from another scheduler, owner.h) may have been
@@ -41,9 +44,14 @@ tenant *tenant_find(sched *s, uint32_t id)
 	return NULL;
 }
 
+static bool loads_connect(sched *s, hr_err *err);
+
+/* The loop's connection, and those of the reads (connected now: a connect
+ * under load takes 100 ms or more, which the first transactional message
+ * or the first bulk batch would otherwise wait for). */
 bool store_connect(sched *s, hr_err *err)
 {
-	return hr_db_connect(s->dsn, &s->db, err);
+	return hr_db_connect(s->dsn, &s->db, err) && loads_connect(s, err);
 }
 
 static bool tenant_exec(sched *s, tenant *t, hr_err *err)
@@ -67,55 +75,6 @@ static char *bind2(const char *sql, const char *p1, const char *p2)
 	}
 	out[len] = '\0';
 	return out;
-}
-
-/*
- * One round trip as the tenant: BEGIN, SET LOCAL ROLE and search_path, q1
- * (and q2 unless NULL), ROLLBACK, sent as one simple-protocol string.  Under
- * load every round trip waits for two processes to be scheduled, so the
- * loop's reads (a transactional message's path) make as few as they can.
- * *r1 and *r2 receive q1's and q2's rows (the caller PQclear()s them).
- */
-static bool tenant_round_trip(sched *s, tenant *t, const char *q1, const char *q2, PGresult **r1,
-			      PGresult **r2, hr_err *err)
-{
-	char *qs = hr_db_ident(s->db, t->schema), *qr = hr_db_ident(s->db, t->role);
-	char *sql = hr_sprintf("BEGIN; SET LOCAL ROLE %s; SET LOCAL search_path TO %s; %s; %s%sROLLBACK", qr, qs,
-			       q1, q2 ? q2 : "", q2 ? "; " : "");
-	bool ok = PQsendQuery(s->db, sql) == 1;
-	hr_free(sql);
-	hr_free(qs);
-	hr_free(qr);
-	*r1 = NULL;
-	if (r2)
-		*r2 = NULL;
-	if (!ok)
-		return hr_db_fail(s->db, NULL, "reading the outbox", err);
-	PGresult *r;
-	bool failed = false;
-	for (int i = 0; (r = PQgetResult(s->db)); i++) {
-		ExecStatusType st = PQresultStatus(r);
-		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !failed) {
-			failed = true;
-			hr_db_fail(s->db, r, "reading the outbox", err);
-		}
-		if (i == 3)
-			*r1 = r;
-		else if (i == 4 && q2)
-			*r2 = r;
-		else
-			PQclear(r);
-	}
-	if (failed) {
-		hr_db_rollback(s->db); /* the string's ROLLBACK was skipped */
-		PQclear(*r1);
-		*r1 = NULL;
-		if (r2) {
-			PQclear(*r2);
-			*r2 = NULL;
-		}
-	}
-	return !failed;
 }
 
 /* Read low water and the current max id of one tenant's outbox. */
@@ -215,8 +174,11 @@ static void take_notifies(sched *s)
 	while ((n = PQnotifies(s->db))) {
 		if (strcmp(n->relname, "herald_outbox") == 0) {
 			tenant *t = tenant_find(s, (uint32_t)strtoul(n->extra, NULL, 10));
-			if (t)
+			if (t) {
+				if (!t->need_load)
+					t->notified_us = wall_us();
 				t->need_load = true;
+			}
 			else
 				reload_tenants = true; /* a tenant created after we started */
 		} else {
@@ -327,20 +289,10 @@ int64_t store_promote_future(tenant *t, int64_t now)
 	return t->nfuture ? t->future[0].due_ms : 0;
 }
 
-/* Phase 1: read headers after last_seen. */
-static bool read_headers(sched *s, tenant *t, hr_err *err)
+/* Phase 1: the headers after last_seen (HEADERS_SQL's rows) go to the FIFO or the future heap. */
+#define HEADERS_LIMIT 2000
+static void apply_headers(tenant *t, PGresult *r)
 {
-	char after[32];
-	snprintf(after, sizeof after, "%lld", (long long)t->last_seen);
-	char *q = bind2("SELECT id, (extract(epoch FROM due_at) * 1000)::bigint, due_at <= now(), "
-			"lane = 'transactional' "
-			"FROM outbox WHERE id > $1 ORDER BY id LIMIT 2000",
-			after, "");
-	PGresult *r;
-	bool ok = tenant_round_trip(s, t, q, NULL, &r, NULL, err);
-	hr_free(q);
-	if (!ok)
-		return false;
 	int n = PQntuples(r);
 	for (int i = 0; i < n; i++) {
 		int64_t id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
@@ -351,9 +303,7 @@ static bool read_headers(sched *s, tenant *t, hr_err *err)
 			push_future(t, strtoll(PQgetvalue(r, i, 1), NULL, 10), id, tx);
 		t->last_seen = id;
 	}
-	t->more_rows = n == 2000;
-	PQclear(r);
-	return true;
+	t->more_rows = n == HEADERS_LIMIT;
 }
 
 /*
@@ -459,42 +409,27 @@ bool store_load_limits(sched *s, hr_err *err)
 	"WHERE o.id = $1 AND NOT ($2::bool AND EXISTS (SELECT 1 FROM results x "                           \
 	"WHERE x.message_id = o.id * 4096 + u.ord - 1)) ORDER BY u.ord"
 
-static void batch_build(sched *s, tenant *t, int64_t id, PGresult *h, PGresult *r, hr_err *err);
+/* Column offsets: HEADER_SQL's row starts at column 0, the multi-batch reads' (TX_*) at 1. */
+static void batch_build(sched *s, tenant *t, int64_t id, PGresult *h, int hrow, int hcol, PGresult *r, int r0,
+			int r1, int rcol, hr_err *err);
 
-/* Phase 2, synchronously on the loop's connection (transactional batches: small). */
-static bool materialise(sched *s, tenant *t, int64_t id, hr_err *err)
-{
-	char idtext[32];
-	snprintf(idtext, sizeof idtext, "%lld", (long long)id);
-	bool recover = t->recovering && id <= t->recover_until;
-	char *hq = bind2(HEADER_SQL, idtext, "false"), *rq = bind2(ROWS_SQL, idtext, recover ? "true" : "false");
-	PGresult *h = NULL, *r = NULL;
-	bool ok = tenant_round_trip(s, t, hq, rq, &h, &r, err);
-	hr_free(hq);
-	hr_free(rq);
-	if (ok && PQntuples(h) == 1)
-		batch_build(s, t, id, h, r, err);
-	/* else rolled back or deleted by hand: nothing to do */
-	PQclear(h);
-	PQclear(r);
-	return ok;
-}
-
-/* Make the batch from its header h and message rows r; hand it to the loop. */
-static void batch_build(sched *s, tenant *t, int64_t id, PGresult *h, PGresult *r, hr_err *err)
+/* Make the batch from its header (row hrow of h, from column hcol) and message
+ * rows r0..r1-1 of r (from column rcol); hand it to the loop. */
+static void batch_build(sched *s, tenant *t, int64_t id, PGresult *h, int hrow, int hcol, PGresult *r, int r0,
+			int r1, int rcol, hr_err *err)
 {
 	batch *b;
 	b = hr_calloc(1, sizeof *b);
 	b->id = id;
 	b->t = t;
-	b->channel = (uint8_t)hr_channel_parse(PQgetvalue(h, 0, 0));
-	b->lane = (uint8_t)hr_lane_parse(PQgetvalue(h, 0, 1));
-	b->template_id = strtoll(PQgetvalue(h, 0, 2), NULL, 10);
-	b->template_version = atoi(PQgetvalue(h, 0, 3));
-	b->content = hr_strdup(PQgetisnull(h, 0, 4) ? "{}" : PQgetvalue(h, 0, 4));
-	b->provider = hr_strdup(PQgetvalue(h, 0, 5));
-	b->n = atoi(PQgetvalue(h, 0, 6));
-	b->due_ms = strtoll(PQgetvalue(h, 0, 7), NULL, 10);
+	b->channel = (uint8_t)hr_channel_parse(PQgetvalue(h, hrow, hcol + 0));
+	b->lane = (uint8_t)hr_lane_parse(PQgetvalue(h, hrow, hcol + 1));
+	b->template_id = strtoll(PQgetvalue(h, hrow, hcol + 2), NULL, 10);
+	b->template_version = atoi(PQgetvalue(h, hrow, hcol + 3));
+	b->content = hr_strdup(PQgetisnull(h, hrow, hcol + 4) ? "{}" : PQgetvalue(h, hrow, hcol + 4));
+	b->provider = hr_strdup(PQgetvalue(h, hrow, hcol + 5));
+	b->n = atoi(PQgetvalue(h, hrow, hcol + 6));
+	b->due_ms = strtoll(PQgetvalue(h, hrow, hcol + 7), NULL, 10);
 	b->scope_account = hr_sprintf("account:%u/%s", t->id, b->provider);
 	b->address = hr_calloc((size_t)b->n, sizeof *b->address);
 	b->data = hr_calloc((size_t)b->n, sizeof *b->data);
@@ -502,12 +437,12 @@ static void batch_build(sched *s, tenant *t, int64_t id, PGresult *h, PGresult *
 	b->attempts = hr_calloc((size_t)b->n, 1);
 	memset(b->state, MSG_DONE, (size_t)b->n); /* only rows returned are to be sent */
 	b->remaining = 0;
-	for (int i = 0; i < PQntuples(r); i++) {
-		int idx = atoi(PQgetvalue(r, i, 0));
-		if (idx < 0 || idx >= b->n)
+	for (int i = r0; i < r1; i++) {
+		int idx = atoi(PQgetvalue(r, i, rcol + 0));
+		if (idx < 0 || idx >= b->n || b->state[idx] == MSG_PENDING)
 			continue;
-		b->address[idx] = hr_strdup(PQgetvalue(r, i, 1));
-		b->data[idx] = hr_strdup(PQgetvalue(r, i, 2));
+		b->address[idx] = hr_strdup(PQgetvalue(r, i, rcol + 1));
+		b->data[idx] = hr_strdup(PQgetvalue(r, i, rcol + 2));
 		b->state[idx] = MSG_PENDING;
 		b->remaining++;
 	}
@@ -555,19 +490,6 @@ static bool bulk_busy(const tenant *t, int64_t id)
 }
 
 static void bulk_poll(sched *s);
-
-void store_poll_loads(sched *s)
-{
-	bulk_poll(s);
-}
-
-bool store_tenant_loading(const tenant *t)
-{
-	for (int i = 0; i < BULK_SLOTS; i++)
-		if (bulk[i].t == t)
-			return true;
-	return false;
-}
 
 static bool bulk_send(sched *s, struct bulk_slot *k, tenant *t, int64_t id, hr_err *err)
 {
@@ -643,7 +565,7 @@ static void bulk_poll(sched *s)
 				}
 			hr_err err = {0};
 			if (PQntuples(k->h) == 1)
-				batch_build(s, t, k->id, k->h, k->r, &err);
+				batch_build(s, t, k->id, k->h, 0, 0, k->r, 0, PQntuples(k->r), 0, &err);
 		} else {
 			/* The transaction may be left open: start over on a new connection. */
 			PQfinish(k->db);
@@ -654,6 +576,237 @@ static void bulk_poll(sched *s)
 		k->h = k->r = NULL;
 		k->t = NULL;
 	}
+}
+
+/*
+ * The transactional path: headers and transactional batches, read
+ * asynchronously on connections of their own (TX_SLOTS), one round trip per
+ * tenant and turn, whatever number of messages were announced meanwhile.
+ *
+ * Measured behind a draining million-message backlog (docs/benchmarks.md,
+ * bench/lanes): Postgres answers a trivial read in 1-2 ms idle but up to
+ * 200 ms with the bulk loads and the lander's COPY on two cores, and the
+ * loop used to wait for those reads -- a header read, then one round trip per
+ * transactional batch -- with every other announced message queued behind
+ * them.  Now one job reads, in one REPEATABLE READ snapshot: the new headers
+ * (HEADERS_SQL), and the headers and rows of up to TX_BATCHES_MAX due
+ * transactional batches, those of the FIFO and those among the new headers
+ * (TX_HEADER_SQL, TX_ROWS_SQL).  The loop polls the slots' sockets with the
+ * workers' and goes on meanwhile.  NOTIFYs heard while a tenant's job is out
+ * are read by its next job (need_load stays set).  A failed job changes
+ * nothing: the ids stay in the FIFO, the headers are read again.
+ */
+#define TX_SLOTS 2
+#define TX_BATCHES_MAX 64
+#define HEADERS_SQL                                                                                         \
+	"SELECT id, (extract(epoch FROM due_at) * 1000)::bigint, due_at <= now(), lane = 'transactional' "    \
+	"FROM outbox WHERE id > $1 ORDER BY id LIMIT 2000"
+/* $1 = last_seen, $2 = FIFO ids (array literal), then the LIMIT and the recovery bound are appended. */
+#define TX_IDS_SQL                                                                                          \
+	"WITH ids AS (SELECT id FROM outbox WHERE lane = 'transactional' AND due_at <= now() AND "           \
+	"(id = ANY('$2'::bigint[]) OR (id > $1 AND id <= (SELECT max(w.id) FROM (SELECT id FROM outbox "      \
+	"WHERE id > $1 ORDER BY id LIMIT 2000) w))) ORDER BY id LIMIT "
+#define TX_HEADER_SQL                                                                                       \
+	"SELECT o.id, o.channel, o.lane, coalesce(o.template_id, 0), coalesce(o.template_version, 0), "     \
+	"coalesce(o.content, (SELECT v.content FROM template_versions v WHERE "                              \
+	"v.template_id = o.template_id AND v.version = o.template_version))::text, "                        \
+	"o.provider, cardinality(o.addresses), (extract(epoch FROM o.due_at) * 1000)::bigint "             \
+	"FROM outbox o WHERE o.id IN (SELECT id FROM ids) ORDER BY o.id"
+#define TX_ROWS_SQL                                                                                         \
+	"SELECT o.id, u.ord - 1, u.addr, "                                                                  \
+	"(coalesce(o.data -> (u.ord::int - 1), '{}'::jsonb) || CASE WHEN c.id IS NULL THEN '{}'::jsonb "    \
+	"ELSE jsonb_build_object('contact', c.attributes || jsonb_strip_nulls(jsonb_build_object("         \
+	"'id', c.id, 'email', c.email, 'phone', c.phone, 'external_id', c.external_id, "                    \
+	"'time_zone', c.time_zone, 'locale', c.locale))) END)::text "                                       \
+	"FROM outbox o CROSS JOIN LATERAL unnest(o.addresses) WITH ORDINALITY u(addr, ord) "               \
+	"LEFT JOIN contacts c ON c.id = o.contact_ids[u.ord] "                                             \
+	"WHERE o.id IN (SELECT id FROM ids) AND NOT (o.id <= $1 AND EXISTS (SELECT 1 FROM results x "      \
+	"WHERE x.message_id = o.id * 4096 + u.ord - 1)) ORDER BY o.id, u.ord"
+
+static struct tx_slot {
+	PGconn *db;
+	tenant *t;                /* NULL = idle */
+	bool headers;             /* the job reads new headers too */
+	int64_t sent_us, notified_us; /* sched_trace */
+	PGresult *res[3];         /* new headers, transactional headers, their rows */
+	int nres;                 /* results collected of the seven statements */
+	bool failed;
+} txs[TX_SLOTS];
+
+static bool tx_busy(const tenant *t)
+{
+	for (int i = 0; i < TX_SLOTS; i++)
+		if (txs[i].t == t)
+			return true;
+	return false;
+}
+
+static bool tx_send(sched *s, struct tx_slot *k, tenant *t, bool headers, int limit, hr_err *err)
+{
+	if (!k->db && !hr_db_connect(s->dsn, &k->db, err))
+		return false;
+	/* The FIFO's transactional ids, oldest first: loaded before newer ones. */
+	size_t cap = 16 + (size_t)limit * 21, len = 0;
+	char *fifo = hr_malloc(cap);
+	fifo[len++] = '{';
+	for (int j = 0, n = 0; j < t->ndue && n < limit; j++)
+		if (t->due_tx[t->duehead + j])
+			len += (size_t)snprintf(fifo + len, cap - len, "%s%lld", n++ ? "," : "",
+						(long long)t->due_ids[t->duehead + j]);
+	fifo[len++] = '}';
+	fifo[len] = '\0';
+	char after[32], recover[32];
+	/* Without new headers only FIFO ids qualify: the window after last_seen is left out. */
+	snprintf(after, sizeof after, "%lld", headers ? (long long)t->last_seen : (long long)INT64_MAX);
+	snprintf(recover, sizeof recover, "%lld", t->recovering ? (long long)t->recover_until : 0LL);
+	char *qs = hr_db_ident(k->db, t->schema), *qr = hr_db_ident(k->db, t->role);
+	char *ids = bind2(TX_IDS_SQL, after, fifo);
+	char *hq = headers ? bind2(HEADERS_SQL, after, "") : hr_strdup("SELECT 1 WHERE false");
+	char *rq = bind2(TX_ROWS_SQL, recover, "");
+	char *sql = hr_sprintf("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL ROLE %s; "
+			       "SET LOCAL search_path TO %s; %s; %s%d) " TX_HEADER_SQL "; %s%d) %s; ROLLBACK",
+			       qr, qs, hq, ids, limit, ids, limit, rq);
+	bool ok = PQsendQuery(k->db, sql) == 1;
+	if (!ok) {
+		hr_db_fail(k->db, NULL, "reading the outbox", err);
+		PQfinish(k->db);
+		k->db = NULL;
+	} else {
+		k->t = t;
+		k->headers = headers;
+		k->nres = 0;
+		k->failed = false;
+		k->notified_us = t->notified_us;
+		k->sent_us = s->trace ? wall_us() : 0;
+	}
+	hr_free(sql);
+	hr_free(rq);
+	hr_free(hq);
+	hr_free(ids);
+	hr_free(qs);
+	hr_free(qr);
+	hr_free(fifo);
+	return ok;
+}
+
+/* Apply a finished job: headers first (their due transactional ids join the
+ * FIFO), then every transactional batch read leaves the FIFO as a batch. */
+static void tx_apply(sched *s, struct tx_slot *k)
+{
+	tenant *t = k->t;
+	if (k->headers)
+		apply_headers(t, k->res[0]);
+	PGresult *h = k->res[1], *r = k->res[2];
+	int nr = PQntuples(r), r0 = 0;
+	for (int i = 0; i < PQntuples(h); i++) {
+		int64_t id = strtoll(PQgetvalue(h, i, 0), NULL, 10);
+		int r1 = r0;
+		while (r1 < nr && strtoll(PQgetvalue(r, r1, 0), NULL, 10) == id)
+			r1++;
+		/* Rows of a batch the FIFO no longer holds are not ours to build. */
+		for (int j = 0; j < t->ndue; j++)
+			if (t->due_ids[t->duehead + j] == id) {
+				take_due(t, j);
+				hr_err err = {0};
+				batch_build(s, t, id, h, i, 1, r, r0, r1, 1, &err);
+				if (s->trace)
+					hr_info("trace: loaded tenant=%s batch=%lld lane=transactional notified_us=%lld "
+						"sent_us=%lld loaded_us=%lld",
+						t->slug, (long long)id, (long long)k->notified_us, (long long)k->sent_us,
+						(long long)wall_us());
+				break;
+			}
+		r0 = r1;
+	}
+}
+
+static void tx_poll(sched *s)
+{
+	for (int i = 0; i < TX_SLOTS; i++) {
+		struct tx_slot *k = &txs[i];
+		if (!k->t)
+			continue;
+		bool done = false;
+		if (!PQconsumeInput(k->db)) {
+			k->failed = done = true;
+		} else {
+			while (!PQisBusy(k->db)) {
+				PGresult *r = PQgetResult(k->db);
+				if (!r) {
+					done = true;
+					break;
+				}
+				ExecStatusType st = PQresultStatus(r);
+				if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !k->failed) {
+					k->failed = true;
+					hr_err err = {0};
+					hr_db_fail(k->db, r, "reading the outbox", &err);
+					hr_warn("scheduler: tenant=%s: reading the outbox: %s", k->t->slug, err.msg);
+				}
+				if (k->nres >= 3 && k->nres <= 5)
+					k->res[k->nres - 3] = r;
+				else
+					PQclear(r);
+				k->nres++;
+			}
+		}
+		if (!done)
+			continue;
+		tenant *t = k->t;
+		if (!k->failed && k->nres == 7) {
+			tx_apply(s, k);
+		} else {
+			/* Nothing applied: read again.  The transaction may be left open: new connection. */
+			if (k->headers)
+				t->need_load = true;
+			PQfinish(k->db);
+			k->db = NULL;
+		}
+		k->t = NULL;
+		for (int j = 0; j < 3; j++) {
+			PQclear(k->res[j]);
+			k->res[j] = NULL;
+		}
+	}
+}
+
+void store_poll_loads(sched *s)
+{
+	tx_poll(s);
+	bulk_poll(s);
+}
+
+bool store_tenant_loading(const tenant *t)
+{
+	if (tx_busy(t))
+		return true;
+	for (int i = 0; i < BULK_SLOTS; i++)
+		if (bulk[i].t == t)
+			return true;
+	return false;
+}
+
+static bool loads_connect(sched *s, hr_err *err)
+{
+	for (int i = 0; i < TX_SLOTS; i++)
+		if (!txs[i].db && !hr_db_connect(s->dsn, &txs[i].db, err))
+			return false;
+	for (int i = 0; i < BULK_SLOTS; i++)
+		if (!bulk[i].db && !hr_db_connect(s->dsn, &bulk[i].db, err))
+			return false;
+	return true;
+}
+
+int store_poll_fds(int *fds, int max)
+{
+	int n = 0;
+	for (int i = 0; i < TX_SLOTS && n < max; i++)
+		if (txs[i].t)
+			fds[n++] = PQsocket(txs[i].db);
+	for (int i = 0; i < BULK_SLOTS && n < max; i++)
+		if (bulk[i].t)
+			fds[n++] = PQsocket(bulk[i].db);
+	return n;
 }
 
 /*
@@ -669,26 +822,25 @@ static void bulk_poll(sched *s)
 
 bool store_load_batches(sched *s, tenant *t, int room, hr_err *err)
 {
-	if (t->ndue < HEADERS_MAX && (t->need_load || (t->more_rows && t->ndue < room))) {
-		t->need_load = false;
-		if (!read_headers(s, t, err))
-			return false;
+	store_poll_loads(s);
+	bool headers = t->ndue < HEADERS_MAX && (t->need_load || (t->more_rows && t->ndue < room));
+	int tx_room = room + s->max_loaded;
+	int limit = tx_room < TX_BATCHES_MAX ? tx_room : TX_BATCHES_MAX;
+	if (limit < 0)
+		limit = 0;
+	if ((headers || (t->ndue_tx > 0 && limit > 0)) && !tx_busy(t)) {
+		for (int i = 0; i < TX_SLOTS; i++)
+			if (!txs[i].t) {
+				if (!tx_send(s, &txs[i], t, headers, limit, err))
+					return false;
+				if (headers)
+					t->need_load = false;
+				break;
+			}
 	}
 	/* An id leaves the FIFO only once its batch is loaded: low_water() counts
 	 * the FIFO, so a failed load must not let the low water pass it. */
-	int tx_room = room + s->max_loaded;
-	for (int k = 0; tx_room > 0 && t->ndue_tx > 0 && k < t->ndue;) {
-		if (!t->due_tx[t->duehead + k]) {
-			k++;
-			continue;
-		}
-		if (!materialise(s, t, t->due_ids[t->duehead + k], err))
-			return false;
-		take_due(t, k);
-		tx_room--;
-		room--;
-	}
-	bulk_poll(s);
+	room -= t->ndue_tx < limit ? t->ndue_tx : limit; /* the transactional ones go first */
 	for (int k = 0, i = 0; room > 0 && k < t->ndue && i < BULK_SLOTS; k++) {
 		int64_t id = t->due_ids[t->duehead + k];
 		if (t->due_tx[t->duehead + k])
@@ -705,7 +857,7 @@ bool store_load_batches(sched *s, tenant *t, int room, hr_err *err)
 			return false;
 		room--;
 	}
-	if (t->last_seen >= t->recover_until)
+	if (t->last_seen >= t->recover_until && !tx_busy(t))
 		t->recovering = t->recovering && t->ndue > 0;
 	take_notifies(s);
 	return true;
