@@ -295,3 +295,13 @@ bool hr_audience_release(PGconn *c, int64_t tenant_id, int64_t *batches, hr_err 
 	PQclear(r);
 	return *batches == 0 || notify(c, tenant_id, err);
 }
+
+char *hr_audience_cap_counted_sql(int p_since)
+{
+	return hr_sprintf("SELECT unnest(o.contact_ids) AS cid FROM outbox o WHERE o.herald_at > "
+			  "herald_clock.now() - make_interval(secs => $%d::int) AND o.lane = 'bulk' "
+			  "AND o.origin IN ('campaign', 'rule') UNION ALL "
+			  "SELECT unnest(h.contact_ids) FROM campaign_batches h WHERE h.due_at > "
+			  "herald_clock.now() - make_interval(secs => $%d::int)",
+			  p_since, p_since);
+}

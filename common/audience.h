@@ -99,4 +99,14 @@ bool hr_audience_materialise(PGconn *c, int64_t tenant_id, const hr_audience *a,
  */
 bool hr_audience_release(PGconn *c, int64_t tenant_id, int64_t *batches, hr_err *err) HR_MUST_CHECK;
 
+/*
+ * What the frequency cap counts, as SQL for the caller's statement: one row
+ * (column `cid`, the contact id) per bulk campaign or rule message whose
+ * herald time lies within the last $<p_since>::int seconds -- in the outbox,
+ * or held for later (campaign_batches).  The same definition as
+ * hr_audience_materialise's; the rule engine (scheduler/rules.c) applies it
+ * to rule sends.  Heap string.
+ */
+char *hr_audience_cap_counted_sql(int p_since);
+
 #endif

@@ -38,6 +38,7 @@
 #include <jansson.h>
 
 #include "alloc.h"
+#include "audience.h"
 #include "clock.h"
 #include "codes.h"
 #include "db.h"
@@ -59,16 +60,39 @@ typedef struct rtenant {
 	int64_t next_daily_us;    /* herald time of the next daily evaluation, INT64_MAX = none */
 	int64_t retry_us;         /* after an error or a young id gap: look again then (0 = no) */
 	bool owned;               /* its shard was ours at the last look */
+	hr_audience_cap cap;      /* its frequency cap (settings), read at the start of each turn */
 	struct rtenant *next;
 } rtenant;
 
-struct rules_engine {
-	char *dsn;
+/*
+ * The engine runs two lanes, each a thread with its own connection and its
+ * own view of the tenants, so entering and steps overlap (two Postgres
+ * backends) and a long ingest never delays a due step:
+ *   ingest: events -> instances, date and inactivity rules (LISTEN
+ *           herald_events); after entering anybody it NOTIFYs herald_rules_due
+ *           with the tenant id, in the entering transaction;
+ *   steps:  due instances (LISTEN herald_rules_due: re-read the tenant's next
+ *           due time).
+ * Both LISTEN herald_clock and herald_tenants, and both hold the tenant's
+ * shard (owner_hold, counted) for their turn.  The lanes share nothing but
+ * the stop flag and the owner; FOR UPDATE SKIP LOCKED and the entry keys
+ * keep them apart in the database as they keep two schedulers apart.
+ */
+typedef struct rlane {
+	const char *name;         /* "ingest" | "steps", for logs */
+	bool ingest;              /* enters contacts (events, date, inactivity) */
+	bool steps;               /* runs due steps */
+	const char *listen;       /* its LISTEN statements */
 	owner *own;               /* shard ownership (owner.h); NULL = every tenant */
 	PGconn *db;
 	pthread_t thread;
 	volatile int stop;
 	rtenant *tenants;
+} rlane;
+
+struct rules_engine {
+	char *dsn;
+	rlane lane[2];
 };
 
 /* ---- parameters ---------------------------------------------------------- */
@@ -169,12 +193,12 @@ static void due_sql(sb *q, const hr_rule_step *s, const char *base, const char *
 
 /* ---- tenants -------------------------------------------------------------- */
 
-static bool begin(rules_engine *e, rtenant *t, hr_err *err)
+static bool begin(rlane *e, rtenant *t, hr_err *err)
 {
 	return hr_db_tenant_begin(e->db, t->schema, t->role, err);
 }
 
-static bool load_tenants(rules_engine *e, hr_err *err)
+static bool load_tenants(rlane *e, hr_err *err)
 {
 	PGresult *r;
 	if (!store_tenants(e->db, &r, err))
@@ -217,7 +241,7 @@ static void loaded_free(loaded *l)
 	l->n = 0;
 }
 
-static bool load_rules(rules_engine *e, const char *where, loaded *l, hr_err *err)
+static bool load_rules(rlane *e, const char *where, loaded *l, hr_err *err)
 {
 	char *sql = hr_sprintf("SELECT id, definition::text, created_at, coalesce(daily_on::text, '') FROM rules "
 			       "WHERE enabled AND %s ORDER BY id LIMIT 512",
@@ -246,6 +270,15 @@ static bool load_rules(rules_engine *e, const char *where, loaded *l, hr_err *er
 	return true;
 }
 
+/* The steps lane (of every scheduler) re-reads the tenant's next due time when this commits. */
+static bool notify_due(rlane *e, rtenant *t, hr_err *err)
+{
+	char tid[16];
+	snprintf(tid, sizeof tid, "%u", t->id);
+	const char *p[] = {tid};
+	return hr_db_query(e->db, "SELECT pg_notify('herald_rules_due', $1)", 1, p, NULL, err);
+}
+
 /* ---- entering: event triggers ---------------------------------------------- */
 
 /* "once per period": nobody who entered within the period before `at`. */
@@ -259,7 +292,7 @@ static void period_guard(sb *q, const hr_rule *r, const char *rule_p, const char
 	       rule_p, contact, at, (long long)r->period_s);
 }
 
-static bool enter_event_rule(rules_engine *e, int64_t rid, const hr_rule *r, const char *created,
+static bool enter_event_rule(rlane *e, int64_t rid, const hr_rule *r, const char *created,
 			     const char *lo, const char *hi, long *entered, hr_err *err)
 {
 	pv p = {0};
@@ -342,7 +375,7 @@ done:
  * tenant is looked at again a second later; re-reading an event is harmless
  * (entry keys make entering idempotent).  Returns whether more may be waiting.
  */
-static bool ingest(rules_engine *e, rtenant *t, bool *more, hr_err *err)
+static bool ingest(rlane *e, rtenant *t, bool *more, hr_err *err)
 {
 	*more = false;
 	loaded l = {0};
@@ -381,7 +414,7 @@ static bool ingest(rules_engine *e, rtenant *t, bool *more, hr_err *err)
 			goto fail;
 	const char *pw[] = {hi};
 	if (!hr_db_query(e->db, "UPDATE dispatch_state SET rules_event_seen = $1", 1, pw, NULL, err) ||
-	    !hr_db_commit(e->db, err))
+	    (entered && !notify_due(e, t, err)) || !hr_db_commit(e->db, err))
 		goto fail;
 	loaded_free(&l);
 	*more = seen >= EVENT_BATCH;
@@ -397,7 +430,7 @@ fail:
 
 /* ---- entering: date and inactivity triggers --------------------------------- */
 
-static bool enter_daily_rule(rules_engine *e, int64_t rid, const hr_rule *r, const char *daily_on, hr_err *err)
+static bool enter_daily_rule(rlane *e, int64_t rid, const hr_rule *r, const char *daily_on, hr_err *err)
 {
 	pv p = {0};
 	sb q = {0};
@@ -472,7 +505,7 @@ static bool enter_daily_rule(rules_engine *e, int64_t rid, const hr_rule *r, con
 }
 
 /* Date and inactivity rules not yet evaluated for this herald day; one transaction per rule. */
-static bool daily(rules_engine *e, rtenant *t, hr_err *err)
+static bool daily(rlane *e, rtenant *t, hr_err *err)
 {
 	loaded l = {0};
 	if (!begin(e, t, err))
@@ -484,7 +517,7 @@ static bool daily(rules_engine *e, rtenant *t, hr_err *err)
 	hr_db_rollback(e->db);
 	for (int i = 0; ok && i < l.n; i++) {
 		ok = begin(e, t, err) && enter_daily_rule(e, l.id[i], l.rule[i], l.daily_on[i], err) &&
-		     hr_db_commit(e->db, err);
+		     notify_due(e, t, err) && hr_db_commit(e->db, err);
 		if (!ok)
 			hr_db_rollback(e->db);
 		else
@@ -509,11 +542,6 @@ static char *ids_array(PGresult *r, int col, int from, int to)
 	return b.p;
 }
 
-static char *rows_array(PGresult *r)
-{
-	return ids_array(r, 0, 0, PQntuples(r));
-}
-
 /* Address of a contact `c` for a channel. */
 static const char *address_sql(const char *channel)
 {
@@ -524,10 +552,9 @@ static const char *address_sql(const char *channel)
 	return "(c.attributes ->> 'push_token')";
 }
 
-/* One action on the instances `act` (an int8[] literal, parameter text).  codes: the
- * step's issued codes as JSON text {"<instance id>": {"code": ..., "code_pool": ...}}, or NULL. */
-static bool run_action(rules_engine *e, rtenant *t, int64_t rid, const hr_rule_action *a, const char *act,
-		       const char *codes, hr_err *err)
+/* One set, increment or emit action on the instances `act` (an int8[]
+ * literal, parameter text); sends are send_ctes(). */
+static bool run_action(rlane *e, rtenant *t, const hr_rule_action *a, const char *act, hr_err *err)
 {
 	pv p = {0};
 	sb q = {0};
@@ -536,9 +563,8 @@ static bool run_action(rules_engine *e, rtenant *t, int64_t rid, const hr_rule_a
 	int pids = pv_add(&p, act);
 	if (a->cond && !(cond = cond_sql(&p, a->cond, false, err)))
 		goto done;
-	char tid[16], rs[32], by[40], tpl[32] = "", ver[16] = ""; /* parameter texts live until the query */
+	char tid[16], by[40]; /* parameter texts live until the query */
 	snprintf(tid, sizeof tid, "%u", t->id);
-	snprintf(rs, sizeof rs, "%lld", (long long)rid);
 	const char *c_and = cond ? " AND " : "";
 	const char *c_sql = cond ? cond : "";
 	switch (a->kind) {
@@ -577,53 +603,8 @@ static bool run_action(rules_engine *e, rtenant *t, int64_t rid, const hr_rule_a
 	case HR_ACT_ISSUE_CODE:
 		hr_panic("rules: issue_code goes through issue_codes()");
 	case HR_ACT_SEND:
-	case HR_ACT_WEBHOOK: {
-		bool webhook = a->kind == HR_ACT_WEBHOOK;
-		bool bulk = !strcmp(a->lane, "bulk");
-		if (a->template_id) {
-			snprintf(tpl, sizeof tpl, "%lld", (long long)a->template_id);
-			snprintf(ver, sizeof ver, "%d", a->template_version);
-		}
-		int pch = pv_add(&p, a->channel), pl = pv_add(&p, a->lane), ptpl = pv_add(&p, a->template_id ? tpl : NULL),
-		    pver = pv_add(&p, a->template_id ? ver : NULL), pco = pv_add(&p, a->content),
-		    ppr = pv_add(&p, a->provider), prule = pv_add(&p, rs), pt = pv_add(&p, tid);
-		int pto = webhook ? pv_add(&p, a->to ? a->to : "account") : 0;
-		int pcodes = pv_add(&p, codes);
-		int ppu = bulk && !webhook ? pv_add(&p, a->purpose ? a->purpose : "marketing") : 0;
-		const char *addr = webhook ? NULL : address_sql(a->channel);
-		char addr_expr[64];
-		snprintf(addr_expr, sizeof addr_expr, "$%d::text", pto);
-		sb_add(&q,
-		       "WITH rcpt AS (SELECT i.id AS iid, c.id AS cid, %s AS addr, "
-		       "jsonb_build_object('event', i.context, 'rule', jsonb_build_object('id', i.rule_id, 'instance', i.id, "
-		       "'step', i.step)) || coalesce($%d::jsonb -> i.id::text, '{}'::jsonb) AS data, "
-		       "row_number() OVER (ORDER BY i.id) - 1 AS n "
-		       "FROM rule_instances i JOIN contacts c ON c.id = i.contact_id WHERE i.id = ANY($%d::bigint[]) "
-		       "AND %s IS NOT NULL%s%s",
-		       webhook ? addr_expr : addr, pcodes, pids, webhook ? addr_expr : addr, c_and, c_sql);
-		if (!webhook) {
-			/* Suppressed addresses never; bulk also needs a granted consent (api/messages.c's policy). */
-			sb_add(&q, " AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.channel = $%d AND s.address = %s)",
-			       pch, addr);
-			if (bulk)
-				sb_add(&q,
-				       " AND EXISTS (SELECT 1 FROM consents k WHERE k.contact_id = c.id AND k.channel = $%d "
-				       "AND k.purpose = $%d AND k.granted)",
-				       pch, ppu);
-		}
-		sb_add(&q,
-		       "), ins AS (INSERT INTO outbox (channel, lane, template_id, template_version, content, provider, "
-		       "origin, origin_id, addresses, contact_ids, data) SELECT $%d, $%d, $%d::bigint, $%d::int, $%d::jsonb, "
-		       "$%d, 'rule', $%d::bigint, array_agg(addr ORDER BY n), array_agg(cid ORDER BY n), "
-		       "jsonb_agg(data ORDER BY n) FROM rcpt GROUP BY n / 4096 RETURNING id, data), "
-		       "upd AS (UPDATE rule_instances i SET message_ids = i.message_ids || m.mids FROM "
-		       "(SELECT (d.v -> 'rule' ->> 'instance')::bigint AS iid, array_agg(ins.id * 4096 + d.ord - 1) AS mids "
-		       "FROM ins, jsonb_array_elements(ins.data) WITH ORDINALITY d(v, ord) GROUP BY 1) m "
-		       "WHERE i.id = m.iid RETURNING 1) "
-		       "SELECT (SELECT count(*) FROM upd), pg_notify('herald_outbox', $%d) FROM (SELECT 1 FROM ins LIMIT 1) x",
-		       pch, pl, ptpl, pver, pco, ppr, prule, pt);
-		break;
-	}
+	case HR_ACT_WEBHOOK:
+		hr_panic("rules: sends go through send_ctes()");
 	}
 	ok = hr_db_query(e->db, q.p, p.n, p.v, NULL, err);
 done:
@@ -644,7 +625,7 @@ done:
  * `code_not_issued` {rule_id, pool_id, reason}; the rest of the batch goes on.
  * act is rewritten in place (heap).
  */
-static bool issue_codes(rules_engine *e, rtenant *t, int64_t rid, const hr_rule_action *a, char **act,
+static bool issue_codes(rlane *e, rtenant *t, int64_t rid, const hr_rule_action *a, char **act,
 			json_t *codes, hr_err *err)
 {
 	pv p = {0};
@@ -757,40 +738,266 @@ static bool unless_sql(sb *q, pv *p, const hr_rule_step *s, hr_err *err)
 	return true;
 }
 
-/* Exit events: ended instances' ids are returned. */
-static bool exits(rules_engine *e, const hr_rule *r, const char *ids, hr_err *err)
+/*
+ * The step's verdict on each instance of $1 (p's first parameter), one row
+ * each, read-only: the columns sends need, `x` = an exit event happened
+ * since entry (every exit event committed before this statement counts,
+ * whatever its occurred_at: docs/rules.md, "Exit events and the race"), `a` =
+ * the step's `if` holds and no `unless` event happened (its actions are for
+ * the instance unless it exited).
+ */
+static bool verdict_sql(sb *q, pv *p, const hr_rule *r, const hr_rule_step *s, hr_err *err)
 {
-	if (!r->nexits)
-		return true;
-	pv p = {0};
-	sb q = {0};
-	bool ok = false;
-	int pids = pv_add(&p, ids);
-	sb_add(&q, "UPDATE rule_instances i SET state = 'exited', updated_at = clock_timestamp() "
-		   "WHERE i.id = ANY($1::bigint[]) AND (false");
-	(void)pids;
+	/* Contacts are looked up by id per instance (LATERAL ... OFFSET 0 keeps it a nested loop): a
+	 * batch is at most STEP_BATCH rows, and a hash join would read every contact each time. */
+	sb_add(q, "SELECT i.id, i.contact_id, i.context, i.rule_id, i.step, i.chain, (false");
 	for (int k = 0; k < r->nexits; k++) {
-		int pn = pv_add(&p, r->exits[k].name);
+		int pn = pv_add(p, r->exits[k].name);
 		char *w = NULL;
-		if (r->exits[k].where && !(w = cond_sql(&p, r->exits[k].where, true, err)))
-			goto done;
-		sb_add(&q,
+		if (r->exits[k].where && !(w = cond_sql(p, r->exits[k].where, true, err)))
+			return false;
+		sb_add(q,
 		       " OR EXISTS (SELECT 1 FROM events e WHERE e.contact_id = i.contact_id AND e.name = $%d::text "
 		       "AND e.occurred_at >= i.entered_at%s%s)",
 		       pn, w ? " AND " : "", w ? w : "");
 		hr_free(w);
 	}
-	sb_add(&q, ")");
-	ok = hr_db_query(e->db, q.p, p.n, p.v, NULL, err);
+	sb_add(q, ") AS x, (c.id IS NOT NULL");
+	if (s->cond) {
+		char *cond = cond_sql(p, s->cond, false, err);
+		if (!cond)
+			return false;
+		sb_add(q, " AND %s", cond);
+		hr_free(cond);
+	}
+	if (!unless_sql(q, p, s, err))
+		return false;
+	sb_add(q, ") AS a FROM rule_instances i LEFT JOIN LATERAL (SELECT * FROM contacts c WHERE c.id = i.contact_id "
+		  "OFFSET 0) c ON true WHERE i.id = ANY($1::bigint[])");
+	return true;
+}
+
+/*
+ * The CTEs of send (or webhook) action number k, appended to a WITH list,
+ * over `src`: a relation of the instances it is for (id, contact_id,
+ * context, rule_id, step, chain).
+ *   sK   recipients: an address for the channel, the action's `if`, an
+ *        unsuppressed address and, in the bulk lane, a granted consent
+ *        (api/messages.c's policy); `per` numbers a contact's instances here;
+ *   sKc  (bulk, tenant cap) each recipient's messages the frequency cap
+ *        counts -- hr_audience_cap_counted_sql(), the campaigns' own
+ *        definition -- plus those earlier bulk sends of this same statement
+ *        give them (`prev`: " UNION ALL SELECT cid FROM sJr"..., grown here);
+ *   sKx  (cap) the recipients over the cap: no message, an event
+ *        `frequency_capped` for the contact instead (docs/rules.md);
+ *   sKr  the recipients that get the message, numbered n (message order);
+ *   sKg  one outbox id per 4,096 messages (nextval), so every message id
+ *        (batch id x 4096 + index) is known without reading rows back;
+ *   sKo  the outbox rows (herald_at = herald now: the cap counts them);
+ *   sKm  (instance id, message id) pairs.
+ * Parameters go to p.  The caller sums count(*) of sKo and sKx.
+ */
+static bool send_ctes(sb *q, pv *p, hr_audience_cap cap, int64_t rid, const hr_rule_action *a, int k,
+		      const char *src, const char *codes, sb *prev, hr_err *err)
+{
+	bool webhook = a->kind == HR_ACT_WEBHOOK;
+	bool bulk = !webhook && !strcmp(a->lane, "bulk");
+	bool capped = bulk && cap.max > 0;
+	char *cond = NULL;
+	if (a->cond && !(cond = cond_sql(p, a->cond, false, err)))
+		return false;
+	int pch = pv_add(p, a->channel), pl = pv_add(p, a->lane),
+	    ptpl = pv_own(p, a->template_id ? hr_sprintf("%lld", (long long)a->template_id) : NULL),
+	    pver = pv_own(p, a->template_id ? hr_sprintf("%d", a->template_version) : NULL), pco = pv_add(p, a->content),
+	    ppr = pv_add(p, a->provider), prule = pv_own(p, hr_sprintf("%lld", (long long)rid)),
+	    pcodes = pv_add(p, codes);
+	char addr_expr[32];
+	if (webhook)
+		snprintf(addr_expr, sizeof addr_expr, "$%d::text", pv_add(p, a->to ? a->to : "account"));
+	const char *addr = webhook ? addr_expr : address_sql(a->channel);
+	/* Every check on the contact is a column of a LATERAL subquery evaluated per instance (OFFSET 0
+	 * keeps it one): as WHERE clauses the planner may turn them into joins, and with a small
+	 * table's missing statistics it once chose a consent scan around the whole batch, 40 s. */
+	sb_add(q,
+	       ", s%d AS (SELECT s.id AS iid, c.id AS cid, s.chain, c.addr, "
+	       "jsonb_build_object('event', s.context, 'rule', jsonb_build_object('id', s.rule_id, 'instance', s.id, "
+	       "'step', s.step)) || coalesce($%d::jsonb -> s.id::text, '{}'::jsonb) AS data, "
+	       "row_number() OVER (PARTITION BY c.id ORDER BY s.id) AS per "
+	       "FROM %s s JOIN LATERAL (SELECT c.id, %s AS addr, %s AS ok_if",
+	       k, pcodes, src, addr, cond ? cond : "true");
+	hr_free(cond);
+	if (!webhook) {
+		sb_add(q, ", NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.channel = $%d AND x.address = %s) AS ok_s",
+		       pch, addr);
+		if (bulk)
+			sb_add(q,
+			       ", EXISTS (SELECT 1 FROM consents y WHERE y.contact_id = c.id AND y.channel = $%d "
+			       "AND y.purpose = $%d AND y.granted) AS ok_c",
+			       pch, pv_add(p, a->purpose ? a->purpose : "marketing"));
+	}
+	sb_add(q, " FROM contacts c WHERE c.id = s.contact_id OFFSET 0) c ON true WHERE c.addr IS NOT NULL AND c.ok_if%s%s)",
+	       webhook ? "" : " AND c.ok_s", bulk ? " AND c.ok_c" : "");
+	if (capped) {
+		int pmax = pv_own(p, hr_sprintf("%d", cap.max)), psince = pv_own(p, hr_sprintf("%lld", (long long)cap.period_s));
+		char *counted = hr_audience_cap_counted_sql(psince);
+		sb_add(q,
+		       ", s%dc AS (SELECT u.cid, count(*) AS cnt FROM (%s%s) u WHERE u.cid IN (SELECT cid FROM s%d) "
+		       "GROUP BY u.cid), "
+		       "s%dx AS (INSERT INTO events (contact_id, name, properties, occurred_at, chain) "
+		       "SELECT s.cid, 'frequency_capped', jsonb_build_object('rule_id', $%d::bigint, 'step', s.step, "
+		       "'instance', s.iid, 'channel', $%d::text, 'max', $%d::int, 'period_s', $%d::int), "
+		       "herald_clock.now(), s.chain + 1 FROM (SELECT s.cid, s.iid, s.chain, i.step FROM s%d s "
+		       "JOIN %s i ON i.id = s.iid LEFT JOIN s%dc n ON n.cid = s.cid WHERE s.per + coalesce(n.cnt, 0) > "
+		       "$%d::int) s RETURNING 1), "
+		       "s%dr AS (SELECT s.*, row_number() OVER (ORDER BY s.iid) - 1 AS n FROM s%d s LEFT JOIN s%dc n "
+		       "ON n.cid = s.cid WHERE s.per + coalesce(n.cnt, 0) <= $%d::int)",
+		       k, counted, prev->p ? prev->p : "", k, k, prule, pch, pmax, psince, k, src, k, pmax, k, k, k, pmax);
+		hr_free(counted);
+		sb_add(prev, " UNION ALL SELECT cid FROM s%dr", k);
+	} else {
+		sb_add(q, ", s%dr AS (SELECT s.*, row_number() OVER (ORDER BY s.iid) - 1 AS n FROM s%d s)", k, k);
+	}
+	sb_add(q,
+	       ", s%dg AS (SELECT nextval(pg_get_serial_sequence('outbox', 'id')) AS oid, z.chunk "
+	       "FROM (SELECT DISTINCT n / 4096 AS chunk FROM s%dr) z), "
+	       "s%do AS (INSERT INTO outbox (id, channel, lane, template_id, template_version, content, provider, "
+	       "origin, origin_id, herald_at, addresses, contact_ids, data) SELECT g.oid, $%d, $%d, $%d::bigint, "
+	       "$%d::int, $%d::jsonb, $%d, 'rule', $%d::bigint, herald_clock.now(), array_agg(r.addr ORDER BY r.n), "
+	       "array_agg(r.cid ORDER BY r.n), jsonb_agg(r.data ORDER BY r.n) FROM s%dr r JOIN s%dg g "
+	       "ON g.chunk = r.n / 4096 GROUP BY g.oid RETURNING 1), "
+	       "s%dm AS (SELECT r.iid, g.oid * 4096 + r.n %% 4096 AS mid FROM s%dr r JOIN s%dg g ON g.chunk = r.n / 4096)",
+	       k, k, k, pch, pl, ptpl, pver, pco, ppr, prule, k, k, k, k, k);
+	return true;
+}
+
+/* What a step transaction wrote that others must hear of (NOTIFYs before COMMIT). */
+typedef struct stepout {
+	long outbox; /* outbox rows */
+	long events; /* events (frequency_capped) */
+} stepout;
+
+/*
+ * The UPDATE that ends a step for every instance of `b` (id, x = exited):
+ * exited ones are marked so, the others move to the next step (its due time
+ * from herald now) or end ('done'); each gets the message ids of `mids`
+ * (iid, m) appended.  One write per instance per step.
+ */
+static void advance_sql(sb *q, const hr_rule *r, int step)
+{
+	bool last = step + 1 >= r->nsteps;
+	sb_add(q,
+	       "UPDATE rule_instances i SET state = CASE WHEN b.x THEN 'exited' ELSE '%s' END, "
+	       "step = CASE WHEN b.x THEN i.step ELSE %d END, ",
+	       last ? "done" : "active", step + 1);
+	if (!last) {
+		sb_add(q, "due_at = CASE WHEN b.x THEN i.due_at ELSE ");
+		due_sql(q, &r->steps[step + 1], "herald_clock.now()",
+			"(SELECT time_zone FROM contacts WHERE id = i.contact_id)");
+		sb_add(q, " END, ");
+	}
+	sb_add(q, "message_ids = i.message_ids || coalesce(mids.m, '{}'::bigint[]), updated_at = clock_timestamp() "
+		  "FROM b LEFT JOIN mids ON mids.iid = b.id WHERE i.id = ANY($1::bigint[]) AND i.id = b.id");
+}
+
+static bool sends_only(const hr_rule_step *s)
+{
+	for (int k = 0; k < s->nactions; k++)
+		if (s->actions[k].kind != HR_ACT_SEND && s->actions[k].kind != HR_ACT_WEBHOOK)
+			return false;
+	return true;
+}
+
+/*
+ * A step whose actions are all sends, as ONE statement: the verdict (exit
+ * check, conditions), every send (consent, suppression, frequency cap,
+ * outbox rows), and the advance -- one snapshot, one write per instance.
+ */
+static bool run_step_sends(rlane *e, rtenant *t, int64_t rid, const hr_rule *r, int step, const char *ids,
+			   stepout *out, hr_err *err)
+{
+	const hr_rule_step *s = &r->steps[step];
+	pv p = {0};
+	sb q = {0}, prev = {0}, tail = {0};
+	PGresult *res = NULL;
+	bool ok = false;
+	pv_add(&p, ids);
+	sb_add(&q, "WITH b AS (");
+	if (!verdict_sql(&q, &p, r, s, err))
+		goto done;
+	sb_add(&q, "), src AS (SELECT * FROM b WHERE a AND NOT x)");
+	sb_add(&tail, "SELECT NULL::bigint AS iid, NULL::bigint AS mid WHERE false");
+	for (int k = 0; k < s->nactions; k++) {
+		if (!send_ctes(&q, &p, t->cap, rid, &s->actions[k], k, "src", NULL, &prev, err))
+			goto done;
+		sb_add(&tail, " UNION ALL SELECT iid, mid FROM s%dm", k);
+	}
+	sb_add(&q, ", mids AS (SELECT iid, array_agg(mid ORDER BY mid) AS m FROM (%s) z GROUP BY iid), u AS (", tail.p);
+	advance_sql(&q, r, step);
+	sb_add(&q, " RETURNING 1) SELECT (SELECT count(*) FROM u), 0");
+	for (int k = 0; k < s->nactions; k++)
+		sb_add(&q, " + (SELECT count(*) FROM s%do)", k);
+	sb_add(&q, ", 0");
+	for (int k = 0; k < s->nactions; k++)
+		if (s->actions[k].kind == HR_ACT_SEND && !strcmp(s->actions[k].lane, "bulk") && t->cap.max > 0)
+			sb_add(&q, " + (SELECT count(*) FROM s%dx)", k);
+	if (!hr_db_query(e->db, q.p, p.n, p.v, &res, err))
+		goto done;
+	out->outbox += strtol(PQgetvalue(res, 0, 1), NULL, 10);
+	out->events += strtol(PQgetvalue(res, 0, 2), NULL, 10);
+	ok = true;
 done:
+	PQclear(res);
 	hr_free(q.p);
+	hr_free(prev.p);
+	hr_free(tail.p);
 	pv_free(&p);
 	return ok;
 }
 
-/* Run step `step` of rule r for the instances `ids` (all locked by this transaction). */
-static bool run_step(rules_engine *e, rtenant *t, int64_t rid, const hr_rule *r, int step, const char *ids,
-		     hr_err *err)
+/* One send action of the general path on the instances `act`; its (instance, message id) pairs are appended
+ * to iids / mids (comma-separated). */
+static bool send_action(rlane *e, rtenant *t, int64_t rid, const hr_rule_action *a, const char *act,
+			const char *codes, sb *iids, sb *mids, stepout *out, hr_err *err)
+{
+	pv p = {0};
+	sb q = {0}, prev = {0};
+	PGresult *res = NULL;
+	bool ok = false;
+	pv_add(&p, act);
+	sb_add(&q, "WITH src AS (SELECT i.id, i.contact_id, i.context, i.rule_id, i.step, i.chain FROM rule_instances i "
+		   "WHERE i.id = ANY($1::bigint[]))");
+	if (!send_ctes(&q, &p, t->cap, rid, a, 0, "src", codes, &prev, err))
+		goto done;
+	sb_add(&q,
+	       " SELECT coalesce(string_agg(iid::text, ',' ORDER BY mid), ''), coalesce(string_agg(mid::text, ',' "
+	       "ORDER BY mid), ''), (SELECT count(*) FROM s0o), %s FROM s0m",
+	       prev.p ? "(SELECT count(*) FROM s0x)" : "0");
+	if (!hr_db_query(e->db, q.p, p.n, p.v, &res, err))
+		goto done;
+	if (PQgetvalue(res, 0, 0)[0]) {
+		sb_add(iids, "%s%s", iids->len > 1 ? "," : "", PQgetvalue(res, 0, 0));
+		sb_add(mids, "%s%s", mids->len > 1 ? "," : "", PQgetvalue(res, 0, 1));
+	}
+	out->outbox += strtol(PQgetvalue(res, 0, 2), NULL, 10);
+	out->events += strtol(PQgetvalue(res, 0, 3), NULL, 10);
+	ok = true;
+done:
+	PQclear(res);
+	hr_free(q.p);
+	hr_free(prev.p);
+	pv_free(&p);
+	return ok;
+}
+
+/*
+ * Run step `step` of rule r for the instances `ids` (all locked by this
+ * transaction).  Sends-only steps are one statement (run_step_sends); steps
+ * with set, increment, emit or issue_code run their actions in order, each
+ * seeing what the previous one changed: the verdict, one statement per
+ * action, then the advance.
+ */
+static bool run_step(rlane *e, rtenant *t, int64_t rid, const hr_rule *r, int step, const char *ids,
+		     stepout *out, hr_err *err)
 {
 	if (step >= r->nsteps) {
 		/* The rule was edited to fewer steps: these instances are past its end. */
@@ -801,38 +1008,48 @@ static bool run_step(rules_engine *e, rtenant *t, int64_t rid, const hr_rule *r,
 				   1, p, NULL, err);
 	}
 	const hr_rule_step *s = &r->steps[step];
-	if (!exits(e, r, ids, err))
-		return false;
-	/* Who acts: still active, the step's `if`, and no `unless` event. */
+	if (sends_only(s))
+		return run_step_sends(e, t, rid, r, step, ids, out, err);
 	pv p = {0};
-	sb q = {0};
+	sb q = {0}, exited = {0}, act = {0}, iids = {0}, mids = {0};
 	bool ok = false;
-	char *cond = NULL, *act = NULL;
 	PGresult *res = NULL;
 	pv_add(&p, ids);
-	if (s->cond && !(cond = cond_sql(&p, s->cond, false, err)))
-		goto done;
-	sb_add(&q, "SELECT i.id FROM rule_instances i JOIN contacts c ON c.id = i.contact_id "
-		   "WHERE i.id = ANY($1::bigint[]) AND i.state = 'active'");
-	if (cond)
-		sb_add(&q, " AND %s", cond);
-	if (!unless_sql(&q, &p, s, err))
+	if (!verdict_sql(&q, &p, r, s, err))
 		goto done;
 	sb_add(&q, " ORDER BY i.id");
 	if (!hr_db_query(e->db, q.p, p.n, p.v, &res, err))
 		goto done;
-	act = rows_array(res);
-	if (PQntuples(res) > 0) {
+	sb_add(&exited, "{");
+	sb_add(&act, "{");
+	sb_add(&iids, "{");
+	sb_add(&mids, "{");
+	for (int i = 0; i < PQntuples(res); i++) {
+		bool x = PQgetvalue(res, i, 6)[0] == 't', a = PQgetvalue(res, i, 7)[0] == 't';
+		sb *to = x ? &exited : a ? &act : NULL;
+		if (to)
+			sb_add(to, "%s%s", to->len > 1 ? "," : "", PQgetvalue(res, i, 0));
+	}
+	sb_add(&exited, "}");
+	sb_add(&act, "}");
+	if (strcmp(act.p, "{}") != 0) {
 		json_t *codes = json_object();
 		char *ctext = NULL;
 		bool aok = true;
 		for (int k = 0; k < s->nactions && aok; k++) {
-			if (s->actions[k].kind == HR_ACT_ISSUE_CODE) {
-				aok = issue_codes(e, t, rid, &s->actions[k], &act, codes, err);
+			const hr_rule_action *a = &s->actions[k];
+			if (a->kind == HR_ACT_ISSUE_CODE) {
+				aok = issue_codes(e, t, rid, a, &act.p, codes, err);
+				act.len = strlen(act.p);
+				act.cap = act.len + 1;
 				free(ctext);
 				ctext = json_dumps(codes, JSON_COMPACT);
-			} else if (strcmp(act, "{}") != 0) {
-				aok = run_action(e, t, rid, &s->actions[k], act, ctext, err);
+			} else if (strcmp(act.p, "{}") == 0) {
+				continue;
+			} else if (a->kind == HR_ACT_SEND || a->kind == HR_ACT_WEBHOOK) {
+				aok = send_action(e, t, rid, a, act.p, ctext, &iids, &mids, out, err);
+			} else {
+				aok = run_action(e, t, a, act.p, err);
 			}
 		}
 		free(ctext);
@@ -840,32 +1057,30 @@ static bool run_step(rules_engine *e, rtenant *t, int64_t rid, const hr_rule *r,
 		if (!aok)
 			goto done;
 	}
-	/* Advance every instance still active (acted or not) to the next step, or end it. */
+	sb_add(&iids, "}");
+	sb_add(&mids, "}");
+	/* Advance every instance (acted or not): one write each. */
 	q.len = 0;
 	q.p[0] = '\0';
-	if (step + 1 < r->nsteps) {
-		sb_add(&q, "UPDATE rule_instances i SET step = %d, due_at = ", step + 1);
-		due_sql(&q, &r->steps[step + 1], "herald_clock.now()",
-			"(SELECT time_zone FROM contacts WHERE id = i.contact_id)");
-		sb_add(&q, ", updated_at = clock_timestamp() WHERE i.id = ANY($1::bigint[]) AND i.state = 'active'");
-	} else {
-		sb_add(&q, "UPDATE rule_instances i SET step = %d, state = 'done', updated_at = clock_timestamp() "
-			   "WHERE i.id = ANY($1::bigint[]) AND i.state = 'active'",
-		       step + 1);
-	}
-	const char *pa[] = {ids};
-	ok = hr_db_query(e->db, q.p, 1, pa, NULL, err);
+	sb_add(&q, "WITH b AS (SELECT id, id = ANY($2::bigint[]) AS x FROM unnest($1::bigint[]) id), "
+		   "mids AS (SELECT iid, array_agg(mid ORDER BY mid) AS m FROM unnest($3::bigint[], $4::bigint[]) "
+		   "z(iid, mid) GROUP BY iid) ");
+	advance_sql(&q, r, step);
+	const char *pa[] = {ids, exited.p, iids.p, mids.p};
+	ok = hr_db_query(e->db, q.p, 4, pa, NULL, err);
 done:
 	PQclear(res);
-	hr_free(cond);
-	hr_free(act);
 	hr_free(q.p);
+	hr_free(exited.p);
+	hr_free(act.p);
+	hr_free(iids.p);
+	hr_free(mids.p);
 	pv_free(&p);
 	return ok;
 }
 
 /* One batch of due instances in one transaction.  *n gets how many were due. */
-static bool run_due(rules_engine *e, rtenant *t, int *n, hr_err *err)
+static bool run_due(rlane *e, rtenant *t, int *n, hr_err *err)
 {
 	*n = 0;
 	loaded l = {0};
@@ -891,6 +1106,7 @@ static bool run_due(rules_engine *e, rtenant *t, int *n, hr_err *err)
 	}
 	if (!load_rules(e, "true", &l, err))
 		goto fail;
+	stepout out = {0, 0};
 	for (int i = 0; i < *n;) {
 		int64_t rid = strtoll(PQgetvalue(r, i, 1), NULL, 10);
 		int step = atoi(PQgetvalue(r, i, 2));
@@ -904,7 +1120,7 @@ static bool run_due(rules_engine *e, rtenant *t, int *n, hr_err *err)
 		char *ids = ids_array(r, 0, i, j);
 		bool ok;
 		if (rule) {
-			ok = run_step(e, t, rid, rule, step, ids, err);
+			ok = run_step(e, t, rid, rule, step, ids, &out, err);
 		} else {
 			/* Its definition no longer parses: end these instances rather than retry them forever. */
 			const char *pd[] = {ids};
@@ -918,7 +1134,13 @@ static bool run_due(rules_engine *e, rtenant *t, int *n, hr_err *err)
 			goto fail;
 		i = j;
 	}
-	if (!hr_db_commit(e->db, err))
+	/* The dispatcher hears of the messages, the engine itself of frequency_capped events. */
+	char tid[16];
+	snprintf(tid, sizeof tid, "%u", t->id);
+	const char *pt[] = {tid};
+	if ((out.outbox && !hr_db_query(e->db, "SELECT pg_notify('herald_outbox', $1)", 1, pt, NULL, err)) ||
+	    (out.events && !hr_db_query(e->db, "SELECT pg_notify('herald_events', $1)", 1, pt, NULL, err)) ||
+	    !hr_db_commit(e->db, err))
 		goto fail;
 	PQclear(r);
 	loaded_free(&l);
@@ -931,7 +1153,7 @@ fail:
 }
 
 /* The earliest due step of the tenant (herald time, µs), INT64_MAX when none. */
-static bool read_next_due(rules_engine *e, rtenant *t, hr_err *err)
+static bool read_next_due(rlane *e, rtenant *t, hr_err *err)
 {
 	PGresult *r;
 	if (!begin(e, t, err))
@@ -949,10 +1171,27 @@ static bool read_next_due(rules_engine *e, rtenant *t, hr_err *err)
 	return true;
 }
 
+/* The tenant's frequency cap, from its settings (read as herald's own role, outside the tenant's
+ * transaction: the tenant role cannot read the control schema). */
+static bool read_cap(rlane *e, rtenant *t, hr_err *err)
+{
+	char tid[16];
+	snprintf(tid, sizeof tid, "%u", t->id);
+	const char *p[] = {tid};
+	PGresult *r;
+	if (!hr_db_query(e->db, "SELECT settings::text FROM herald.tenants WHERE id = $1", 1, p, &r, err))
+		return false;
+	json_t *settings = PQntuples(r) == 1 ? json_loads(PQgetvalue(r, 0, 0), 0, NULL) : NULL;
+	PQclear(r);
+	t->cap = hr_audience_cap_from_settings(settings);
+	json_decref(settings);
+	return true;
+}
+
 /* The shard is being handed over: finish the batch in hand, start no other
  * (the rest is still due, for the next owner).  Flags stay set for when the
  * shard comes back. */
-static bool draining(rules_engine *e, rtenant *t)
+static bool draining(rlane *e, rtenant *t)
 {
 	if (!e->own || owner_owns(e->own, t->id))
 		return false;
@@ -961,8 +1200,8 @@ static bool draining(rules_engine *e, rtenant *t)
 	return true;
 }
 
-/* Everything the tenant needs now. */
-static bool serve(rules_engine *e, rtenant *t, hr_err *err)
+/* Everything the tenant needs now, of what the lane does. */
+static bool serve(rlane *e, rtenant *t, hr_err *err)
 {
 	/* Read herald time first: a clock advance may still sit unread in the
 	 * connection's notification queue while the events committed after it are
@@ -976,35 +1215,43 @@ static bool serve(rules_engine *e, rtenant *t, hr_err *err)
 	t->retry_us = 0;
 	if (t->need_events) {
 		t->need_events = false;
-		bool more = true;
-		while (more && !e->stop && !draining(e, t))
-			if (!ingest(e, t, &more, err))
-				return false;
-		/* a notify about a new or changed rule: date rules are looked at today */
-		t->next_daily_us = 0;
+		if (e->ingest) {
+			bool more = true;
+			while (more && !e->stop && !draining(e, t))
+				if (!ingest(e, t, &more, err))
+					return false;
+			/* a notify about a new or changed rule: date rules are looked at today */
+			t->next_daily_us = 0;
+		} else {
+			t->next_due_us = 0; /* instances entered or the clock moved: read the next due time again */
+		}
 	}
-	if (now >= t->next_daily_us && !daily(e, t, err))
-		return false;
+	if (e->ingest) {
+		if (now >= t->next_daily_us && !daily(e, t, err))
+			return false;
+		t->next_due_us = INT64_MAX; /* the steps lane's business */
+		return true;
+	}
+	t->next_daily_us = INT64_MAX; /* the ingest lane's business */
 	if (now >= t->next_due_us) {
+		if (!read_cap(e, t, err))
+			return false;
 		int n = STEP_BATCH;
 		while (n == STEP_BATCH && !e->stop && !draining(e, t))
 			if (!run_due(e, t, &n, err))
 				return false;
 		if (!read_next_due(e, t, err))
 			return false;
-	} else if (t->next_due_us == 0) {
-		if (!read_next_due(e, t, err))
-			return false;
 	}
 	return true;
 }
 
-static void take_notifies(rules_engine *e)
+static void take_notifies(rlane *e)
 {
 	PGnotify *n;
 	bool tenants = false;
 	while ((n = PQnotifies(e->db))) {
-		if (!strcmp(n->relname, "herald_events")) {
+		if (!strcmp(n->relname, "herald_events") || !strcmp(n->relname, "herald_rules_due")) {
 			uint32_t id = (uint32_t)strtoul(n->extra, NULL, 10);
 			rtenant *t = e->tenants;
 			while (t && t->id != id)
@@ -1034,7 +1281,7 @@ static void take_notifies(rules_engine *e)
 
 static void *run(void *arg)
 {
-	rules_engine *e = arg;
+	rlane *e = arg;
 	while (!e->stop) {
 		int64_t now = hr_clock_now(), wake = INT64_MAX;
 		for (rtenant *t = e->tenants; t && !e->stop; t = t->next) {
@@ -1057,7 +1304,7 @@ static void *run(void *arg)
 				if (!serve(e, t, &err)) {
 					if (PQstatus(e->db) != CONNECTION_OK)
 						PQreset(e->db);
-					hr_warn("rules: tenant %u: %s", t->id, err.msg);
+					hr_warn("rules: %s: tenant %u: %s", e->name, t->id, err.msg);
 					t->retry_us = hr_clock_now() + 1000000;
 				}
 				if (e->own)
@@ -1087,7 +1334,7 @@ static void *run(void *arg)
 			PQreset(e->db);
 			hr_err err = {0};
 			if (PQstatus(e->db) != CONNECTION_OK ||
-			    !hr_db_exec(e->db, "LISTEN herald_events; LISTEN herald_clock; LISTEN herald_tenants", &err)) {
+			    !hr_db_exec(e->db, e->listen, &err)) {
 				struct timespec d = {1, 0};
 				nanosleep(&d, NULL);
 			}
@@ -1100,22 +1347,45 @@ static void *run(void *arg)
 	return NULL;
 }
 
+static void lane_close(rlane *l)
+{
+	PQfinish(l->db);
+	l->db = NULL;
+	while (l->tenants) {
+		rtenant *t = l->tenants;
+		l->tenants = t->next;
+		hr_free(t);
+	}
+}
+
 rules_engine *rules_start(const char *dsn, owner *own, hr_err *err)
 {
 	rules_engine *e = hr_calloc(1, sizeof *e);
 	e->dsn = hr_strdup(dsn);
-	e->own = own;
-	if (!hr_db_connect(dsn, &e->db, err) ||
-	    !hr_db_exec(e->db, "LISTEN herald_events; LISTEN herald_clock; LISTEN herald_tenants", err) ||
-	    !hr_clock_refresh(e->db, err) || !load_tenants(e, err))
-		goto fail;
-	if (pthread_create(&e->thread, NULL, run, e) != 0) {
-		hr_fail(err, HR_ERR_IO, "", "cannot start the rule engine thread");
-		goto fail;
+	e->lane[0] = (rlane){.name = "ingest", .ingest = true, .own = own,
+			     .listen = "LISTEN herald_events; LISTEN herald_clock; LISTEN herald_tenants"};
+	e->lane[1] = (rlane){.name = "steps", .steps = true, .own = own,
+			     .listen = "LISTEN herald_rules_due; LISTEN herald_clock; LISTEN herald_tenants"};
+	int started = 0;
+	for (int i = 0; i < 2; i++) {
+		rlane *l = &e->lane[i];
+		if (!hr_db_connect(dsn, &l->db, err) || !hr_db_exec(l->db, l->listen, err) ||
+		    !hr_clock_refresh(l->db, err) || !load_tenants(l, err))
+			goto fail;
 	}
+	for (; started < 2; started++)
+		if (pthread_create(&e->lane[started].thread, NULL, run, &e->lane[started]) != 0) {
+			hr_fail(err, HR_ERR_IO, "", "cannot start the rule engine's %s thread", e->lane[started].name);
+			goto fail;
+		}
 	return e;
 fail:
-	PQfinish(e->db);
+	for (int i = 0; i < started; i++) {
+		e->lane[i].stop = 1;
+		pthread_join(e->lane[i].thread, NULL);
+	}
+	for (int i = 0; i < 2; i++)
+		lane_close(&e->lane[i]);
 	hr_free(e->dsn);
 	hr_free(e);
 	return NULL;
@@ -1125,13 +1395,11 @@ void rules_stop(rules_engine *e)
 {
 	if (!e)
 		return;
-	e->stop = 1;
-	pthread_join(e->thread, NULL);
-	PQfinish(e->db);
-	while (e->tenants) {
-		rtenant *t = e->tenants;
-		e->tenants = t->next;
-		hr_free(t);
+	for (int i = 0; i < 2; i++)
+		e->lane[i].stop = 1;
+	for (int i = 0; i < 2; i++) {
+		pthread_join(e->lane[i].thread, NULL);
+		lane_close(&e->lane[i]);
 	}
 	hr_free(e->dsn);
 	hr_free(e);

@@ -1,6 +1,7 @@
 /*
- * rules.h -- the trigger-rule engine: a thread inside herald-scheduler with
- * its own PostgreSQL connection.
+ * rules.h -- the trigger-rule engine: two threads inside herald-scheduler
+ * (lanes: ingest -- events, date and inactivity rules to instances -- and
+ * steps -- due instances), each with its own PostgreSQL connection.
  *
  * It turns events into rule instances and runs their steps when due; the
  * messages it sends go into the outbox like any other (the dispatcher takes
@@ -14,8 +15,10 @@
  *   (UTC) per tenant, and when the clock moves (NOTIFY herald_clock);
  * - due steps are taken by the index on due_at, FOR UPDATE SKIP LOCKED, in
  *   batches; a step's exit check, conditions, actions and the instance's
- *   advance commit in one transaction, so a step runs exactly once even
- *   across crashes;
+ *   advance commit in one transaction (one statement when the step only
+ *   sends), so a step runs exactly once even across crashes; the ingest lane
+ *   NOTIFYs herald_rules_due when it entered anybody;
+ * - bulk sends obey the tenant's frequency cap (hr_audience_cap_counted_sql);
  * - no polling: each tenant's next due time is kept in memory and the
  *   thread sleeps until the earliest (or a notification).
  *

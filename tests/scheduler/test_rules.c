@@ -576,6 +576,87 @@ END_TEST
  * scheduler owns.  Here the test's own session holds every shard's lock, as a peer that owns them all
  * would: the scheduler owns nothing, and its engine neither enters nor runs anything of the tenant;
  * when the locks go, the scheduler takes the shards and the waiting event is acted on. */
+/* Bulk messages the tenant's frequency cap already counts for a contact: one campaign message now. */
+static void campaign_message(env *e, long cid, const char *address)
+{
+	sql(e,
+	    "INSERT INTO %s.outbox (channel, lane, content, provider, origin, herald_at, addresses, contact_ids) "
+	    "VALUES ('email', 'bulk', '{\"from\":\"shop@example.com\",\"subject\":\"Sale\",\"text\":\"sale\"}', 'main', "
+	    "'campaign', herald_clock.now(), ARRAY['%s'], ARRAY[%ld::bigint])",
+	    e->schema, address, cid);
+}
+
+#define CAPPED(e, cid, ch) \
+	"SELECT count(*) FROM %s.events WHERE contact_id = %ld AND name = 'frequency_capped' " \
+	"AND properties ->> 'channel' = '%s'", (e)->schema, (long)(cid), ch
+
+START_TEST(frequency_cap_applies_to_bulk_rule_sends)
+{
+	env e;
+	up(&e);
+	sql(&e, "UPDATE herald.tenants SET settings = '{\"frequency_cap\":{\"max\":1,\"per\":\"day\"}}' WHERE id = %lld",
+	    (long long)e.f.t[0].id);
+	/* r1: two bulk sends in one step (the sends-only path), then one more a day later */
+	long r1 = rule(&e, "{\"name\":\"visits\",\"trigger\":{\"event\":\"visit\"},\"reentry\":\"always\","
+			   "\"steps\":[{\"wait\":{\"delay\":\"1h\"},\"actions\":["
+			   "{\"send\":{\"channel\":\"email\",\"provider\":\"main\",\"content\":{\"from\":\"shop@example.com\","
+			   "\"subject\":\"Hi\",\"text\":\"hi\"}}},"
+			   "{\"send\":{\"channel\":\"sms\",\"provider\":\"sms\",\"content\":{\"text\":\"hi\"}}}]},"
+			   "{\"wait\":{\"delay\":\"1d\"},\"actions\":[{\"send\":{\"channel\":\"email\",\"provider\":\"main\","
+			   "\"content\":{\"from\":\"shop@example.com\",\"subject\":\"Again\",\"text\":\"again\"}}}]}]}");
+	/* r2: a counter, a transactional send (exempt) and a bulk one (the general path) */
+	long r2 = rule(&e, "{\"name\":\"signup\",\"trigger\":{\"event\":\"signup\"},"
+			   "\"steps\":[{\"wait\":{\"delay\":\"1h\"},\"actions\":[{\"increment\":{\"attribute\":\"n\"}},"
+			   "{\"send\":{\"channel\":\"sms\",\"provider\":\"sms\",\"lane\":\"transactional\","
+			   "\"content\":{\"text\":\"your code\"}}},"
+			   "{\"send\":{\"channel\":\"email\",\"provider\":\"main\",\"content\":{\"from\":\"shop@example.com\","
+			   "\"subject\":\"Welcome\",\"text\":\"welcome\"}}}]}]}");
+	long a = contact(&e, "capa", NULL), b = contact(&e, "capb", NULL), c = contact(&e, "capc", NULL);
+	campaign_message(&e, a, "capa@example.com"); /* a and c are at their cap already */
+	campaign_message(&e, c, "capc@example.com");
+	event(&e, a, "visit", NULL, NULL);
+	event(&e, b, "visit", NULL, NULL); /* b visits twice: both instances fall due in one batch */
+	event(&e, b, "visit", NULL, NULL);
+	event(&e, c, "signup", NULL, NULL);
+	WAIT_EQ(&e, 4, "SELECT count(*) FROM %s.rule_instances", e.schema);
+	advance(&e, "3601s");
+	WAIT_EQ(&e, 3, "SELECT count(*) FROM %s.rule_instances WHERE rule_id = %ld AND step = 1", e.schema, r1);
+	WAIT_EQ(&e, 1, "SELECT count(*) FROM %s.rule_instances WHERE rule_id = %ld AND state = 'done'", e.schema, r2);
+	/* a: both bulk sends capped, recorded, and a moves on to step 2 */
+	ck_assert_int_eq(sent_to(&e, a, "email") + sent_to(&e, a, "sms"), 0);
+	ck_assert_int_eq(num(&e, CAPPED(&e, a, "email")), 1);
+	ck_assert_int_eq(num(&e, CAPPED(&e, a, "sms")), 1);
+	ck_assert_int_eq(num(&e, STATE(e, r1, a), e.schema, r1, a, "active"), 1);
+	ck_assert_int_eq(num(&e, "SELECT count(*) FROM %s.events WHERE contact_id = %ld AND name = 'frequency_capped' "
+				 "AND (properties ->> 'rule_id')::bigint = %ld AND properties ->> 'step' = '0' "
+				 "AND (properties ->> 'max')::int = 1 AND (properties ->> 'period_s')::int = 86400",
+			     e.schema, a, r1), 2);
+	/* b: one message in all -- the first instance's email; its sms and the second instance's two are capped */
+	ck_assert_int_eq(sent_to(&e, b, "email"), 1);
+	ck_assert_int_eq(sent_to(&e, b, "sms"), 0);
+	ck_assert_int_eq(num(&e, CAPPED(&e, b, "email")), 1);
+	ck_assert_int_eq(num(&e, CAPPED(&e, b, "sms")), 2);
+	/* c: the counter and the transactional sms happen; the bulk email is capped */
+	ck_assert_int_eq(num(&e, "SELECT (attributes->>'n')::int FROM %s.contacts WHERE id = %ld", e.schema, c), 1);
+	ck_assert_int_eq(sent_to(&e, c, "sms"), 1);
+	ck_assert_int_eq(sent_to(&e, c, "email"), 0);
+	ck_assert_int_eq(num(&e, CAPPED(&e, c, "email")), 1);
+	ck_assert_int_eq(num(&e, CAPPED(&e, c, "sms")), 0);
+	/* rule messages carry their herald time, so campaigns count them too */
+	ck_assert_int_eq(num(&e, "SELECT count(*) FROM %s.outbox WHERE origin = 'rule' AND herald_at IS NULL", e.schema), 0);
+	/* a day later the window has moved on: step 2 reaches a, and one of b's two instances */
+	advance(&e, "25h");
+	WAIT_EQ(&e, 3, "SELECT count(*) FROM %s.rule_instances WHERE rule_id = %ld AND state = 'done'", e.schema, r1);
+	ck_assert_int_eq(sent_to(&e, a, "email"), 1);
+	ck_assert_int_eq(sent_to(&e, b, "email"), 2);
+	ck_assert_int_eq(num(&e, CAPPED(&e, b, "email")), 2);
+	/* every bulk message that went out gets its result (no transactional worker runs here) */
+	WAIT_EQ(&e, 5, "SELECT count(*) FROM %s.results r JOIN %s.outbox o ON o.id = r.message_id / 4096 "
+		       "WHERE o.lane = 'bulk' AND r.status = 'sent'", e.schema, e.schema);
+	down(&e);
+}
+END_TEST
+
 START_TEST(rules_act_only_for_tenants_of_owned_shards)
 {
 	env e;
@@ -614,6 +695,7 @@ int main(void)
 	tcase_add_test(tc, sigkill_between_steps_loses_no_step_and_runs_none_twice);
 	tcase_add_test(tc, issue_code_then_send_it_referral_and_an_empty_promo_pool);
 	tcase_add_test(tc, rules_act_only_for_tenants_of_owned_shards);
+	tcase_add_test(tc, frequency_cap_applies_to_bulk_rule_sends);
 	suite_add_tcase(s, tc);
 	int rc = th_run(s);
 	psim_root_remove(root);
