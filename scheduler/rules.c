@@ -14,9 +14,13 @@
  *      whatever its occurred_at, so an order the API acknowledged before the
  *      step started always wins (docs/rules.md, "Exit events and the race");
  *   3. the step's conditions (`if`, `unless`) pick the instances that act;
- *   4. each action, in order, on them (and on its own `if`);
+ *   4. each action, in order, on them (and on its own `if`); bulk sends under
+ *      the tenant's frequency cap;
  *   5. every instance moves to its next step (due time from herald time) or
- *      ends ('done'); COMMIT.
+ *      ends ('done'), one write each; COMMIT.
+ * A step whose actions are all sends does 2-5 in ONE statement per (rule,
+ * step) group (run_step_sends); others run 2-3, one statement per action,
+ * then 5 (run_step).  Ingest and steps are two threads (lanes, below).
  * A crash before COMMIT loses nothing (the rows are still due); after it,
  * nothing is redone (they are not).
  *
