@@ -4,12 +4,15 @@
  * A request goes through server.c: the body is collected (bounded by
  * api_max_body), the route is matched against the one table in routes.c
  * (404 / 405), the key is authenticated (auth.c: cache, rate limit, scopes),
- * the tenant is resolved and, for tenant routes, a transaction is opened with
- * hr_db_tenant_begin() on the thread's PostgreSQL connection.  The handler
+ * the tenant is resolved and, for tenant routes, a transaction is opened on
+ * the thread's PostgreSQL connection acting as the tenant (as
+ * hr_db_tenant_begin() does; server.c does it in the round trip that reads
+ * the tenant's settings).  The handler
  * then fills the response with api_json() or api_problem*(); the server
  * commits when the status is below 400 and rolls back otherwise, and a failed
  * COMMIT turns the answer into a 503 -- so a 2xx is only ever sent for
- * committed work and an error never leaves anything written.  The one
+ * committed work and an error never leaves anything written; after a
+ * successful COMMIT it sends the wake-ups the handler asked for (notify.h).  The one
  * exception is a handler that sets keep_writes: its error answers record
  * something on purpose (a wrong one-time code counts as an attempt).
  *
@@ -123,6 +126,9 @@ struct api_req {
 	char *redirect;              /* 302: Location (heap), NULL = none */
 	size_t resp_len;             /* binary responses: bytes of resp (0 = strlen) */
 	bool no_store;               /* send Cache-Control: no-store */
+	/* wake-ups the server sends after this request's COMMIT (notify.h) */
+	bool notify_outbox;          /* it enqueued outbox batches (hr_outbox_batch.no_notify) */
+	bool notify_events;          /* it inserted events */
 };
 
 /* ---- server-wide things handlers may use ---- */
@@ -132,6 +138,25 @@ const hr_migration_set *api_migrations(const api_req *r);
 const char *api_dsn(const api_req *r);
 /* The master key, or NULL when none could be loaded (provider endpoints then answer 503). */
 const uint8_t *api_master_key(const api_req *r);
+
+/*
+ * Provider accounts (herald.provider_accounts), for handlers that name one.
+ * Cached per server for api_key_cache_ms: a send checks its account on every
+ * request, and the control-schema round trip was one of the few it made.
+ * Only found accounts are cached; PUT .../providers/{name} through this
+ * server forgets the tenant's entries at once, a change made elsewhere
+ * (heraldctl) is seen within api_key_cache_ms.  Call before the tenant
+ * transaction opens (a route's pre) or from agency routes: it reads the
+ * control schema on r->db.
+ */
+/* The channel of r's tenant's account `name` in channel[16], "" if there is none. */
+bool api_provider_channel(api_req *r, const char *name, char channel[16], hr_err *err) HR_MUST_CHECK;
+/* true if r's tenant has account `name` serving `channel`; else r holds the answer:
+ * a 422 naming base + "/provider" ("no such provider account" or "this account
+ * serves another channel"), or the database error. */
+bool api_provider_check(api_req *r, const char *base, const char *name, const char *channel);
+/* Forget the cached accounts of a tenant (its accounts changed). */
+void api_provider_forget(api_req *r, int64_t tenant_id);
 
 /* ---- responses (problem.c) ---- */
 /* A JSON response; takes ownership of body. */

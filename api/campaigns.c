@@ -135,30 +135,15 @@ void campaigns_pre(api_req *r)
 	jv_free(&v);
 	m->messages = api_dump(msgs);
 	/* Each provider account must exist for this tenant and serve its channel. */
-	char tid[32];
-	snprintf(tid, sizeof tid, "%lld", (long long)r->tenant.id);
 	const char *key;
 	json_t *e;
 	json_object_foreach(msgs, key, e) {
 		const char *prov = json_string_value(json_object_get(e, "provider"));
-		const char *p[] = {tid, prov};
-		PGresult *res;
-		hr_err err = {0};
-		if (!hr_db_query(r->db, "SELECT channel FROM herald.provider_accounts WHERE tenant_id = $1 AND name = $2",
-				 2, p, &res, &err)) {
-			api_problem_err(r, &err);
+		char *base = jv_ptr("/messages", key);
+		bool ok = api_provider_check(r, base, prov, key);
+		hr_free(base);
+		if (!ok)
 			return;
-		}
-		bool exists = PQntuples(res) == 1, ok = exists && !strcmp(PQgetvalue(res, 0, 0), key);
-		PQclear(res);
-		if (!ok) {
-			char *base = jv_ptr("/messages", key);
-			jv_init(&v);
-			jv_add(&v, base, "provider", exists ? "this account serves another channel" : "no such provider account");
-			hr_free(base);
-			api_problem_invalid(r, v.errors);
-			return;
-		}
 	}
 }
 

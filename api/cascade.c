@@ -167,31 +167,26 @@ cascade_in *cascade_parse(jv *v, json_t *body, const char *channel, bool by_cont
 	return c;
 }
 
-/* Each step's provider account exists for the tenant and serves its channel (control schema). */
+/* Each step's provider account exists for the tenant and serves its channel (api_provider_channel: cached,
+ * and it may run while the transaction acts as the tenant). */
 bool cascade_pre_accounts(api_req *r, const cascade_in *c)
 {
 	if (!c)
 		return true;
-	char tid[32];
-	snprintf(tid, sizeof tid, "%lld", (long long)r->tenant.id);
 	jv v;
 	jv_init(&v);
 	for (int i = 0; i < c->n; i++) {
-		const char *p[] = {tid, c->s[i].provider};
-		PGresult *res;
+		char have[16];
 		hr_err err = {0};
-		if (!hr_db_query(r->db, "SELECT channel FROM herald.provider_accounts WHERE tenant_id = $1 AND name = $2",
-				 2, p, &res, &err)) {
+		if (!api_provider_channel(r, c->s[i].provider, have, &err)) {
 			jv_free(&v);
 			api_problem_err(r, &err);
 			return false;
 		}
-		bool exists = PQntuples(res) == 1, ok = exists && !strcmp(PQgetvalue(res, 0, 0), c->s[i].channel);
-		PQclear(res);
-		if (!ok) {
+		if (!have[0] || strcmp(have, c->s[i].channel) != 0) {
 			char base[32];
 			snprintf(base, sizeof base, "/fallback/%d", i);
-			jv_add(&v, base, "provider", exists ? "this account serves another channel" : "no such provider account");
+			jv_add(&v, base, "provider", have[0] ? "this account serves another channel" : "no such provider account");
 		}
 	}
 	if (!jv_ok(&v)) {

@@ -6,9 +6,11 @@
  * reported by its pointer (/events/3/occurred_at) in one 422.  Contact
  * references of the whole batch are resolved with one query, and the events
  * are inserted with one statement over unnest() of arrays -- two round trips
- * per batch, whatever its size.  The insert NOTIFYs `herald_events` with the
- * tenant id in the same transaction: the rule engine hears of committed
- * events at once and never polls a tenant that has none.
+ * per batch, whatever its size (one when no event names a contact).  After
+ * the commit the server NOTIFYs `herald_events` with the tenant id
+ * (api/notify.h: not in the transaction, where the NOTIFY lock serialised
+ * every batch's commit): the rule engine hears of committed events at once
+ * and never polls a tenant that has none.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,15 +132,17 @@ void events_post(api_req *r)
 		v.errors = NULL;
 		goto done;
 	}
-	/* Resolve every contact reference at once. */
+	/* Resolve every contact reference at once (no round trip for an anonymous batch). */
+	bool refs_any = false;
 	for (size_t i = 0; i < n; i++) {
 		pga_add(&kinds, it[i].kind ? it[i].kind : "none");
 		pga_add(&refs, it[i].kind ? it[i].ref : "");
+		refs_any |= it[i].kind != NULL;
 	}
 	ka = pga_end(&kinds);
 	ra = pga_end(&refs);
 	const char *pr[] = {ka, ra};
-	if (!hr_db_query(r->db,
+	if (refs_any && !hr_db_query(r->db,
 			 "SELECT r.ord, x.id FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(kind, val, ord) "
 			 "LEFT JOIN LATERAL ("
 			 "SELECT coalesce(c.merged_into, c.id) AS id FROM contacts c WHERE r.kind = 'id' "
@@ -151,7 +155,7 @@ void events_post(api_req *r)
 			 2, pr, &res, &err))
 		goto fail;
 	for (size_t i = 0; i < n; i++) {
-		bool missing = it[i].kind && PQgetisnull(res, (int)i, 1);
+		bool missing = it[i].kind && PQgetisnull(res, (int)i, 1); /* it[i].kind: res exists */
 		if (missing) {
 			char base[32];
 			snprintf(base, sizeof base, "/events/%zu", i);
@@ -169,17 +173,15 @@ void events_post(api_req *r)
 		v.errors = NULL;
 		goto done;
 	}
-	char tid[32];
-	snprintf(tid, sizeof tid, "%lld", (long long)r->tenant.id);
-	const char *pi[] = {pga_end(&ids), pga_end(&names), pga_end(&props), pga_end(&ats), tid};
-	/* The NOTIFY wakes the rule engine (scheduler/rules.c); it is delivered on commit, with the events. */
+	const char *pi[] = {pga_end(&ids), pga_end(&names), pga_end(&props), pga_end(&ats)};
 	if (!hr_db_query(r->db,
-			 "WITH ins AS (INSERT INTO events (contact_id, name, properties, occurred_at) "
+			 "INSERT INTO events (contact_id, name, properties, occurred_at) "
 			 "SELECT c, nm, p, coalesce(at, herald_clock.now()) FROM unnest($1::bigint[], $2::text[], $3::jsonb[], "
-			 "$4::timestamptz[]) AS e(c, nm, p, at) RETURNING 1) "
-			 "SELECT pg_notify('herald_events', $5) FROM (SELECT 1 FROM ins LIMIT 1) x",
-			 5, pi, NULL, &err))
+			 "$4::timestamptz[]) AS e(c, nm, p, at)",
+			 4, pi, NULL, &err))
 		goto fail;
+	/* The server wakes the rule engine (scheduler/rules.c) after the commit (api/notify.h). */
+	r->notify_events = true;
 	api_json(r, 202, json_pack("{s:I}", "accepted", (json_int_t)n));
 	goto done;
 fail:

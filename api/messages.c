@@ -5,8 +5,9 @@
  * the provider account in the control schema), then in the request's tenant
  * transaction: resolve the recipient, check the template version, replay or
  * refuse an Idempotency-Key seen before, check suppressions and consent,
- * enqueue a batch of one (hr_outbox_enqueue, which NOTIFYs the scheduler) and
- * answer 202 with the message id -- the server commits before sending it.
+ * enqueue a batch of one (hr_outbox_enqueue; the server NOTIFYs the scheduler
+ * after the commit, api/notify.h) and answer 202 with the message id -- the
+ * server commits before sending it.
  *
  * Consent policy: a bulk-lane send needs a granted consent for (contact,
  * channel, purpose -- default "marketing") and an unsuppressed address.  A
@@ -128,25 +129,9 @@ void messages_pre(api_req *r)
 		return;
 	}
 	jv_free(&v);
-	/* The provider account must exist for this tenant and serve this channel. */
-	char tid[32];
-	snprintf(tid, sizeof tid, "%lld", (long long)r->tenant.id);
-	const char *p[] = {tid, m->provider};
-	PGresult *res;
-	if (!hr_db_query(r->db, "SELECT channel FROM herald.provider_accounts WHERE tenant_id = $1 AND name = $2", 2,
-			 p, &res, &err)) {
-		api_problem_err(r, &err);
+	/* The provider account must exist for this tenant and serve this channel (cached: api.h). */
+	if (!api_provider_check(r, "", m->provider, m->channel))
 		return;
-	}
-	bool ok = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), m->channel) == 0;
-	bool exists = PQntuples(res) == 1;
-	PQclear(res);
-	if (!ok) {
-		jv_init(&v);
-		jv_add(&v, "", "provider", exists ? "this account serves another channel" : "no such provider account");
-		api_problem_invalid(r, v.errors);
-		return;
-	}
 	if (!cascade_pre_accounts(r, m->cascade))
 		return;
 	/* The request's fingerprint: canonical JSON (sorted keys) of the body. */
@@ -154,6 +139,8 @@ void messages_pre(api_req *r)
 	hr_sha256_hex(canon, strlen(canon), m->hash);
 	free(canon);
 }
+
+#define SUPP_SQL "SELECT reason FROM suppressions WHERE channel = $1 AND address = $2"
 
 static void blocked(api_req *r, const char *pointer, const char *why)
 {
@@ -179,6 +166,11 @@ void messages_post(api_req *r)
 	char addr[520] = "", cid[32] = "";
 	const char *cc = json_string_value(json_object_get(r->tenant_settings, "default_country_code"));
 	bool email = !strcmp(m->channel, "email"), phone = !strcmp(m->channel, "sms") || !strcmp(m->channel, "messenger");
+	const char *policy = json_string_value(json_object_get(r->tenant_settings, "transactional_policy"));
+	bool bulk = !strcmp(m->lane, "bulk");
+	bool check_supp = bulk || !policy || strcmp(policy, "none") != 0;
+	bool check_consent = bulk || (policy && !strcmp(policy, "consent"));
+	PGresult *supp = NULL; /* the suppression lookup, when it went with the contact's */
 	/* Idempotency first: a replay must not depend on today's consent. */
 	if (m->idem) {
 		const char *pk[] = {m->idem};
@@ -210,14 +202,20 @@ void messages_post(api_req *r)
 		}
 		if (!addr[0])
 			snprintf(addr, sizeof addr, "%s", m->to);
-		/* The contact behind the address, if any (for consent). */
+		/* The contact behind the address, if any (for consent), and the
+		 * address's suppression: one round trip (hr_db_pipeline). */
 		if (email || phone) {
-			const char *pa[] = {addr};
-			if (!hr_db_query(r->db,
-					 email ? "SELECT coalesce(merged_into, id) FROM contacts WHERE email = $1"
-					       : "SELECT coalesce(merged_into, id) FROM contacts WHERE phone = $1",
-					 1, pa, &res, &err))
+			const char *pa[] = {addr}, *ps[] = {m->channel, addr};
+			hr_db_stmt q[] = {
+				{email ? "SELECT coalesce(merged_into, id) FROM contacts WHERE email = $1"
+				       : "SELECT coalesce(merged_into, id) FROM contacts WHERE phone = $1",
+				 1, pa, NULL},
+				{SUPP_SQL, 2, ps, NULL},
+			};
+			if (!hr_db_pipeline(r->db, q, check_supp ? 2 : 1, &err))
 				goto fail;
+			res = q[0].res;
+			supp = q[1].res;
 			if (PQntuples(res) == 1)
 				snprintf(cid, sizeof cid, "%s", PQgetvalue(res, 0, 0));
 			PQclear(res);
@@ -274,19 +272,17 @@ void messages_post(api_req *r)
 			jv_init(&v);
 			jv_add(&v, "/template", NULL, "no such template version for this channel");
 			api_problem_invalid(r, v.errors);
+			PQclear(supp);
 			return;
 		}
 	}
-	/* Suppressions and consent. */
-	const char *policy = json_string_value(json_object_get(r->tenant_settings, "transactional_policy"));
-	bool bulk = !strcmp(m->lane, "bulk");
-	bool check_supp = bulk || !policy || strcmp(policy, "none") != 0;
-	bool check_consent = bulk || (policy && !strcmp(policy, "consent"));
+	/* Suppressions (fetched already with the contact for a `to`) and consent. */
 	const char *who = m->to ? "/to" : "/contact";
 	if (check_supp) {
 		const char *ps[] = {m->channel, addr};
-		if (!hr_db_query(r->db, "SELECT reason FROM suppressions WHERE channel = $1 AND address = $2", 2, ps, &res,
-				 &err))
+		if (supp)
+			res = supp, supp = NULL;
+		else if (!hr_db_query(r->db, SUPP_SQL, 2, ps, &res, &err))
 			goto fail;
 		if (PQntuples(res) == 1) {
 			char why[96];
@@ -327,6 +323,7 @@ void messages_post(api_req *r)
 	hr_outbox_batch b = {.channel = m->channel, .lane = m->lane, .template_id = m->template_id,
 			     .template_version = (int)m->template_version, .content = m->content,
 			     .provider = m->provider, .origin = "api", .idempotency_key = m->idem, .n = 1,
+			     .no_notify = true,
 			     .addresses = addrs, .contact_ids = cid[0] ? cids : NULL, .data = m->data ? datas : NULL};
 	int64_t id;
 	if (!hr_outbox_enqueue(r->db, r->tenant.id, &b, &id, &err))
@@ -340,10 +337,12 @@ void messages_post(api_req *r)
 	}
 	if (!cascade_attach(r, m->cascade, id))
 		return;
+	r->notify_outbox = true; /* after the commit (api/notify.h) */
 	accepted(r, (long long)id, false);
 	return;
 fail:
 	PQclear(res);
+	PQclear(supp);
 	if (err.kind == HR_ERR_CONFLICT) /* a concurrent request with the same key won */
 		api_problem(r, 409, "idempotency-conflict", "Idempotency-Key in use",
 			    "a concurrent request used this Idempotency-Key; retry to get its answer", NULL);

@@ -132,22 +132,7 @@ void otp_pre(api_req *r)
 			    "this server has no master key to protect one-time codes (see master_key)", NULL);
 		return;
 	}
-	char tid[32];
-	snprintf(tid, sizeof tid, "%lld", (long long)r->tenant.id);
-	const char *p[] = {tid, m->provider};
-	PGresult *res;
-	if (!hr_db_query(r->db, "SELECT channel FROM herald.provider_accounts WHERE tenant_id = $1 AND name = $2", 2,
-			 p, &res, &err)) {
-		api_problem_err(r, &err);
-		return;
-	}
-	bool exists = PQntuples(res) == 1, ok = exists && strcmp(PQgetvalue(res, 0, 0), m->channel) == 0;
-	PQclear(res);
-	if (!ok) {
-		jv_init(&v);
-		jv_add(&v, "", "provider", exists ? "this account serves another channel" : "no such provider account");
-		api_problem_invalid(r, v.errors);
-	}
+	api_provider_check(r, "", m->provider, m->channel);
 }
 
 static void refuse(api_req *r, int status, const char *type, const char *title, const char *pointer,

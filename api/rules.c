@@ -74,29 +74,16 @@ void rules_pre(api_req *r)
 		invalid(r, err.field, "%s", err.msg);
 		return;
 	}
-	char tid[32];
-	snprintf(tid, sizeof tid, "%lld", (long long)r->tenant.id);
 	for (int i = 0; i < in->rule->nsteps; i++)
 		for (int j = 0; j < in->rule->steps[i].nactions; j++) {
 			hr_rule_action *a = &in->rule->steps[i].actions[j];
 			if (a->kind != HR_ACT_SEND && a->kind != HR_ACT_WEBHOOK)
 				continue;
-			const char *p[] = {tid, a->provider};
-			PGresult *res;
-			if (!hr_db_query(r->db, "SELECT channel FROM herald.provider_accounts WHERE tenant_id = $1 AND name = $2",
-					 2, p, &res, &err)) {
-				api_problem_err(r, &err);
+			char base[96];
+			snprintf(base, sizeof base, "/steps/%d/actions/%d/%s", i, j,
+				 a->kind == HR_ACT_SEND ? "send" : "webhook");
+			if (!api_provider_check(r, base, a->provider, a->channel))
 				return;
-			}
-			bool exists = PQntuples(res) == 1, ok = exists && !strcmp(PQgetvalue(res, 0, 0), a->channel);
-			PQclear(res);
-			if (!ok) {
-				char ptr[96];
-				snprintf(ptr, sizeof ptr, "/steps/%d/actions/%d/%s/provider", i, j,
-					 a->kind == HR_ACT_SEND ? "send" : "webhook");
-				invalid(r, ptr, "%s", exists ? "this account serves another channel" : "no such provider account");
-				return;
-			}
 		}
 }
 

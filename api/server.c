@@ -7,6 +7,11 @@
  * a chunk -- lost its read readiness and stalled until the idle timeout.
  * Each request borrows one of as many PostgreSQL connections for its whole
  * life, so a request never waits for a connection while holding a thread.
+ * A tenant request's round trips: one that begins the transaction, reads the
+ * tenant's settings and switches to its role and schema (a route with a pre
+ * hook: pre between the read and the switch, on the provider cache below),
+ * the handler's own statements, COMMIT.  Wake-ups for the scheduler go after
+ * the COMMIT through notify.c, never inside the transaction.
  * Keep-alive is MHD's default for HTTP/1.1.  Bodies over api_max_body are
  * refused with 413 (at once when Content-Length says so, else as soon as the
  * collected bytes pass the limit; the rest is discarded).  Idle connections
@@ -31,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <microhttpd.h>
 
@@ -39,6 +45,7 @@
 #include "auth.h"
 #include "db.h"
 #include "log.h"
+#include "notify.h"
 #include "providers.h"
 
 struct api_server {
@@ -52,6 +59,11 @@ struct api_server {
 	int port;
 	api_keys *keys;
 	api_webhooks *hooks;  /* the webhook delivery thread, NULL without a master key */
+	api_notifier *notifier; /* wake-ups for the scheduler after commit */
+	/* provider accounts: a direct-mapped cache (api_provider_channel) */
+	pthread_mutex_t pmu;
+	long prov_ms;
+	struct prov_entry *prov;
 	/* the connection pool */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -99,6 +111,100 @@ const char *api_header(api_req *r, const char *name)
 const char *api_query(api_req *r, const char *name)
 {
 	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+/* ---- provider accounts (see api.h) ---- */
+
+#define PROV_SLOTS 1024
+
+typedef struct prov_entry {
+	int64_t tenant;   /* 0 = free */
+	char name[48];
+	char channel[16];
+	int64_t until_ms; /* monotonic */
+} prov_entry;
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static size_t prov_slot(int64_t tenant, const char *name)
+{
+	uint64_t h = 1469598103934665603ULL ^ (uint64_t)tenant;
+	for (const char *p = name; *p; p++)
+		h = (h ^ (uint8_t)*p) * 1099511628211ULL;
+	return (size_t)(h % PROV_SLOTS);
+}
+
+bool api_provider_channel(api_req *r, const char *name, char channel[16], hr_err *err)
+{
+	api_server *s = r->srv;
+	int64_t tenant = r->tenant.id;
+	channel[0] = '\0';
+	if (!name)
+		return true; /* validation reported the missing name already */
+	bool cacheable = s->prov_ms > 0 && strlen(name) < sizeof s->prov->name;
+	size_t k = prov_slot(tenant, name);
+	if (cacheable) {
+		pthread_mutex_lock(&s->pmu);
+		prov_entry *e = &s->prov[k];
+		bool hit = e->tenant == tenant && e->until_ms > mono_ms() && strcmp(e->name, name) == 0;
+		if (hit)
+			memcpy(channel, e->channel, sizeof e->channel);
+		pthread_mutex_unlock(&s->pmu);
+		if (hit)
+			return true;
+	}
+	char tid[32];
+	snprintf(tid, sizeof tid, "%lld", (long long)tenant);
+	const char *p[] = {tid, name};
+	PGresult *res;
+	if (!hr_db_query(r->db, "SELECT channel FROM herald.provider_accounts WHERE tenant_id = $1 AND name = $2", 2, p,
+			 &res, err))
+		return false;
+	if (PQntuples(res) == 1)
+		snprintf(channel, 16, "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	if (cacheable && channel[0]) {
+		pthread_mutex_lock(&s->pmu);
+		prov_entry *e = &s->prov[k];
+		e->tenant = tenant;
+		snprintf(e->name, sizeof e->name, "%s", name);
+		memcpy(e->channel, channel, sizeof e->channel);
+		e->until_ms = mono_ms() + s->prov_ms;
+		pthread_mutex_unlock(&s->pmu);
+	}
+	return true;
+}
+
+bool api_provider_check(api_req *r, const char *base, const char *name, const char *channel)
+{
+	char have[16];
+	hr_err err = {0};
+	if (!api_provider_channel(r, name, have, &err)) {
+		api_problem_err(r, &err);
+		return false;
+	}
+	if (have[0] && strcmp(have, channel) == 0)
+		return true;
+	jv v;
+	jv_init(&v);
+	jv_add(&v, base, "provider", have[0] ? "this account serves another channel" : "no such provider account");
+	api_problem_invalid(r, v.errors);
+	return false;
+}
+
+void api_provider_forget(api_req *r, int64_t tenant_id)
+{
+	api_server *s = r->srv;
+	pthread_mutex_lock(&s->pmu);
+	for (size_t i = 0; i < PROV_SLOTS; i++)
+		if (s->prov[i].tenant == tenant_id)
+			s->prov[i].tenant = 0;
+	pthread_mutex_unlock(&s->pmu);
 }
 
 /* ---- the connection pool ---- */
@@ -296,7 +402,62 @@ static bool authenticate(api_req *r)
 	return true;
 }
 
-/* Tenant routes: which tenant, its settings, then (begin) the request's transaction. */
+/* SET LOCAL ROLE / search_path to the tenant's, after prefix (SQL). */
+static bool tenant_act(PGconn *c, const hr_tenant *t, const char *prefix, hr_err *err)
+{
+	char *qs = hr_db_ident(c, t->schema), *qr = hr_db_ident(c, t->role);
+	char *sql = hr_sprintf("%sSET LOCAL ROLE %s; SET LOCAL search_path TO %s", prefix, qr, qs);
+	bool ok = hr_db_exec(c, sql, err);
+	hr_free(sql);
+	hr_free(qs);
+	hr_free(qr);
+	return ok;
+}
+
+/*
+ * The tenant's settings into r->tenant_settings (left NULL when the tenant
+ * is not active); with begin, in a new transaction, and with act also acting
+ * as the tenant (hr_db_tenant_begin) -- all in one round trip, as one
+ * simple-protocol string (the id is a number, the names are quoted).
+ */
+static bool tenant_open(api_req *r, bool begin, bool act, hr_err *err)
+{
+	char *qs = hr_db_ident(r->db, r->tenant.schema), *qr = hr_db_ident(r->db, r->tenant.role);
+	char *sql = hr_sprintf("%sSELECT settings, status FROM herald.tenants WHERE id = %lld%s%s%s%s",
+			       begin ? "BEGIN; " : "", (long long)r->tenant.id, act ? "; SET LOCAL ROLE " : "",
+			       act ? qr : "", act ? "; SET LOCAL search_path TO " : "", act ? qs : "");
+	hr_free(qs);
+	hr_free(qr);
+	bool ok = PQsendQuery(r->db, sql) == 1;
+	hr_free(sql);
+	if (!ok)
+		return hr_db_fail(r->db, NULL, "query failed", err);
+	PGresult *res;
+	while ((res = PQgetResult(r->db))) {
+		ExecStatusType st = PQresultStatus(res);
+		if (st == PGRES_TUPLES_OK && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 1), "active") == 0 &&
+		    !r->tenant_settings) {
+			r->tenant_settings = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+			if (!r->tenant_settings)
+				r->tenant_settings = json_object();
+		} else if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && ok) {
+			ok = hr_db_fail(r->db, res, "query failed", err);
+		}
+		PQclear(res);
+	}
+	if (!ok) {
+		json_decref(r->tenant_settings);
+		r->tenant_settings = NULL;
+	}
+	return ok;
+}
+
+/*
+ * Tenant routes: which tenant, its settings, then (begin) the request's
+ * transaction acting as the tenant.  Without a pre hook that is one round
+ * trip (tenant_open); with one, pre runs in the transaction before it acts
+ * as the tenant, then a second round trip switches role and schema.
+ */
 static bool enter_tenant(api_req *r, bool begin)
 {
 	hr_err err = {0};
@@ -315,36 +476,36 @@ static bool enter_tenant(api_req *r, bool begin)
 			api_problem_err(r, &err);
 		return false;
 	}
-	char id[32];
-	snprintf(id, sizeof id, "%lld", (long long)r->tenant.id);
-	const char *p[] = {id};
-	PGresult *res;
-	if (!hr_db_query(r->db, "SELECT settings, status FROM herald.tenants WHERE id = $1", 1, p, &res, &err)) {
+	if (!tenant_open(r, begin, begin && !r->route->pre, &err)) {
 		api_problem_err(r, &err);
 		return false;
 	}
-	bool found = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 1), "active") == 0;
-	if (found)
-		r->tenant_settings = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
-	PQclear(res);
-	if (!found) {
+	if (!r->tenant_settings) {
 		api_problem(r, 404, "not-found", "Not found", "no such tenant", NULL);
 		return false;
 	}
-	if (!r->tenant_settings)
-		r->tenant_settings = json_object();
 	if (!begin)
 		return true;
 	if (r->route->pre) {
+		/* in the transaction, before it acts as the tenant: pre reads the control schema */
 		r->route->pre(r);
 		if (r->status)
 			return false;
-	}
-	if (!hr_db_tenant_begin(r->db, r->tenant.schema, r->tenant.role, &err)) {
-		api_problem_err(r, &err);
-		return false;
+		if (!tenant_act(r->db, &r->tenant, "", &err)) {
+			api_problem_err(r, &err);
+			return false;
+		}
 	}
 	return true;
+}
+
+/* After a COMMIT: the wake-ups the handler asked for (notify.h). */
+static void announce(api_req *r)
+{
+	if (r->notify_outbox)
+		api_notify(r->srv->notifier, API_NOTIFY_OUTBOX, r->tenant.id);
+	if (r->notify_events)
+		api_notify(r->srv->notifier, API_NOTIFY_EVENTS, r->tenant.id);
 }
 
 static void run(api_req *r, const upload *u)
@@ -382,6 +543,8 @@ static void run(api_req *r, const upload *u)
 				hr_err err = {0};
 				if ((r->status < 400 || r->keep_writes) && !hr_db_commit(r->db, &err))
 					api_problem_err(r, &err);
+				else if (r->status < 400)
+					announce(r);
 			}
 		}
 	}
@@ -605,12 +768,15 @@ bool api_server_start(const hr_config *cfg, const char *dsn, const hr_migration_
 	s->busy = hr_calloc((size_t)s->nconn, sizeof *s->busy);
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
+	pthread_mutex_init(&s->pmu, NULL);
+	s->prov_ms = hr_config_int(cfg, "api_key_cache_ms");
+	s->prov = hr_calloc(PROV_SLOTS, sizeof *s->prov);
 	s->keys = api_keys_new(hr_config_int(cfg, "api_key_cache_ms"), hr_config_int(cfg, "api_key_rps"));
 	hr_err kerr = {0};
 	s->have_master = hr_master_key_load(cfg, s->master, &kerr);
 	if (!s->have_master)
 		hr_info("api: no master key (%s); provider endpoints answer 503", kerr.msg);
-	if (!pool_open(s, err))
+	if (!pool_open(s, err) || !api_notifier_start(s->dsn, &s->notifier, err))
 		goto fail;
 	if (s->have_master && !api_webhooks_start(cfg, s->dsn, s->master, &s->hooks, err))
 		goto fail;
@@ -652,6 +818,8 @@ void api_server_stop(api_server *s)
 	if (s->d)
 		MHD_stop_daemon(s->d);
 	api_webhooks_stop(s->hooks);
+	/* after the daemon: every request that committed has queued its wake-up */
+	api_notifier_stop(s->notifier);
 	for (int i = 0; i < s->nconn; i++)
 		if (s->conn[i])
 			PQfinish(s->conn[i]);
@@ -659,6 +827,8 @@ void api_server_stop(api_server *s)
 	hr_free(s->busy);
 	pthread_mutex_destroy(&s->mu);
 	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->pmu);
+	hr_free(s->prov);
 	api_keys_free(s->keys);
 	hr_free(s->dsn);
 	hr_free(s);

@@ -682,18 +682,10 @@ void templates_test_pre(api_req *r)
 		return;
 	}
 	jv_free(&v);
-	char tid[32];
-	snprintf(tid, sizeof tid, "%lld", (long long)r->tenant.id);
-	const char *p[] = {tid, m->provider};
-	PGresult *res;
-	if (!hr_db_query(r->db, "SELECT channel FROM herald.provider_accounts WHERE tenant_id = $1 AND name = $2", 2,
-			 p, &res, &err)) {
+	if (!api_provider_channel(r, m->provider, m->account_channel, &err)) {
 		api_problem_err(r, &err);
 		return;
 	}
-	if (PQntuples(res) == 1)
-		snprintf(m->account_channel, sizeof m->account_channel, "%s", PQgetvalue(res, 0, 0));
-	PQclear(res);
 	if (!m->account_channel[0]) {
 		jv_init(&v);
 		jv_add(&v, "", "provider", "no such provider account");

@@ -262,6 +262,7 @@ void tenants_provider_put(api_req *r)
 		api_problem_err(r, &err);
 		return;
 	}
+	api_provider_forget(r, t.id); /* committed (autocommit): sends see the change at once */
 	json_t *out = json_pack("{s:s, s:s, s:s, s:b}", "name", r->param[1], "channel", channel, "transport",
 				transport, "has_secret", secret != NULL);
 	json_object_set_new(out, "rate_per_s", has_rate ? json_integer(rate) : json_null());

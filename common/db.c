@@ -95,6 +95,48 @@ bool hr_db_query(PGconn *c, const char *sql, int nparams, const char *const *par
 	return true;
 }
 
+bool hr_db_pipeline(PGconn *c, hr_db_stmt *s, int n, hr_err *err)
+{
+	for (int i = 0; i < n; i++)
+		s[i].res = NULL;
+	if (PQenterPipelineMode(c) != 1)
+		return hr_db_fail(c, NULL, "pipeline failed", err);
+	bool ok = true;
+	int sent = 0;
+	while (sent < n && PQsendQueryParams(c, s[sent].sql, s[sent].nparams, NULL, s[sent].params, NULL, NULL, 0) == 1)
+		sent++;
+	if (sent < n)
+		ok = hr_db_fail(c, NULL, "query failed", err);
+	if (PQpipelineSync(c) != 1 && ok)
+		ok = hr_db_fail(c, NULL, "pipeline failed", err);
+	/* Each statement's result, then NULL; after them the sync's. */
+	for (int i = 0; i < sent; i++) {
+		PGresult *r;
+		while ((r = PQgetResult(c))) {
+			ExecStatusType st = PQresultStatus(r);
+			if (st == PGRES_TUPLES_OK && !s[i].res) {
+				s[i].res = r;
+				continue;
+			}
+			if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && ok)
+				ok = hr_db_fail(c, st == PGRES_PIPELINE_ABORTED ? NULL : r, "query failed", err);
+			PQclear(r);
+		}
+	}
+	PGresult *r;
+	while ((r = PQgetResult(c)) && PQresultStatus(r) != PGRES_PIPELINE_SYNC)
+		PQclear(r);
+	PQclear(r);
+	if (PQexitPipelineMode(c) != 1 && ok)
+		ok = hr_db_fail(c, NULL, "pipeline failed", err);
+	if (!ok)
+		for (int i = 0; i < n; i++) {
+			PQclear(s[i].res);
+			s[i].res = NULL;
+		}
+	return ok;
+}
+
 char *hr_db_ident(PGconn *c, const char *name)
 {
 	char *q = PQescapeIdentifier(c, name, strlen(name));

@@ -40,6 +40,22 @@ bool hr_db_exec(PGconn *c, const char *sql, hr_err *err) HR_MUST_CHECK;
 bool hr_db_query(PGconn *c, const char *sql, int nparams, const char *const *params,
 		 PGresult **res, hr_err *err) HR_MUST_CHECK;
 
+/*
+ * Several parameterised statements in one round trip (libpq pipeline mode),
+ * for statements that do not depend on each other's results.  Each
+ * statement's rows go to its res (NULL for a statement that returned none,
+ * or that did not run); the caller PQclear()s them.  On failure the first
+ * error is in err, the statements after the failing one did not run, and an
+ * open transaction is aborted (roll it back).
+ */
+typedef struct hr_db_stmt {
+	const char *sql;
+	int nparams;
+	const char *const *params;
+	PGresult *res; /* out */
+} hr_db_stmt;
+bool hr_db_pipeline(PGconn *c, hr_db_stmt *s, int n, hr_err *err) HR_MUST_CHECK;
+
 /* Fill err from a failed result (or from the connection when res is NULL). */
 bool hr_db_fail(PGconn *c, const PGresult *res, const char *what, hr_err *err);
 

@@ -87,14 +87,15 @@ bool hr_outbox_enqueue(PGconn *c, int64_t tenant_id, const hr_outbox_batch *b,
 	snprintf(tid, sizeof tid, "%lld", (long long)tenant_id);
 	const char *p[] = {b->channel, b->lane, b->template_id ? tpl : NULL, b->template_id ? ver : NULL,
 			   b->content, b->provider, b->origin, b->origin_id ? oid : NULL, b->due_at,
-			   addrs, ids, data, b->idempotency_key, tid};
+			   addrs, ids, data, b->idempotency_key, b->no_notify ? NULL : tid};
 	PGresult *r;
 	bool ok = hr_db_query(c,
 			      "WITH ins AS (INSERT INTO outbox (channel, lane, template_id, template_version, "
 			      "content, provider, origin, origin_id, due_at, addresses, contact_ids, data, "
 			      "idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9::timestamptz, "
 			      "now()), $10, $11, $12, $13) RETURNING id) "
-			      "SELECT id * 4096, pg_notify('herald_outbox', $14) FROM ins",
+			      "SELECT id * 4096, CASE WHEN $14::text IS NOT NULL THEN pg_notify('herald_outbox', $14) END "
+			      "FROM ins",
 			      14, p, &r, err);
 	hr_free(addrs);
 	hr_free(ids);

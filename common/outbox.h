@@ -7,6 +7,7 @@
  * batch_id * HR_OUTBOX_MAX + i.  Enqueueing is one INSERT plus a NOTIFY on
  * channel `herald_outbox` with the tenant id, in the caller's transaction, so
  * the scheduler hears of committed work at once and never polls idle tenants.
+ * (Unless no_notify: then the caller must NOTIFY after its COMMIT.)
  *
  * The connection must be inside hr_db_tenant_begin() for the tenant.
  */
@@ -37,6 +38,8 @@ typedef struct hr_outbox_batch {
 	const char *const *addresses;
 	const int64_t *contact_ids; /* NULL = none; 0 entries = no contact */
 	const char *const *data;    /* JSON object text per message, or NULL */
+	bool no_notify;             /* the caller announces the batch after its commit
+				     * (herald-api, api/notify.h), not in the transaction */
 } hr_outbox_batch;
 
 /* Insert one batch; *first_message_id receives the id of its message 0. */
