@@ -81,8 +81,9 @@ typedef struct api_route {
 	bool send_ok;         /* a tenant `send` key may call it (messages and events) */
 	bool body;            /* expects a JSON object body */
 	api_handler fn;
-	/* optional: runs after auth and before the tenant transaction opens, on the
-	 * control schema (e.g. checking a provider account); may set an error */
+	/* optional: runs after auth, first thing in the tenant's transaction, to
+	 * check what the body names in the control schema (provider accounts, with
+	 * api_provider_check); may set an error (then nothing is written) */
 	api_handler pre;
 	/* optional: the body is streamed to these instead (see api_stream) */
 	const api_stream *stream;
@@ -122,6 +123,7 @@ struct api_req {
 	int retry_after;             /* 429: seconds, 0 = none */
 	bool www_auth;               /* 401: send WWW-Authenticate */
 	bool keep_writes;            /* commit even though the answer is an error (see above) */
+	bool acting;                 /* r->db is in the tenant's transaction, acting as its role */
 	char location[160];          /* 201: Location, "" = none */
 	char *redirect;              /* 302: Location (heap), NULL = none */
 	size_t resp_len;             /* binary responses: bytes of resp (0 = strlen) */
@@ -145,9 +147,9 @@ const uint8_t *api_master_key(const api_req *r);
  * request, and the control-schema round trip was one of the few it made.
  * Only found accounts are cached; PUT .../providers/{name} through this
  * server forgets the tenant's entries at once, a change made elsewhere
- * (heraldctl) is seen within api_key_cache_ms.  Call before the tenant
- * transaction opens (a route's pre) or from agency routes: it reads the
- * control schema on r->db.
+ * (heraldctl) is seen within api_key_cache_ms.  A route's pre hook and agency routes may call it: it reads the control
+ * schema on r->db (in a tenant transaction, stepping out of the tenant's
+ * role for that read).
  */
 /* The channel of r's tenant's account `name` in channel[16], "" if there is none. */
 bool api_provider_channel(api_req *r, const char *name, char channel[16], hr_err *err) HR_MUST_CHECK;

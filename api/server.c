@@ -8,9 +8,9 @@
  * Each request borrows one of as many PostgreSQL connections for its whole
  * life, so a request never waits for a connection while holding a thread.
  * A tenant request's round trips: one that begins the transaction, reads the
- * tenant's settings and switches to its role and schema (a route with a pre
- * hook: pre between the read and the switch, on the provider cache below),
- * the handler's own statements, COMMIT.  Wake-ups for the scheduler go after
+ * tenant's settings and switches to its role and schema (a route's pre hook
+ * then checks provider accounts on the cache below), the handler's own
+ * statements, COMMIT.  Wake-ups for the scheduler go after
  * the COMMIT through notify.c, never inside the transaction.
  * Keep-alive is MHD's default for HTTP/1.1.  Bodies over api_max_body are
  * refused with 413 (at once when Content-Length says so, else as soon as the
@@ -161,10 +161,24 @@ bool api_provider_channel(api_req *r, const char *name, char channel[16], hr_err
 	char tid[32];
 	snprintf(tid, sizeof tid, "%lld", (long long)tenant);
 	const char *p[] = {tid, name};
-	PGresult *res;
-	if (!hr_db_query(r->db, "SELECT channel FROM herald.provider_accounts WHERE tenant_id = $1 AND name = $2", 2, p,
-			 &res, err))
+	/*
+	 * In a tenant transaction (a pre hook) the connection acts as the tenant,
+	 * whose role cannot read the control schema: step out of the role for
+	 * this one read and back in, in the same round trip.
+	 */
+	char *back = r->acting ? hr_db_ident(r->db, r->tenant.role) : NULL;
+	char *again = back ? hr_sprintf("SET LOCAL ROLE %s", back) : NULL;
+	hr_db_stmt q[] = {
+		{"SET LOCAL ROLE NONE", 0, NULL, NULL},
+		{"SELECT channel FROM herald.provider_accounts WHERE tenant_id = $1 AND name = $2", 2, p, NULL},
+		{again, 0, NULL, NULL},
+	};
+	bool ok = back ? hr_db_pipeline(r->db, q, 3, err) : hr_db_query(r->db, q[1].sql, 2, p, &q[1].res, err);
+	hr_free(back);
+	hr_free(again);
+	if (!ok)
 		return false;
+	PGresult *res = q[1].res;
 	if (PQntuples(res) == 1)
 		snprintf(channel, 16, "%s", PQgetvalue(res, 0, 0));
 	PQclear(res);
@@ -402,18 +416,6 @@ static bool authenticate(api_req *r)
 	return true;
 }
 
-/* SET LOCAL ROLE / search_path to the tenant's, after prefix (SQL). */
-static bool tenant_act(PGconn *c, const hr_tenant *t, const char *prefix, hr_err *err)
-{
-	char *qs = hr_db_ident(c, t->schema), *qr = hr_db_ident(c, t->role);
-	char *sql = hr_sprintf("%sSET LOCAL ROLE %s; SET LOCAL search_path TO %s", prefix, qr, qs);
-	bool ok = hr_db_exec(c, sql, err);
-	hr_free(sql);
-	hr_free(qs);
-	hr_free(qr);
-	return ok;
-}
-
 /*
  * The tenant's settings into r->tenant_settings (left NULL when the tenant
  * is not active); with begin, in a new transaction, and with act also acting
@@ -454,9 +456,10 @@ static bool tenant_open(api_req *r, bool begin, bool act, hr_err *err)
 
 /*
  * Tenant routes: which tenant, its settings, then (begin) the request's
- * transaction acting as the tenant.  Without a pre hook that is one round
- * trip (tenant_open); with one, pre runs in the transaction before it acts
- * as the tenant, then a second round trip switches role and schema.
+ * transaction acting as the tenant -- one round trip (tenant_open).  A pre
+ * hook then runs in that transaction; its reads of the control schema go
+ * through api_provider_channel, which steps out of the tenant's role for
+ * them (and is served from its cache most of the time).
  */
 static bool enter_tenant(api_req *r, bool begin)
 {
@@ -476,7 +479,7 @@ static bool enter_tenant(api_req *r, bool begin)
 			api_problem_err(r, &err);
 		return false;
 	}
-	if (!tenant_open(r, begin, begin && !r->route->pre, &err)) {
+	if (!tenant_open(r, begin, begin, &err)) {
 		api_problem_err(r, &err);
 		return false;
 	}
@@ -486,15 +489,12 @@ static bool enter_tenant(api_req *r, bool begin)
 	}
 	if (!begin)
 		return true;
+	r->acting = true;
 	if (r->route->pre) {
-		/* in the transaction, before it acts as the tenant: pre reads the control schema */
+		/* its control-schema reads go through api_provider_channel (steps out of the role) */
 		r->route->pre(r);
 		if (r->status)
 			return false;
-		if (!tenant_act(r->db, &r->tenant, "", &err)) {
-			api_problem_err(r, &err);
-			return false;
-		}
 	}
 	return true;
 }
