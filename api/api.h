@@ -81,8 +81,8 @@ typedef struct api_route {
 	bool send_ok;         /* a tenant `send` key may call it (messages and events) */
 	bool body;            /* expects a JSON object body */
 	api_handler fn;
-	/* optional: runs after auth, first thing in the tenant's transaction, to
-	 * check what the body names in the control schema (provider accounts, with
+	/* optional: runs after auth, in the tenant's transaction before it acts as
+	 * the tenant, on the control schema (e.g. provider accounts, with
 	 * api_provider_check); may set an error (then nothing is written) */
 	api_handler pre;
 	/* optional: the body is streamed to these instead (see api_stream) */

@@ -8,9 +8,9 @@
  * Each request borrows one of as many PostgreSQL connections for its whole
  * life, so a request never waits for a connection while holding a thread.
  * A tenant request's round trips: one that begins the transaction, reads the
- * tenant's settings and switches to its role and schema (a route's pre hook
- * then checks provider accounts on the cache below), the handler's own
- * statements, COMMIT.  Wake-ups for the scheduler go after
+ * tenant's settings and switches to its role and schema (with a pre hook:
+ * pre between the read and a second round trip for the switch; provider
+ * accounts come from the cache below), the handler's own statements, COMMIT.  Wake-ups for the scheduler go after
  * the COMMIT through notify.c, never inside the transaction.
  * Keep-alive is MHD's default for HTTP/1.1.  Bodies over api_max_body are
  * refused with 413 (at once when Content-Length says so, else as soon as the
@@ -456,10 +456,10 @@ static bool tenant_open(api_req *r, bool begin, bool act, hr_err *err)
 
 /*
  * Tenant routes: which tenant, its settings, then (begin) the request's
- * transaction acting as the tenant -- one round trip (tenant_open).  A pre
- * hook then runs in that transaction; its reads of the control schema go
- * through api_provider_channel, which steps out of the tenant's role for
- * them (and is served from its cache most of the time).
+ * transaction acting as the tenant -- one round trip (tenant_open).  A
+ * route with a pre hook: pre runs in the transaction before it acts as the
+ * tenant (pre hooks read the control schema: provider accounts, prices),
+ * then a second round trip switches role and schema.
  */
 static bool enter_tenant(api_req *r, bool begin)
 {
@@ -479,7 +479,7 @@ static bool enter_tenant(api_req *r, bool begin)
 			api_problem_err(r, &err);
 		return false;
 	}
-	if (!tenant_open(r, begin, begin, &err)) {
+	if (!tenant_open(r, begin, begin && !r->route->pre, &err)) {
 		api_problem_err(r, &err);
 		return false;
 	}
@@ -489,13 +489,23 @@ static bool enter_tenant(api_req *r, bool begin)
 	}
 	if (!begin)
 		return true;
-	r->acting = true;
 	if (r->route->pre) {
-		/* its control-schema reads go through api_provider_channel (steps out of the role) */
+		/* in the transaction, before it acts as the tenant: pre may read the control schema */
 		r->route->pre(r);
 		if (r->status)
 			return false;
+		char *qs = hr_db_ident(r->db, r->tenant.schema), *qr = hr_db_ident(r->db, r->tenant.role);
+		char *sql = hr_sprintf("SET LOCAL ROLE %s; SET LOCAL search_path TO %s", qr, qs);
+		bool ok = hr_db_exec(r->db, sql, &err);
+		hr_free(sql);
+		hr_free(qs);
+		hr_free(qr);
+		if (!ok) {
+			api_problem_err(r, &err);
+			return false;
+		}
 	}
+	r->acting = true;
 	return true;
 }
 
