@@ -178,6 +178,9 @@ static int64_t low_water(const tenant *t)
 	for (int i = 0; i < t->nfuture; i++)
 		if (t->future[i].id < low)
 			low = t->future[i].id;
+	for (int i = 0; i < t->ngaps; i++) /* ids a transaction may still commit (store.c) */
+		if (t->gaps[i].lo < low)
+			low = t->gaps[i].lo;
 	return low;
 }
 
@@ -865,6 +868,15 @@ static void load_all(sched *s)
 			if (!t->active || !serving(s, t))
 				continue;
 			int room = s->max_loaded - t->loaded;
+			if (t->gaps_ended) { /* otherwise only a batch's end tells the lander */
+				t->gaps_ended = false;
+				landed m = {.t = t, .low_water = true, .message_id = low_water(t)};
+				out_push(t, &m);
+			}
+			/* Gaps are read again each second even unannounced: a commit whose
+			 * NOTIFY was lost, and so that ended transactions' gaps are dropped. */
+			if (t->ngaps > 0 && now_ms() - t->gaps_checked_ms >= 1000)
+				t->need_load = true;
 			if (!(t->need_load || t->more_rows || t->ndue > 0)) /* room <= 0: transactional only */
 				continue;
 			hr_err err = {0};
@@ -925,6 +937,7 @@ static void hook_taken(void *arg, int shard)
 			hr_warn("scheduler: tenant=%s: taking it over: %s; recovering from the start", t->slug,
 				err.msg);
 			t->last_seen = 0;
+			t->ngaps = 0;
 			t->recover_until = INT64_MAX;
 			t->recovering = t->need_load = true;
 		}
@@ -987,7 +1000,7 @@ static void hook_released(void *arg, int shard)
 			}
 			t->loaded = 0;
 			t->nretry = 0; /* waiting retries start over with the next owner */
-			t->ndue = t->duehead = t->ndue_tx = t->nfuture = 0;
+			t->ndue = t->duehead = t->ndue_tx = t->nfuture = t->ngaps = 0;
 			t->need_load = t->more_rows = t->recovering = false;
 		}
 }

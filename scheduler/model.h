@@ -71,6 +71,17 @@ typedef struct retry_item {
 	int idx;
 } retry_item;
 
+/* Outbox ids below last_seen that no header read has shown yet: a transaction
+ * that took them from the sequence had not committed when a later id was read
+ * (store.c, apply_headers).  Kept, and read again, until every transaction that
+ * could hold them has ended. */
+#define ID_GAPS_MAX 32
+typedef struct id_gap {
+	int64_t lo, hi;           /* the ids lo..hi */
+	int64_t xmax;             /* the reading snapshot's xmax when it was found */
+	int64_t found_ms;
+} id_gap;
+
 typedef struct tenant {
 	uint32_t id;
 	int64_t agency_id;
@@ -82,6 +93,10 @@ typedef struct tenant {
 	int64_t notified_us;      /* sched_trace: wall time of the first NOTIFY not yet acted on */
 	bool recovering;          /* rows loaded so far may already have results */
 	int64_t last_seen;        /* highest outbox id whose header was read */
+	id_gap gaps[ID_GAPS_MAX]; /* ids below last_seen not read yet */
+	int ngaps;
+	int64_t gaps_checked_ms;  /* last header read that looked at the gaps */
+	bool gaps_ended;          /* a gap ended: the low water may move (dispatch.c) */
 	int64_t *due_ids;         /* FIFO of due batch ids not yet materialised */
 	uint8_t *due_tx;          /* parallel to due_ids: 1 = transactional lane (loaded first) */
 	int ndue, capdue, duehead, ndue_tx; /* ndue_tx: transactional ids among them */

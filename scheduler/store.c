@@ -93,6 +93,7 @@ static bool tenant_start(sched *s, tenant *t, hr_err *err)
 	int64_t max = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
 	PQclear(r);
 	t->last_seen = low > 0 ? low - 1 : 0;
+	t->ngaps = 0; /* reading from the low water covers them */
 	t->recover_until = max;
 	t->recovering = max > t->last_seen;
 	t->need_load = t->recovering;
@@ -150,7 +151,7 @@ bool store_tenant_take(sched *s, tenant *t, hr_err *err)
 {
 	/* Whatever this scheduler knew of t is stale: another may have served it since. */
 	t->last_seen = t->recover_until = 0;
-	t->ndue = t->duehead = t->ndue_tx = t->nfuture = 0;
+	t->ndue = t->duehead = t->ndue_tx = t->nfuture = t->ngaps = 0;
 	t->more_rows = false;
 	return tenant_start(s, t, err);
 }
@@ -289,21 +290,98 @@ int64_t store_promote_future(tenant *t, int64_t now)
 	return t->nfuture ? t->future[0].due_ms : 0;
 }
 
-/* Phase 1: the headers after last_seen (HEADERS_SQL's rows) go to the FIFO or the future heap. */
+/*
+ * Phase 1: the headers after last_seen (HEADERS_SQL's rows) go to the FIFO or
+ * the future heap.
+ *
+ * Ids come from a sequence when a row is inserted, but transactions commit in
+ * any order: when id 11 is read, id 10 may belong to a transaction still open
+ * (an API send, a campaign run inserting for seconds).  Passing it by would
+ * lose it -- and the low water would pass it too.  So a hole below a new id
+ * is kept as a gap, read again by every header read (its transaction NOTIFYs
+ * when it commits), and the low water stays below it.  A gap is dropped once
+ * the reading snapshot's xmin has reached the xmax of the snapshot that found
+ * it -- every transaction that could have held those ids then has ended (a
+ * rollback, or ids a failed statement took) -- and at least GAP_GRACE_MS
+ * later: the sequence is read just before the inserting transaction takes its
+ * xid, and the grace covers that instant.
+ */
 #define HEADERS_LIMIT 2000
+#define GAP_GRACE_MS 10000
+
+static void gap_take(tenant *t, int64_t id)
+{
+	for (int g = 0; g < t->ngaps; g++) {
+		id_gap *p = &t->gaps[g];
+		if (id < p->lo || id > p->hi)
+			continue;
+		if (p->lo == p->hi) {
+			t->gaps[g] = t->gaps[--t->ngaps];
+		} else if (id == p->lo) {
+			p->lo++;
+		} else if (id == p->hi) {
+			p->hi--;
+		} else if (t->ngaps < ID_GAPS_MAX) {
+			t->gaps[t->ngaps] = *p;
+			t->gaps[t->ngaps++].lo = id + 1;
+			p->hi = id - 1;
+		} else {
+			p->hi = id - 1; /* no room to split: the upper part is read again as ids > last_seen */
+			return;
+		}
+		return;
+	}
+}
+
+/* " OR id BETWEEN lo AND hi" for every gap: HEADERS_SQL's $2. */
+static char *gaps_sql(const tenant *t)
+{
+	size_t cap = 1 + (size_t)t->ngaps * 64, len = 0;
+	char *out = hr_malloc(cap);
+	out[0] = '\0';
+	for (int g = 0; g < t->ngaps; g++)
+		len += (size_t)snprintf(out + len, cap - len, " OR id BETWEEN %lld AND %lld", (long long)t->gaps[g].lo,
+					(long long)t->gaps[g].hi);
+	return out;
+}
+
 static void apply_headers(tenant *t, PGresult *r)
 {
-	int n = PQntuples(r);
+	int n = PQntuples(r), rows = 0;
+	int64_t now = now_ms();
+	int64_t xmin = n > 0 ? strtoll(PQgetvalue(r, 0, 4), NULL, 10) : 0;
+	int64_t xmax = n > 0 ? strtoll(PQgetvalue(r, 0, 5), NULL, 10) : 0;
+	bool full = false;
 	for (int i = 0; i < n; i++) {
+		if (PQgetisnull(r, i, 0))
+			continue;
+		rows++;
 		int64_t id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+		if (id <= t->last_seen) {
+			gap_take(t, id); /* a late commit inside a gap */
+		} else if (id > t->last_seen + 1) {
+			if (t->ngaps == ID_GAPS_MAX) {
+				full = true; /* stop before the hole: read from here again once a gap ends */
+				break;
+			}
+			t->gaps[t->ngaps++] = (id_gap){t->last_seen + 1, id - 1, xmax, now};
+		}
 		bool tx = strcmp(PQgetvalue(r, i, 3), "t") == 0;
 		if (strcmp(PQgetvalue(r, i, 2), "t") == 0)
 			push_due(t, id, tx);
 		else
 			push_future(t, strtoll(PQgetvalue(r, i, 1), NULL, 10), id, tx);
-		t->last_seen = id;
+		if (id > t->last_seen)
+			t->last_seen = id;
 	}
-	t->more_rows = n == HEADERS_LIMIT;
+	for (int g = 0; g < t->ngaps;)
+		if (xmin >= t->gaps[g].xmax && now - t->gaps[g].found_ms >= GAP_GRACE_MS) {
+			t->gaps[g] = t->gaps[--t->ngaps];
+			t->gaps_ended = true;
+		} else
+			g++;
+	t->gaps_checked_ms = now;
+	t->more_rows = rows == HEADERS_LIMIT || full;
 }
 
 /*
@@ -598,9 +676,14 @@ static void bulk_poll(sched *s)
  */
 #define TX_SLOTS 2
 #define TX_BATCHES_MAX 64
+/* $1 = last_seen, $2 = the gaps' ranges (" OR id BETWEEN lo AND hi ..."); always one
+ * row at least, for the snapshot's xmin and xmax (columns 4, 5; id NULL = no row). */
 #define HEADERS_SQL                                                                                         \
-	"SELECT id, (extract(epoch FROM due_at) * 1000)::bigint, due_at <= now(), lane = 'transactional' "    \
-	"FROM outbox WHERE id > $1 ORDER BY id LIMIT 2000"
+	"SELECT o.id, o.ms, o.due, o.tx, pg_snapshot_xmin(pg_current_snapshot())::text, "                    \
+	"pg_snapshot_xmax(pg_current_snapshot())::text FROM (SELECT 1) one LEFT JOIN LATERAL ("              \
+	"SELECT id, (extract(epoch FROM due_at) * 1000)::bigint AS ms, due_at <= now() AS due, "              \
+	"lane = 'transactional' AS tx FROM outbox WHERE id > $1$2 ORDER BY id LIMIT 2000) o ON true "        \
+	"ORDER BY o.id"
 /* $1 = last_seen, $2 = FIFO ids (array literal), then the LIMIT and the recovery bound are appended. */
 #define TX_IDS_SQL                                                                                          \
 	"WITH ids AS (SELECT id FROM outbox WHERE lane = 'transactional' AND due_at <= now() AND "           \
@@ -661,7 +744,9 @@ static bool tx_send(sched *s, struct tx_slot *k, tenant *t, bool headers, int li
 	snprintf(recover, sizeof recover, "%lld", t->recovering ? (long long)t->recover_until : 0LL);
 	char *qs = hr_db_ident(k->db, t->schema), *qr = hr_db_ident(k->db, t->role);
 	char *ids = bind2(TX_IDS_SQL, after, fifo);
-	char *hq = headers ? bind2(HEADERS_SQL, after, "") : hr_strdup("SELECT 1 WHERE false");
+	char *gq = gaps_sql(t);
+	char *hq = headers ? bind2(HEADERS_SQL, after, gq) : hr_strdup("SELECT 1 WHERE false");
+	hr_free(gq);
 	char *rq = bind2(TX_ROWS_SQL, recover, "");
 	char *sql = hr_sprintf("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL ROLE %s; "
 			       "SET LOCAL search_path TO %s; %s; %s%d) " TX_HEADER_SQL "; %s%d) %s; ROLLBACK",

@@ -17,6 +17,7 @@
 #include "alloc.h"
 #include "db.h"
 #include "harness.h"
+#include "outbox.h"
 #include "providers.h"
 #include "psim.h"
 #include "stack.h"
@@ -101,6 +102,74 @@ START_TEST(sigkill_worker_then_scheduler_in_a_100k_run)
 END_TEST
 
 /* Largest number of receipts of `account` in any 1-s sliding window. */
+/* One SMS batch on connection c, in a transaction left open (tenant 0). */
+static int64_t enqueue_open(fixture *f, PGconn *c)
+{
+	hr_err err = {0};
+	const char *addr[] = {"+15550000999"};
+	hr_outbox_batch b = {.channel = "sms", .lane = "transactional", .content = "{\"text\":\"late\"}",
+			     .provider = "sms", .origin = "test", .n = 1, .addresses = addr};
+	int64_t first = 0;
+	ck_assert(hr_db_tenant_begin(c, f->t[0].schema, f->t[0].role, &err));
+	ck_assert_msg(hr_outbox_enqueue(c, (int64_t)f->t[0].id, &b, &first, &err), "%s", err.msg);
+	return first;
+}
+
+/*
+ * Outbox ids are taken when a row is inserted; transactions commit in any
+ * order.  A send whose transaction commits after a later id was read and sent
+ * must still be sent, and the low water must not pass it while it is open.
+ * A rolled-back id must not hold the low water back for ever.
+ */
+START_TEST(a_batch_committed_after_a_later_one_is_still_sent)
+{
+	fixture f;
+	fixture_open(&f, 1);
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, NULL, NULL);
+	pid_t w = worker_start(f.dir, "worker-tx", "sms", "transactional", s.ep[0], NULL);
+
+	hr_err err = {0};
+	PGconn *late = NULL, *undone = NULL;
+	ck_assert_msg(hr_db_connect(f.dsn, &late, &err), "%s", err.msg);
+	ck_assert_msg(hr_db_connect(f.dsn, &undone, &err), "%s", err.msg);
+	int64_t late_msg = enqueue_open(&f, late);
+	int64_t undone_msg = enqueue_open(&f, undone);
+	enqueue(&f, 0, "sms", "transactional", 1, "sms"); /* a later id, committed first */
+	wait_results(&f, 1, 30000);
+	ck_assert_int_eq(results(&f, 0), 1);
+	/* Let the scheduler read past the open ids and land the later one's low water. */
+	struct timespec d = {1, 500000000};
+	nanosleep(&d, NULL);
+	char sql[256];
+	snprintf(sql, sizeof sql, "SELECT (low_water <= %lld)::int FROM %%s.dispatch_state", (long long)(late_msg / 4096));
+	ck_assert_int_eq(q(&f, sql, f.t[0].schema), 1);
+
+	ck_assert(hr_db_commit(late, &err));
+	hr_db_rollback(undone);
+	wait_results(&f, 2, 30000);
+	ck_assert_int_eq(results(&f, 0), 2);
+	snprintf(sql, sizeof sql, "SELECT count(*) FROM %%s.results WHERE message_id = %lld AND status = 'sent'",
+		 (long long)late_msg);
+	ck_assert_int_eq(q(&f, sql, f.t[0].schema), 1);
+
+	/* The rolled-back id's gap ends (its transaction is over, plus the grace). */
+	snprintf(sql, sizeof sql, "SELECT (low_water > %lld)::int FROM %%s.dispatch_state",
+		 (long long)(undone_msg / 4096));
+	int64_t deadline = sched_now_ms() + 60000;
+	while (q(&f, sql, f.t[0].schema) == 0 && sched_now_ms() < deadline) {
+		struct timespec p = {0, 200000000};
+		nanosleep(&p, NULL);
+	}
+	ck_assert_int_eq(q(&f, sql, f.t[0].schema), 1);
+	PQfinish(late);
+	PQfinish(undone);
+	ck_assert_int_eq(stop_pid(w, SIGTERM), 0);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	fixture_close(&f);
+}
+END_TEST
+
 static long max_per_second(const char *receipts, const char *account)
 {
 	FILE *fp = fopen(receipts, "r");
@@ -201,6 +270,10 @@ int main(void)
 	TCase *tc = th_tcase("crash");
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, sigkill_worker_then_scheduler_in_a_100k_run);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("order");
+	tcase_set_timeout(tc, 180);
+	tcase_add_test(tc, a_batch_committed_after_a_later_one_is_still_sent);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("faults");
 	tcase_set_timeout(tc, 300);
