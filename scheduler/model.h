@@ -75,7 +75,7 @@ typedef struct retry_item {
  * that took them from the sequence had not committed when a later id was read
  * (store.c, apply_headers).  Kept, and read again, until every transaction that
  * could hold them has ended. */
-#define ID_GAPS_MAX 32
+#define ID_GAPS_MAX 32        /* new gaps; a found id may split one beyond it */
 typedef struct id_gap {
 	int64_t lo, hi;           /* the ids lo..hi */
 	int64_t xmax;             /* the reading snapshot's xmax when it was found */
@@ -93,8 +93,8 @@ typedef struct tenant {
 	int64_t notified_us;      /* sched_trace: wall time of the first NOTIFY not yet acted on */
 	bool recovering;          /* rows loaded so far may already have results */
 	int64_t last_seen;        /* highest outbox id whose header was read */
-	id_gap gaps[ID_GAPS_MAX]; /* ids below last_seen not read yet */
-	int ngaps;
+	id_gap *gaps;             /* ids below last_seen not read yet */
+	int ngaps, capgaps;
 	int64_t gaps_checked_ms;  /* last header read that looked at the gaps */
 	bool gaps_ended;          /* a gap ended: the low water may move (dispatch.c) */
 	int64_t *due_ids;         /* FIFO of due batch ids not yet materialised */

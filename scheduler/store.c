@@ -309,6 +309,15 @@ int64_t store_promote_future(tenant *t, int64_t now)
 #define HEADERS_LIMIT 2000
 #define GAP_GRACE_MS 10000
 
+static void gap_push(tenant *t, id_gap g)
+{
+	if (t->ngaps == t->capgaps) {
+		t->capgaps = t->capgaps ? t->capgaps * 2 : 8;
+		t->gaps = hr_realloc(t->gaps, (size_t)t->capgaps * sizeof *t->gaps);
+	}
+	t->gaps[t->ngaps++] = g;
+}
+
 static void gap_take(tenant *t, int64_t id)
 {
 	for (int g = 0; g < t->ngaps; g++) {
@@ -321,13 +330,11 @@ static void gap_take(tenant *t, int64_t id)
 			p->lo++;
 		} else if (id == p->hi) {
 			p->hi--;
-		} else if (t->ngaps < ID_GAPS_MAX) {
-			t->gaps[t->ngaps] = *p;
-			t->gaps[t->ngaps++].lo = id + 1;
+		} else { /* split: both sides stay gaps (p may move when the array grows) */
+			id_gap upper = *p;
+			upper.lo = id + 1;
 			p->hi = id - 1;
-		} else {
-			p->hi = id - 1; /* no room to split: the upper part is read again as ids > last_seen */
-			return;
+			gap_push(t, upper);
 		}
 		return;
 	}
@@ -360,11 +367,11 @@ static void apply_headers(tenant *t, PGresult *r)
 		if (id <= t->last_seen) {
 			gap_take(t, id); /* a late commit inside a gap */
 		} else if (id > t->last_seen + 1) {
-			if (t->ngaps == ID_GAPS_MAX) {
+			if (t->ngaps >= ID_GAPS_MAX) {
 				full = true; /* stop before the hole: read from here again once a gap ends */
 				break;
 			}
-			t->gaps[t->ngaps++] = (id_gap){t->last_seen + 1, id - 1, xmax, now};
+			gap_push(t, (id_gap){t->last_seen + 1, id - 1, xmax, now});
 		}
 		bool tx = strcmp(PQgetvalue(r, i, 3), "t") == 0;
 		if (strcmp(PQgetvalue(r, i, 2), "t") == 0)

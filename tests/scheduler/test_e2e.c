@@ -130,10 +130,12 @@ START_TEST(a_batch_committed_after_a_later_one_is_still_sent)
 	pid_t w = worker_start(f.dir, "worker-tx", "sms", "transactional", s.ep[0], NULL);
 
 	hr_err err = {0};
-	PGconn *late = NULL, *undone = NULL;
+	PGconn *first = NULL, *late = NULL, *undone = NULL;
+	ck_assert_msg(hr_db_connect(f.dsn, &first, &err), "%s", err.msg);
 	ck_assert_msg(hr_db_connect(f.dsn, &late, &err), "%s", err.msg);
 	ck_assert_msg(hr_db_connect(f.dsn, &undone, &err), "%s", err.msg);
-	int64_t late_msg = enqueue_open(&f, late);
+	int64_t first_msg = enqueue_open(&f, first);
+	int64_t late_msg = enqueue_open(&f, late); /* in the middle of the gap: finding it splits the gap */
 	int64_t undone_msg = enqueue_open(&f, undone);
 	enqueue(&f, 0, "sms", "transactional", 1, "sms"); /* a later id, committed first */
 	wait_results(&f, 1, 30000);
@@ -142,13 +144,19 @@ START_TEST(a_batch_committed_after_a_later_one_is_still_sent)
 	struct timespec d = {1, 500000000};
 	nanosleep(&d, NULL);
 	char sql[256];
-	snprintf(sql, sizeof sql, "SELECT (low_water <= %lld)::int FROM %%s.dispatch_state", (long long)(late_msg / 4096));
+	snprintf(sql, sizeof sql, "SELECT (low_water <= %lld)::int FROM %%s.dispatch_state", (long long)(first_msg / 4096));
 	ck_assert_int_eq(q(&f, sql, f.t[0].schema), 1);
 
 	ck_assert(hr_db_commit(late, &err));
-	hr_db_rollback(undone);
 	wait_results(&f, 2, 30000);
 	ck_assert_int_eq(results(&f, 0), 2);
+	ck_assert(hr_db_commit(first, &err));
+	hr_db_rollback(undone);
+	wait_results(&f, 3, 30000);
+	ck_assert_int_eq(results(&f, 0), 3);
+	snprintf(sql, sizeof sql, "SELECT count(*) FROM %%s.results WHERE message_id = %lld AND status = 'sent'",
+		 (long long)first_msg);
+	ck_assert_int_eq(q(&f, sql, f.t[0].schema), 1);
 	snprintf(sql, sizeof sql, "SELECT count(*) FROM %%s.results WHERE message_id = %lld AND status = 'sent'",
 		 (long long)late_msg);
 	ck_assert_int_eq(q(&f, sql, f.t[0].schema), 1);
@@ -162,6 +170,7 @@ START_TEST(a_batch_committed_after_a_later_one_is_still_sent)
 		nanosleep(&p, NULL);
 	}
 	ck_assert_int_eq(q(&f, sql, f.t[0].schema), 1);
+	PQfinish(first);
 	PQfinish(late);
 	PQfinish(undone);
 	ck_assert_int_eq(stop_pid(w, SIGTERM), 0);
