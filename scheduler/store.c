@@ -606,6 +606,39 @@ static bool bulk_send(sched *s, struct bulk_slot *k, tenant *t, int64_t id, hr_e
 	return ok;
 }
 
+/*
+ * Read what arrived for one asynchronous read (several statements): result i
+ * goes to *keep[i - first] for first <= i < first + n, the others are
+ * cleared.  A failed statement or a broken connection sets *failed and is
+ * logged once.  True when the read is over.
+ */
+static bool read_collect(PGconn *db, const tenant *t, const char *what, int first, int n, PGresult **keep[],
+			 int *nres, bool *failed)
+{
+	if (!PQconsumeInput(db)) {
+		*failed = true;
+		return true;
+	}
+	while (!PQisBusy(db)) {
+		PGresult *r = PQgetResult(db);
+		if (!r)
+			return true;
+		ExecStatusType st = PQresultStatus(r);
+		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !*failed) {
+			*failed = true;
+			hr_err err = {0};
+			hr_db_fail(db, r, what, &err);
+			hr_warn("scheduler: tenant=%s: %s: %s", t->slug, what, err.msg);
+		}
+		if (*nres >= first && *nres < first + n)
+			*keep[*nres - first] = r;
+		else
+			PQclear(r);
+		(*nres)++;
+	}
+	return false;
+}
+
 /* Collect what arrived on every busy slot; add the batches that are complete. */
 static void bulk_poll(sched *s)
 {
@@ -613,32 +646,10 @@ static void bulk_poll(sched *s)
 		struct bulk_slot *k = &bulk[i];
 		if (!k->t)
 			continue;
-		bool done = false;
-		if (!PQconsumeInput(k->db)) {
-			k->failed = done = true;
-		} else {
-			while (!PQisBusy(k->db)) {
-				PGresult *r = PQgetResult(k->db);
-				if (!r) {
-					done = true;
-					break;
-				}
-				ExecStatusType st = PQresultStatus(r);
-				if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !k->failed) {
-					k->failed = true;
-					hr_err err = {0};
-					hr_db_fail(k->db, r, "loading a batch", &err);
-					hr_warn("scheduler: tenant=%s batch=%lld: %s", k->t->slug, (long long)k->id, err.msg);
-				}
-				if (k->nres == 3)
-					k->h = r;
-				else if (k->nres == 4)
-					k->r = r;
-				else
-					PQclear(r);
-				k->nres++;
-			}
-		}
+		char what[48];
+		snprintf(what, sizeof what, "loading batch %lld", (long long)k->id);
+		PGresult **keep[] = {&k->h, &k->r};
+		bool done = read_collect(k->db, k->t, what, 3, 2, keep, &k->nres, &k->failed);
 		if (!done)
 			continue;
 		tenant *t = k->t;
@@ -818,30 +829,8 @@ static void tx_poll(sched *s)
 		struct tx_slot *k = &txs[i];
 		if (!k->t)
 			continue;
-		bool done = false;
-		if (!PQconsumeInput(k->db)) {
-			k->failed = done = true;
-		} else {
-			while (!PQisBusy(k->db)) {
-				PGresult *r = PQgetResult(k->db);
-				if (!r) {
-					done = true;
-					break;
-				}
-				ExecStatusType st = PQresultStatus(r);
-				if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !k->failed) {
-					k->failed = true;
-					hr_err err = {0};
-					hr_db_fail(k->db, r, "reading the outbox", &err);
-					hr_warn("scheduler: tenant=%s: reading the outbox: %s", k->t->slug, err.msg);
-				}
-				if (k->nres >= 3 && k->nres <= 5)
-					k->res[k->nres - 3] = r;
-				else
-					PQclear(r);
-				k->nres++;
-			}
-		}
+		PGresult **keep[] = {&k->res[0], &k->res[1], &k->res[2]};
+		bool done = read_collect(k->db, k->t, "reading the outbox", 3, 3, keep, &k->nres, &k->failed);
 		if (!done)
 			continue;
 		tenant *t = k->t;
