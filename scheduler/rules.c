@@ -395,19 +395,22 @@ static bool ingest(rlane *e, rtenant *t, bool *more, hr_err *err)
 			 "g AS (SELECT id, received_at, lag(id, 1, (SELECT wm FROM w)) OVER (ORDER BY id) AS prev FROM v) "
 			 "SELECT (SELECT wm FROM w), coalesce((SELECT min(prev) FROM g WHERE id <> prev + 1 "
 			 "AND received_at > now() - interval '" GAP_GRACE "'), (SELECT max(id) FROM v), (SELECT wm FROM w)), "
-			 "(SELECT count(*) FROM v)",
+			 "(SELECT count(*) FROM v), (SELECT max(id) FROM v)",
 			 1, pb, &r, err))
 		goto fail;
 	char lo[32], hi[32];
 	snprintf(lo, sizeof lo, "%s", PQgetvalue(r, 0, 0));
 	snprintf(hi, sizeof hi, "%s", PQgetvalue(r, 0, 1));
 	long seen = strtol(PQgetvalue(r, 0, 2), NULL, 10);
+	/* Stopped before a young gap: the events after it are looked at again in
+	 * a second (serve), when the gap has filled or aged. */
+	bool gap = seen > 0 && strcmp(hi, PQgetvalue(r, 0, 3)) != 0;
 	PQclear(r);
 	r = NULL;
+	if (gap)
+		t->retry_us = hr_clock_now() + 1000000;
 	if (strcmp(lo, hi) == 0) {
 		hr_db_rollback(e->db);
-		if (seen > 0)
-			t->retry_us = hr_clock_now() + 1000000; /* only a young gap: look again */
 		return true;
 	}
 	if (!load_rules(e, "trigger_kind = 'event'", &l, err))
@@ -1211,13 +1214,18 @@ static bool serve(rlane *e, rtenant *t, hr_err *err)
 	 * connection's notification queue while the events committed after it are
 	 * already visible -- with a stale clock those events would look like the
 	 * future to every "within the last N days" condition. */
-	if (hr_clock_skew() != 0 || t->need_events) {
+	/* A retry (after an error, or a young id gap in the events) redoes the
+	 * lane's reading as a notification would: nothing else may come to wake
+	 * it, and the events behind the gap would wait for the tenant's next one. */
+	bool again = t->retry_us && hr_clock_now() >= t->retry_us;
+	if (hr_clock_skew() != 0 || t->need_events || again) {
 		if (!hr_clock_refresh(e->db, err))
 			return false;
 	}
 	int64_t now = hr_clock_now();
 	t->retry_us = 0;
-	if (t->need_events) {
+	if (t->need_events || again) {
+		bool notified = t->need_events;
 		t->need_events = false;
 		if (e->ingest) {
 			bool more = true;
@@ -1225,7 +1233,8 @@ static bool serve(rlane *e, rtenant *t, hr_err *err)
 				if (!ingest(e, t, &more, err))
 					return false;
 			/* a notify about a new or changed rule: date rules are looked at today */
-			t->next_daily_us = 0;
+			if (notified)
+				t->next_daily_us = 0;
 		} else {
 			t->next_due_us = 0; /* instances entered or the clock moved: read the next due time again */
 		}
