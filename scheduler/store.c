@@ -199,6 +199,11 @@ static void take_notifies(sched *s)
 	}
 }
 
+void store_take_notifies(sched *s)
+{
+	take_notifies(s);
+}
+
 bool store_poll_notify(sched *s)
 {
 	if (!PQconsumeInput(s->db))

@@ -179,6 +179,36 @@ START_TEST(a_batch_committed_after_a_later_one_is_still_sent)
 }
 END_TEST
 
+/*
+ * The loop's own queries on its connection (the limits re-read, the shard
+ * tick) read whatever NOTIFYs arrive meanwhile into libpq's queue, where they
+ * no longer make the socket readable.  A tenant's wake-up read that way used
+ * to wait for the next notification: a lone API send sat unsent (30 s in the
+ * scenarios, until a campaign's NOTIFY came).  Both re-reads every 100 ms and
+ * 150 lone sends, one at a time, at varying instants: each is sent, with no
+ * other wake-up to rescue it.
+ */
+START_TEST(a_wakeup_read_by_the_loops_own_queries_is_not_lost)
+{
+	fixture f;
+	fixture_open(&f, 1);
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, NULL, "HERALD_SCHED_PROVIDER_CACHE_MS=100 HERALD_SCHED_REBALANCE_MS=100");
+	pid_t w = worker_start(f.dir, "worker-tx", "sms", "transactional", s.ep[0], NULL);
+	unsigned seed = (unsigned)getpid();
+	for (long i = 1; i <= 150; i++) {
+		enqueue(&f, 0, "sms", "transactional", 1, "sms");
+		wait_results(&f, i, 30000);
+		ck_assert_msg(results(&f, 0) == i, "send %ld of 150 was not sent within 30 s", i);
+		struct timespec d = {0, (long)(rand_r(&seed) % 7000000)};
+		nanosleep(&d, NULL);
+	}
+	ck_assert_int_eq(stop_pid(w, SIGTERM), 0);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	fixture_close(&f);
+}
+END_TEST
+
 static long max_per_second(const char *receipts, const char *account)
 {
 	FILE *fp = fopen(receipts, "r");
@@ -283,6 +313,7 @@ int main(void)
 	tc = th_tcase("order");
 	tcase_set_timeout(tc, 180);
 	tcase_add_test(tc, a_batch_committed_after_a_later_one_is_still_sent);
+	tcase_add_test(tc, a_wakeup_read_by_the_loops_own_queries_is_not_lost);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("faults");
 	tcase_set_timeout(tc, 300);
