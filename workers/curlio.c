@@ -139,6 +139,11 @@ void wk_curlio_easy_defaults(const wk_curlio *io, CURL *easy)
 		curl_easy_setopt(easy, CURLOPT_NOPROXY, "*");
 }
 
+bool wk_curlio_proxied(const wk_curlio *io)
+{
+	return !io->noproxy;
+}
+
 void wk_curlio_start(wk_curlio *io, CURL *easy, wk_curlreq *req)
 {
 	req->easy = easy;

@@ -12,6 +12,10 @@
  *                                   NOPROXY "*" unless a *_proxy variable
  *                                   was set at start-up (no per-transfer
  *                                   environment lookups in libcurl).
+ *   wk_curlio_proxied(io)           true when a *_proxy variable was set: a
+ *                                   transport that opens connections itself
+ *                                   (CONNECT_ONLY) must then leave the whole
+ *                                   transfer to libcurl, which honours it.
  *   wk_curlio_start(io, easy, req)  add a configured easy handle; req->done
  *                                   is called when the transfer is over.
  *   wk_curlio_pollitems()           the sockets libcurl waits on, as zmq
@@ -80,6 +84,7 @@ void wk_curlio_free(wk_curlio *io); /* no transfer may be running */
 
 void wk_curlio_easy_defaults(const wk_curlio *io, CURL *easy);
 void wk_curlio_start(wk_curlio *io, CURL *easy, wk_curlreq *req);
+bool wk_curlio_proxied(const wk_curlio *io);
 
 /* Append up to max pollitems; returns how many. */
 size_t wk_curlio_pollitems(wk_curlio *io, zmq_pollitem_t *items, size_t max);
