@@ -13,6 +13,7 @@
 
 #include "harness.h"
 #include "psim.h"
+#include "scripted_http.h"
 #include "wtest.h"
 
 /* ---- building batches ---- */
@@ -572,6 +573,95 @@ START_TEST(http_provider_results)
 }
 END_TEST
 
+/*
+ * The HTTP client's edge cases against a scripted real server: chunked and
+ * EOF-delimited answers, an interim 100 before a 429, a connection the
+ * server drops when it is reused, an answer cut short, garbage, a header
+ * block too big, and no answer at all.  One request in flight, so the
+ * reused connection is always the same one.
+ */
+START_TEST(http_client_edges)
+{
+	sh_server sh;
+	sh_start(&sh);
+	struct {
+		const char *path;
+		const char *extra;
+		uint32_t n;
+		uint8_t want;
+		const char *id_prefix; /* SENT: the provider id is this + the message id */
+		const char *reason;    /* else: a part of the reason */
+	} cases[] = {
+		{"/chunked", ",\"headers\":{\"X-Test\":\"1\",\"X-Empty\":\"\"}", 3, HR_RES_SENT, "c", NULL},
+		{"/drop2", NULL, 4, HR_RES_SENT, "d", NULL},
+		{"/eof", NULL, 2, HR_RES_SENT, "e", NULL},
+		{"/continue", NULL, 1, HR_RES_THROTTLED, NULL, "http 429: slow"},
+		{"/cut", NULL, 1, HR_RES_RETRY, NULL, "closed the connection before the answer was complete"},
+		{"/garbage", NULL, 1, HR_RES_RETRY, NULL, "malformed answer: not an HTTP/1.x status line"},
+		{"/hugehead", NULL, 1, HR_RES_RETRY, NULL, "malformed answer: a header block over 16 KiB"},
+		{"/silent", ",\"timeout_ms\":300", 1, HR_RES_RETRY, NULL, "Timeout"},
+		/* Credentials in the URL: libcurl's own transfer (Basic auth), same server. */
+		{"u:pw@/chunked", NULL, 2, HR_RES_SENT, "c", NULL},
+	};
+	size_t ncases = sizeof cases / sizeof cases[0];
+	wt t;
+	const char *extra[] = {"--concurrency", "1", "--credit", "16", NULL};
+	wt_start(&t, "sms", "transactional", extra);
+	size_t total = 0;
+	for (size_t i = 0; i < ncases; i++) {
+		char *prov = NULL;
+		const char *at = strchr(cases[i].path, '@');
+		ck_assert_int_ge(asprintf(&prov, "{\"transport\":\"http\",\"name\":\"e%zu\",\"url\":\"http://%.*s127.0.0.1:%d%s\"%s}",
+					  i, at ? (int)(at + 1 - cases[i].path) : 0, cases[i].path, sh.port,
+					  at ? at + 1 : cases[i].path, cases[i].extra ? cases[i].extra : ""),
+				 0);
+		batch x;
+		mk(&x, i + 1, HR_CH_SMS, HR_LANE_TRANSACTIONAL, "{\"text\":\"code {{n}}\"}", prov, cases[i].n,
+		   (i + 1) * 100, "+1555%07llu", "{\"n\":%llu}");
+		send_batch(&t, &x);
+		total += cases[i].n;
+		free(prov);
+	}
+	wt_collect c = {0};
+	wt_collect_results(&t, &c, total, 30000);
+	for (size_t k = 0; k < c.n; k++) {
+		const wt_res *r = &c.r[k];
+		size_t i = r->message_id / 100 - 1;
+		ck_assert_uint_lt(i, ncases);
+		ck_assert_msg(r->status == cases[i].want, "%s msg %llu: got %s '%s', want %s", cases[i].path,
+			      (unsigned long long)r->message_id, hr_result_name(r->status), r->reason,
+			      hr_result_name(cases[i].want));
+		if (cases[i].id_prefix) {
+			char want[64];
+			snprintf(want, sizeof want, "%s%llu", cases[i].id_prefix, (unsigned long long)r->message_id);
+			ck_assert_str_eq(r->provider_id, want);
+		} else {
+			ck_assert_msg(strstr(r->reason, cases[i].reason), "%s: reason '%s', want '%s' in it",
+				      cases[i].path, r->reason, cases[i].reason);
+		}
+		if (cases[i].want == HR_RES_THROTTLED)
+			ck_assert_uint_eq(r->retry_after_ms, 3000);
+	}
+	/* The reused connections /drop2 closed were noticed, and their requests sent again. */
+	ck_assert_int_ge(atomic_load(&sh.dropped), 1);
+	/* What the direct path wrote: the headers libcurl wrote, the provider's, no empty one. */
+	pthread_mutex_lock(&sh.mu);
+	char host[64];
+	snprintf(host, sizeof host, "\r\nHost: 127.0.0.1:%d\r\n", sh.port);
+	const char *want[] = {"POST /chunked HTTP/1.1\r\n", host, "\r\nAccept: */*\r\n", "\r\nX-Test: 1\r\n",
+			      "\r\nContent-Type: application/json\r\n", "\r\nIdempotency-Key: ",
+			      "\r\nContent-Length: "};
+	for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+		ck_assert_msg(strstr(sh.first_head, want[i]), "no '%s' in:\n%s", want[i], sh.first_head);
+	ck_assert_msg(!strstr(sh.first_head, "X-Empty"), "an empty header was sent:\n%s", sh.first_head);
+	pthread_mutex_unlock(&sh.mu);
+	wt_worker_stop(&t, SIGTERM, true, 0, 0);
+	sh_stop(&sh);
+	wt_collect_free(&c);
+	wt_close(&t);
+}
+END_TEST
+
 /* ---- drain ---- */
 
 START_TEST(drain_hands_back_unstarted)
@@ -671,6 +761,7 @@ static Suite *suite(void)
 		{"smtp_errors", smtp_error_mapping},
 		{"smtp_paths", smtp_paths},
 		{"http", http_provider_results},
+		{"http_edges", http_client_edges},
 		{"drain", drain_hands_back_unstarted},
 		{"second_signal", second_signal_exits_at_once},
 	};
