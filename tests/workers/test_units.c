@@ -1,13 +1,15 @@
 /*
  * test_units.c -- table-driven tests of the worker's pure parts:
- * classify.c (the result mapping), mime.c (RFC 5322 / MIME building) and
- * render.c's snippets (partials from content.snippets).
+ * classify.c (the result mapping), mime.c (RFC 5322 / MIME building),
+ * render.c's snippets (partials from content.snippets) and http1.c (HTTP/1.1
+ * answers, fed whole and one byte at a time).
  */
 #include <check.h>
 #include <string.h>
 
 #include "classify.h"
 #include "harness.h"
+#include "http1.h"
 #include "mime.h"
 #include "render.h"
 #include "wire.h"
@@ -74,6 +76,90 @@ START_TEST(http_table)
 		uint8_t got = wk_classify_http(cases[i].rc, cases[i].status);
 		ck_assert_msg(got == cases[i].want, "http rc=%d status=%ld: got %s, want %s", cases[i].rc,
 			      cases[i].status, hr_result_name(got), hr_result_name(cases[i].want));
+	}
+}
+END_TEST
+
+START_TEST(http1_answers)
+{
+	struct {
+		const char *in;
+		bool head;         /* the request was HEAD */
+		bool eof;          /* the server closes after `in` */
+		wk_h1_state want;  /* H1_DONE or H1_BAD */
+		int status;
+		bool keep_alive;
+		const char *body;  /* kept body (body_max 8), or the error's start */
+		const char *retry_after;
+		size_t left;       /* bytes after the answer */
+	} cases[] = {
+		{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false, false, H1_DONE, 200, true, "hello", "", 0},
+		{"HTTP/1.1 202 Accepted\r\ncontent-length:  3 \r\nConnection: close\r\n\r\nabcXY", false, false, H1_DONE, 202,
+		 false, "abc", "", 2},
+		{"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 99\r\n\r\n"
+		 "3;x=y\r\nabc\r\nA\r\n0123456789\r\n0\r\nT: 1\r\n\r\n",
+		 false, false, H1_DONE, 200, true, "abc01234", "", 0},
+		{"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 429 Slow\r\nRetry-After:  7\r\nContent-Length: 0\r\n\r\n", false,
+		 false, H1_DONE, 429, true, "", "7", 0},
+		{"HTTP/1.0 200 OK\r\n\r\n{\"id\":1}", false, true, H1_DONE, 200, false, "{\"id\":1}", "", 0},
+		{"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\nok", false, false, H1_DONE, 200,
+		 true, "ok", "", 0},
+		{"HTTP/1.1 204 No Content\r\n\r\n", false, false, H1_DONE, 204, true, "", "", 0},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\n", true, false, H1_DONE, 200, true, "", "", 0},
+		{"HTTP/1.1 503 Busy\nRetry-After: Wed, 21 Oct 2099 07:28:00 GMT\nContent-Length: 1\n\nx", false, false,
+		 H1_DONE, 503, true, "x", "Wed, 21 Oct 2099 07:28:00 GMT", 0},
+		/* Malformed: a clear failure. */
+		{"HTTP/2 200\r\n\r\n", false, false, H1_BAD, 0, false, "not an HTTP/1.x status line", "", 0},
+		{"SPAM\r\n\r\n", false, false, H1_BAD, 0, false, "not an HTTP/1.x status line", "", 0},
+		{"HTTP/1.1 2000 OK\r\n\r\n", false, false, H1_BAD, 0, false, "not an HTTP/1.x status line", "", 0},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n", false, false, H1_BAD, 200, false, "a Content-Length", "", 0},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false, false, H1_BAD, 200, false,
+		 "conflicting", "", 0},
+		{"HTTP/1.1 200 OK\r\nNoColon\r\n\r\n", false, false, H1_BAD, 200, false, "a header line", "", 0},
+		{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false, false, H1_BAD, 200, true,
+		 "a chunk-size line without", "", 0},
+		{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n", false, false, H1_BAD, 200, true,
+		 "chunk data longer", "", 0},
+		{"HTTP/1.1 101 Switching\r\n\r\n", false, false, H1_BAD, 101, true, "101", "", 0},
+		/* Cut short: EOF before the end is not an answer. */
+		{"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc", false, true, H1_BODY_LEN, 200, true, "abc", "", 0},
+		{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", false, true, H1_CHUNK_SIZE, 200,
+		 true, "abc", "", 0},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		for (int bytewise = 0; bytewise < 2; bytewise++) {
+			wk_h1 r = {.body_max = 8};
+			wk_h1_reset(&r, cases[i].head);
+			const char *in = cases[i].in;
+			size_t n = strlen(in), have = 0, used = 0;
+			/* The caller's buffer: bytes arrive (all, or one at a time), parsed bytes leave. */
+			while (r.state != H1_DONE && r.state != H1_BAD && have < n) {
+				have = bytewise ? have + 1 : n;
+				used += wk_h1_feed(&r, in + used, have - used);
+			}
+			if (cases[i].eof)
+				wk_h1_eof(&r);
+			ck_assert_msg(r.state == cases[i].want, "case %zu (%s): state %d, want %d (%s)", i,
+				      bytewise ? "bytewise" : "whole", r.state, cases[i].want, r.error ? r.error : "");
+			ck_assert_msg(r.status == cases[i].status, "case %zu: status %d, want %d", i, r.status,
+				      cases[i].status);
+			if (r.state == H1_BAD) {
+				ck_assert_msg(strncmp(r.error, cases[i].body, strlen(cases[i].body)) == 0,
+					      "case %zu: error '%s', want '%s...'", i, r.error, cases[i].body);
+			} else {
+				ck_assert_msg(r.keep_alive == cases[i].keep_alive, "case %zu: keep_alive %d", i,
+					      r.keep_alive);
+				ck_assert_msg(r.body.len == strlen(cases[i].body) &&
+						      memcmp(r.body.p ? r.body.p : "", cases[i].body, r.body.len) == 0,
+					      "case %zu: body '%.*s', want '%s'", i, (int)r.body.len, r.body.p ? r.body.p : "",
+					      cases[i].body);
+				ck_assert_str_eq(r.retry_after, cases[i].retry_after);
+			}
+			if (r.state == H1_DONE && !bytewise)
+				ck_assert_msg(n - used == cases[i].left, "case %zu: %zu bytes left, want %zu", i, n - used,
+					      cases[i].left);
+			wk_buf_free(&r.body);
+		}
 	}
 }
 END_TEST
@@ -238,6 +324,7 @@ int main(void)
 	TCase *tc = th_tcase("units");
 	tcase_add_test(tc, smtp_table);
 	tcase_add_test(tc, http_table);
+	tcase_add_test(tc, http1_answers);
 	tcase_add_test(tc, mime_headers);
 	tcase_add_test(tc, mime_injection_refused);
 	tcase_add_test(tc, mime_encodings);
