@@ -9,6 +9,7 @@
 #include <strings.h>
 #include <time.h>
 #include <fcntl.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "log.h"
@@ -142,6 +143,20 @@ void wk_curlio_easy_defaults(const wk_curlio *io, CURL *easy)
 bool wk_curlio_proxied(const wk_curlio *io)
 {
 	return !io->noproxy;
+}
+
+int wk_curlio_take_socket(wk_curlreq *req, CURLcode *rc)
+{
+	int fd = req->sock;
+	req->keep_socket = false;
+	req->sock = -1;
+	if (*rc == CURLE_OK && fd >= 0)
+		return fd;
+	if (fd >= 0)
+		close(fd);
+	if (*rc == CURLE_OK)
+		*rc = CURLE_COULDNT_CONNECT;
+	return -1;
 }
 
 void wk_curlio_start(wk_curlio *io, CURL *easy, wk_curlreq *req)

@@ -43,7 +43,10 @@
  * A request with keep_socket set is a CURLOPT_CONNECT_ONLY transfer whose
  * connection the caller takes over: when it ends well, wk_curlio_act dups
  * its socket into req->sock before the handle leaves the multi (which closes
- * libcurl's descriptor without a word on the wire).
+ * libcurl's descriptor without a word on the wire).  In done(),
+wk_curlio_take_socket(req, &rc) hands that socket over (the caller owns it
+then), or returns -1 with rc the failure (a CURLE_OK without a socket
+becomes CURLE_COULDNT_CONNECT).
  *
  * done() and ready() run from wk_curlio_act, never from inside libcurl.
  * libcurl's own callbacks (socket, timer) only record state.
@@ -85,6 +88,7 @@ void wk_curlio_free(wk_curlio *io); /* no transfer may be running */
 void wk_curlio_easy_defaults(const wk_curlio *io, CURL *easy);
 void wk_curlio_start(wk_curlio *io, CURL *easy, wk_curlreq *req);
 bool wk_curlio_proxied(const wk_curlio *io);
+int wk_curlio_take_socket(wk_curlreq *req, CURLcode *rc);
 
 /* Append up to max pollitems; returns how many. */
 size_t wk_curlio_pollitems(wk_curlio *io, zmq_pollitem_t *items, size_t max);

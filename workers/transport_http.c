@@ -44,13 +44,11 @@
  * number) is the provider id; a 429's Retry-After (seconds or HTTP date) is
  * the retry hint.  The response body is kept up to 16 KiB.
  */
-#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -60,10 +58,10 @@
 #include "classify.h"
 #include "http1.h"
 #include "log.h"
+#include "sockio.h"
 #include "transport.h"
 
 #define MAX_RESPONSE (16 * 1024)
-#define READ_CHUNK 4096
 
 typedef struct http_t http_t;
 
@@ -281,16 +279,7 @@ static void set_events(sess *x)
 /* Write what is pending; false when the connection failed (and was handled). */
 static bool flush_out(sess *x)
 {
-	while (x->opos < x->out.len) {
-		ssize_t n = send(x->w.fd, x->out.p + x->opos, x->out.len - x->opos, MSG_NOSIGNAL);
-		if (n > 0) {
-			x->opos += (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			break;
+	if (wk_sock_write(x->w.fd, &x->out, &x->opos) != WK_IO_OK) {
 		conn_failed(x, CURLE_SEND_ERROR, NULL);
 		return false;
 	}
@@ -339,32 +328,19 @@ static void on_ready(wk_fdwatch *w, short revents)
 		conn_close(x);
 		return;
 	}
-	if ((revents & ZMQ_POLLOUT) && !flush_out(x))
+	bool writable = revents & ZMQ_POLLOUT, readable = revents & (ZMQ_POLLIN | ZMQ_POLLERR);
+	if (writable && !flush_out(x))
 		return;
-	if (!(revents & (ZMQ_POLLIN | ZMQ_POLLERR)))
+	bool got = false;
+	wk_io rd = readable ? wk_sock_read(x->w.fd, &x->in, &got) : WK_IO_OK;
+	if (rd == WK_IO_OK && !got)
+		return; /* nothing new */
+	x->answered |= got;
+	if (rd == WK_IO_ERR) {
+		conn_failed(x, CURLE_RECV_ERROR, NULL);
 		return;
-	bool eof = false;
-	for (;;) {
-		wk_buf_grow(&x->in, READ_CHUNK);
-		ssize_t n = recv(x->w.fd, x->in.p + x->in.len, READ_CHUNK, 0);
-		if (n > 0) {
-			x->in.len += (size_t)n;
-			x->answered = true;
-			if (n == READ_CHUNK)
-				continue;
-			break;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			break;
-		if (n < 0) {
-			conn_failed(x, CURLE_RECV_ERROR, NULL);
-			return;
-		}
-		eof = true;
-		break;
 	}
+	bool eof = rd == WK_IO_EOF;
 	size_t used = wk_h1_feed(&x->h1, x->in.p, x->in.len);
 	if (used) {
 		memmove(x->in.p, x->in.p + used, x->in.len - used);
@@ -409,18 +385,14 @@ static void start_connect(sess *x)
 
 static void connect_done(sess *x, CURLcode rc)
 {
-	x->req.keep_socket = false;
-	if (rc != CURLE_OK || x->req.sock < 0) {
-		if (x->req.sock >= 0)
-			close(x->req.sock);
-		x->req.sock = -1;
+	int fd = wk_curlio_take_socket(&x->req, &rc);
+	if (fd < 0) {
 		x->st = C_NONE;
 		static const wk_buf none = {0};
-		conclude(x, rc != CURLE_OK ? rc : CURLE_COULDNT_CONNECT, 0, &none, "", NULL);
+		conclude(x, rc, 0, &none, "", NULL);
 		return;
 	}
-	x->w.fd = x->req.sock;
-	x->req.sock = -1;
+	x->w.fd = fd;
 	x->reused = false;
 	start_request(x);
 }
@@ -532,24 +504,18 @@ static void http_done(wk_curlreq *req, CURLcode rc)
  */
 static sess *take_session(http_t *t, const char *origin)
 {
-	sess **best = NULL;
-	int rank = 0;
-	for (sess **pp = &t->idle; *pp; pp = &(*pp)->next_idle) {
-		sess *x = *pp;
-		int r = x->st == C_NONE ? 2 : 1;
-		if (origin && x->st == C_IDLE && strcmp(x->origin, origin) == 0)
-			r = 3;
-		if (r > rank) {
-			rank = r;
-			best = pp;
-			if (r == 3)
-				break;
-		}
+	sess **match = NULL, **bare = NULL;
+	for (sess **q = &t->idle; *q && !match; q = &(*q)->next_idle) {
+		if (origin && (*q)->st == C_IDLE && strcmp((*q)->origin, origin) == 0)
+			match = q;
+		else if (!bare && (*q)->st == C_NONE)
+			bare = q;
 	}
-	if (best) {
-		sess *x = *best;
-		*best = x->next_idle;
-		if (rank == 1)
+	sess **pp = match ? match : bare ? bare : t->idle ? &t->idle : NULL;
+	if (pp) {
+		sess *x = *pp;
+		*pp = x->next_idle;
+		if (!match && x->st != C_NONE)
 			conn_close(x);
 		return x;
 	}

@@ -56,9 +56,9 @@
 #include "classify.h"
 #include "log.h"
 #include "mime.h"
+#include "sockio.h"
 #include "transport.h"
 
-#define READ_CHUNK 4096
 #define MAX_REPLY_LINE 4096 /* a reply line longer than this is a broken server */
 
 typedef struct smtp_t smtp_t;
@@ -273,16 +273,7 @@ static void set_events(sess *x)
 /* Write what is pending; false when the connection failed (and was handled). */
 static bool flush_out(sess *x)
 {
-	while (x->opos < x->out.len) {
-		ssize_t n = send(x->w.fd, x->out.p + x->opos, x->out.len - x->opos, MSG_NOSIGNAL);
-		if (n > 0) {
-			x->opos += (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			break;
+	if (wk_sock_write(x->w.fd, &x->out, &x->opos) != WK_IO_OK) {
 		conn_failed(x, CURLE_SEND_ERROR);
 		return false;
 	}
@@ -433,19 +424,8 @@ static void on_ready(wk_fdwatch *w, short revents)
 		return;
 	if (!(revents & (ZMQ_POLLIN | ZMQ_POLLERR)))
 		return;
-	for (;;) {
-		wk_buf_grow(&x->in, READ_CHUNK);
-		ssize_t n = recv(x->w.fd, x->in.p + x->in.len, READ_CHUNK, 0);
-		if (n > 0) {
-			x->in.len += (size_t)n;
-			if (n == READ_CHUNK)
-				continue;
-			break;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			break;
+	bool got;
+	if (wk_sock_read(x->w.fd, &x->in, &got) != WK_IO_OK) {
 		conn_failed(x, CURLE_RECV_ERROR); /* EOF or an error */
 		return;
 	}
@@ -505,16 +485,13 @@ static void start_connect(sess *x)
 
 static void connect_done(sess *x, CURLcode rc)
 {
-	x->req.keep_socket = false;
-	if (rc != CURLE_OK || x->req.sock < 0) {
-		if (x->req.sock >= 0)
-			close(x->req.sock);
+	int fd = wk_curlio_take_socket(&x->req, &rc);
+	if (fd < 0) {
 		x->st = C_NONE;
-		piped_finish(x, rc != CURLE_OK ? rc : CURLE_COULDNT_CONNECT);
+		piped_finish(x, rc);
 		return;
 	}
-	x->w.fd = x->req.sock;
-	x->req.sock = -1;
+	x->w.fd = fd;
 	x->w.deadline_ms = x->deadline_ms;
 	x->conn_serial = x->s->prov->serial;
 	x->pipelining = x->ehlo_pipelining;
