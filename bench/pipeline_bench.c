@@ -15,11 +15,20 @@
  *       outbox batch, each in its own transaction through hr_outbox_enqueue
  *       (what the API does), on a fixed schedule (no drift, no catch-up
  *       bursts beyond one period).  Writes "<message id> <unix ns after
- *       COMMIT returned>" per message to OUT.  Prints "tx_sent=N".
+ *       COMMIT returned> <backend pid>" per message to OUT.  Prints
+ *       "tx_sent=N".
+ *
+ *   herald-bench-pipeline listen DSN OUT
+ *       LISTEN herald_outbox on a connection that does nothing else and
+ *       write "<notifying backend pid> <payload> <unix ns when read>" per
+ *       notification to OUT until SIGTERM/SIGINT: how long Postgres takes to
+ *       deliver a NOTIFY to an idle listener, apart from the scheduler.
  *
  * Errors: a message on stderr and exit status 1.
  */
 #include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,11 +137,58 @@ static int cmd_tx(int argc, char **argv)
 		if (!hr_db_tenant_begin(c, t.schema, t.role, &err) ||
 		    !hr_outbox_enqueue(c, t.id, &b, &id, &err) || !hr_db_commit(c, &err))
 			return die(&err);
-		fprintf(out, "%lld %lld\n", (long long)id, (long long)wall_ns());
+		fprintf(out, "%lld %lld %d\n", (long long)id, (long long)wall_ns(), PQbackendPID(c));
 	}
 	fclose(out);
 	PQfinish(c);
 	printf("tx_sent=%ld\n", total);
+	return 0;
+}
+
+static volatile sig_atomic_t stop;
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+static int cmd_listen(int argc, char **argv)
+{
+	if (argc < 4)
+		return 2;
+	hr_err err = {0};
+	PGconn *c;
+	FILE *out = fopen(argv[3], "w");
+	if (!out) {
+		fprintf(stderr, "herald-bench-pipeline: cannot write %s\n", argv[3]);
+		return 1;
+	}
+	if (!hr_db_connect(argv[2], &c, &err) || !hr_db_exec(c, "LISTEN herald_outbox", &err))
+		return die(&err);
+	struct sigaction sa = {.sa_handler = on_stop};
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	printf("listening\n");
+	fflush(stdout);
+	while (!stop) {
+		struct pollfd p = {PQsocket(c), POLLIN, 0};
+		if (poll(&p, 1, 100) < 0 && errno != EINTR)
+			break;
+		if (!PQconsumeInput(c)) {
+			fprintf(stderr, "herald-bench-pipeline: %s", PQerrorMessage(c));
+			return 1;
+		}
+		int64_t at = wall_ns();
+		PGnotify *n;
+		while ((n = PQnotifies(c))) {
+			fprintf(out, "%d %s %lld\n", n->be_pid, n->extra, (long long)at);
+			PQfreemem(n);
+		}
+		fflush(out); /* read while the bench still runs */
+	}
+	fclose(out);
+	PQfinish(c);
 	return 0;
 }
 
@@ -144,8 +200,11 @@ int main(int argc, char **argv)
 		rc = cmd_wait(argc, argv);
 	else if (argc > 1 && strcmp(argv[1], "tx") == 0)
 		rc = cmd_tx(argc, argv);
+	else if (argc > 1 && strcmp(argv[1], "listen") == 0)
+		rc = cmd_listen(argc, argv);
 	if (rc == 2)
 		fprintf(stderr, "usage: herald-bench-pipeline wait DSN SCHEMA LOW_WATER [TIMEOUT_S]\n"
-				"       herald-bench-pipeline tx DSN TENANT PROVIDER CHANNEL RATE SECONDS OUT\n");
+				"       herald-bench-pipeline tx DSN TENANT PROVIDER CHANNEL RATE SECONDS OUT\n"
+				"       herald-bench-pipeline listen DSN OUT\n");
 	return rc;
 }
