@@ -1107,7 +1107,7 @@ int sched_run(sched *s)
 		zmq_pollitem_t items[3 + 16] = {
 			{s->router[0], 0, ZMQ_POLLIN, 0},
 			{s->router[1], 0, ZMQ_POLLIN, 0},
-			{NULL, PQsocket(s->db), ZMQ_POLLIN, 0},
+			{NULL, PQsocket(s->listen), ZMQ_POLLIN, 0},
 		};
 		int fds[16], nfds = store_poll_fds(fds, 16);
 		for (int i = 0; i < nfds; i++)
@@ -1122,7 +1122,7 @@ int sched_run(sched *s)
 			drain_socket(s, 1);
 		turn_mark(s, T_DRAIN_BULK);
 		if ((items[2].revents & ZMQ_POLLIN) && !store_poll_notify(s))
-			hr_fatal("scheduler: lost the database connection: %s", PQerrorMessage(s->db));
+			hr_fatal("scheduler: lost the database connection: %s", PQerrorMessage(s->listen));
 		turn_mark(s, T_NOTIFY);
 		int64_t wall = now_ms();
 		if (wall - last_house >= 10) {

@@ -168,6 +168,7 @@ int main(int argc, char **argv)
 	for (int l = 0; l < NLANES; l++)
 		zmq_close(s->router[l]);
 	zmq_ctx_term(s->zctx);
+	PQfinish(s->listen);
 	PQfinish(s->db); /* ends the session: our shards are free for the others now */
 	owner_free(s->owner);
 	return rc;

@@ -150,7 +150,8 @@ typedef struct lander lander;
 typedef struct sched {
 	hr_config *cfg;
 	char *dsn;
-	PGconn *db;               /* loop's connection: loads, LISTEN */
+	PGconn *db;               /* loop's connection: shard locks, limits, provider accounts */
+	PGconn *listen;           /* LISTEN only (store.c): never busy with a query */
 	uint8_t master_key[HR_KEY_LEN];
 	void *zctx;
 	void *router[NLANES];     /* transactional, bulk */

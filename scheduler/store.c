@@ -18,17 +18,20 @@
  * transactional batches are read together, one round trip per tenant, on
  * TX_SLOTS connections of their own (see tx_poll); bulk batches on up to
  * BULK_SLOTS others, so 4,096 rows never hold up the loop (see bulk_poll).
- * The loop polls their sockets with the workers'.  Its own connection keeps
- * LISTEN, the shard locks (owner.c), limits and provider accounts.
+ * The loop polls their sockets with the workers'.  NOTIFYs come on a
+ * connection that does nothing but LISTEN; the loop's own connection keeps
+ * the shard locks (owner.c), limits and provider accounts.
  *
  * Recovery: batches that existed when this scheduler started (or took the
  * tenant's shard over from another scheduler, owner.h) may have been
  * partly sent by a scheduler that died; their messages that already have a
  * result are skipped (exactly one result per message), the rest re-sent.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "alloc.h"
 #include "db.h"
@@ -46,12 +49,85 @@ tenant *tenant_find(sched *s, uint32_t id)
 
 static bool loads_connect(sched *s, hr_err *err);
 
-/* The loop's connection, and those of the reads (connected now: a connect
- * under load takes 100 ms or more, which the first transactional message
- * or the first bulk batch would otherwise wait for). */
+/*
+ * The read connections' backends, named for operators (pg_stat_activity's
+ * application_name): "herald-scheduler transactional" and "herald-scheduler
+ * bulk".  A bulk backend is also given a nice value BULK_BACKEND_NICE
+ * above the server's own (10 for a server at 0; at most 19) when this
+ * process may: Postgres on this host (a Unix socket or a loopback
+ * address, and /proc/PID/cmdline is a postgres backend) and the right to
+ * renice it (the same OS user as Postgres, root, or CAP_SYS_NICE).
+ *
+ * Why (docs/benchmarks.md, bench/lanes): behind a draining bulk backlog a
+ * transactional read needs 2-6 ms of CPU in its backend, but waited up to
+ * 1.4 s for a CPU (/proc/PID/schedstat) while the four bulk loads, each
+ * turning 4,096 rows into JSON, held the CPU share of Postgres's processes.
+ * At nice 10 a bulk backend weighs about a tenth of a transactional one, so
+ * the transactional read runs first and the bulk loads take what is left.
+ * Where the scheduler may not renice them, operators can (docs/scheduler.md).
+ */
+#define BULK_BACKEND_NICE 10
+
+static bool loopback_host(const char *h)
+{
+	return !h || !*h || h[0] == '/' || h[0] == '@' || strcmp(h, "localhost") == 0 ||
+	       strncmp(h, "127.", 4) == 0 || strcmp(h, "::1") == 0;
+}
+
+static void backend_renice(PGconn *db, int nice)
+{
+	static bool told;
+	int pid = PQbackendPID(db);
+	char path[64], cmd[16] = "";
+	snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
+	FILE *f = loopback_host(PQhost(db)) ? fopen(path, "r") : NULL;
+	if (f) {
+		size_t n = fread(cmd, 1, sizeof cmd - 1, f);
+		cmd[n] = '\0';
+		fclose(f);
+	}
+	if (strncmp(cmd, "postgres", 8) != 0)
+		return; /* not a backend we can see: another host, or another pid namespace */
+	errno = 0;
+	int now = getpriority(PRIO_PROCESS, (id_t)pid); /* -1 is a valid answer: errno tells */
+	if (errno != 0)
+		return;
+	nice += now; /* relative to the server's own: it may run niced already */
+	if (nice > 19)
+		nice = 19;
+	if (setpriority(PRIO_PROCESS, (id_t)pid, nice) != 0 && !told) {
+		told = true;
+		hr_info("scheduler: cannot renice the bulk loads' Postgres backends (%s); see docs/scheduler.md, "
+			"\"Postgres backends and CPU priority\"",
+			strerror(errno));
+	}
+}
+
+/* Connect one read connection (tx or bulk), name it, and renice a bulk one. */
+static bool read_connect(sched *s, PGconn **db, bool bulk, hr_err *err)
+{
+	if (!hr_db_connect(s->dsn, db, err))
+		return false;
+	if (!hr_db_exec(*db,
+			bulk ? "SET application_name = 'herald-scheduler bulk'"
+			     : "SET application_name = 'herald-scheduler transactional'",
+			err)) {
+		PQfinish(*db);
+		*db = NULL;
+		return false;
+	}
+	if (bulk)
+		backend_renice(*db, BULK_BACKEND_NICE);
+	return true;
+}
+
+/* The loop's connection, the LISTEN connection, and those of the reads
+ * (connected now: a connect under load takes 100 ms or more, which the first
+ * transactional message or the first bulk batch would otherwise wait for). */
 bool store_connect(sched *s, hr_err *err)
 {
-	return hr_db_connect(s->dsn, &s->db, err) && loads_connect(s, err);
+	return hr_db_connect(s->dsn, &s->db, err) && hr_db_connect(s->dsn, &s->listen, err) &&
+	       loads_connect(s, err);
 }
 
 static bool tenant_exec(sched *s, tenant *t, hr_err *err)
@@ -156,25 +232,31 @@ bool store_tenant_take(sched *s, tenant *t, hr_err *err)
 	return tenant_start(s, t, err);
 }
 
+/*
+ * NOTIFYs arrive on a connection of their own that runs no query after
+ * LISTEN.  On the loop's connection they waited behind its statements (the
+ * shard tick every second, limits and provider accounts): Postgres delivers
+ * a notification only when the listening session is idle, and a statement
+ * there could wait 100-700 ms for a CPU behind a draining backlog
+ * (docs/benchmarks.md, bench/lanes).  Queries would also read notifications
+ * into libpq's queue, where they no longer make the socket readable.
+ */
 bool store_listen(sched *s, hr_err *err)
 {
-	return hr_db_exec(s->db, "LISTEN herald_outbox; LISTEN herald_tenants", err);
+	return hr_db_exec(s->listen, "LISTEN herald_outbox; LISTEN herald_tenants", err);
 }
 
-/*
- * Act on the NOTIFYs libpq holds.  Every query on the loop's connection also
- * reads whatever notifications arrived meanwhile and queues them inside
- * libpq, where they no longer make the socket readable; so this runs after
- * the loop's own queries too, or such a wake-up would be lost until the next
- * unrelated one (a tenant's later batches would wait forever).
- */
+/* Act on the NOTIFYs libpq holds. */
 static void take_notifies(sched *s)
 {
 	PGnotify *n;
 	bool reload_tenants = false;
-	while ((n = PQnotifies(s->db))) {
+	while ((n = PQnotifies(s->listen))) {
 		if (strcmp(n->relname, "herald_outbox") == 0) {
 			tenant *t = tenant_find(s, (uint32_t)strtoul(n->extra, NULL, 10));
+			if (s->trace) /* bench/lanes matches these to the enqueuers' commits */
+				hr_info("trace: notify tenant=%s pid=%d at_us=%lld", n->extra, n->be_pid,
+					(long long)wall_us());
 			if (t) {
 				if (!t->need_load)
 					t->notified_us = wall_us();
@@ -206,7 +288,7 @@ void store_take_notifies(sched *s)
 
 bool store_poll_notify(sched *s)
 {
-	if (!PQconsumeInput(s->db))
+	if (!PQconsumeInput(s->listen))
 		return false;
 	take_notifies(s);
 	return true;
@@ -323,7 +405,8 @@ static void gap_push(tenant *t, id_gap g)
 	t->gaps[t->ngaps++] = g;
 }
 
-static void gap_take(tenant *t, int64_t id)
+/* Take id out of the gap holding it; false when no gap holds it. */
+static bool gap_take(tenant *t, int64_t id)
 {
 	for (int g = 0; g < t->ngaps; g++) {
 		id_gap *p = &t->gaps[g];
@@ -341,8 +424,9 @@ static void gap_take(tenant *t, int64_t id)
 			p->hi = id - 1;
 			gap_push(t, upper);
 		}
-		return;
+		return true;
 	}
+	return false;
 }
 
 /* " OR id BETWEEN lo AND hi" for every gap: HEADERS_SQL's $2. */
@@ -357,7 +441,9 @@ static char *gaps_sql(const tenant *t)
 	return out;
 }
 
-static void apply_headers(tenant *t, PGresult *r)
+/* sent_ms: when the read was sent; it ends only gaps found before that (it
+ * asked for them: a read sent earlier may have stopped at its LIMIT below). */
+static void apply_headers(tenant *t, PGresult *r, int64_t sent_ms)
 {
 	int n = PQntuples(r), rows = 0;
 	int64_t now = now_ms();
@@ -370,7 +456,10 @@ static void apply_headers(tenant *t, PGresult *r)
 		rows++;
 		int64_t id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
 		if (id <= t->last_seen) {
-			gap_take(t, id); /* a late commit inside a gap */
+			/* A late commit inside a gap -- or, from a read sent before another
+			 * that was applied first (tx reads overlap), an id already taken. */
+			if (!gap_take(t, id))
+				continue;
 		} else if (id > t->last_seen + 1) {
 			if (t->ngaps >= ID_GAPS_MAX) {
 				full = true; /* stop before the hole: read from here again once a gap ends */
@@ -387,7 +476,8 @@ static void apply_headers(tenant *t, PGresult *r)
 			t->last_seen = id;
 	}
 	for (int g = 0; g < t->ngaps;)
-		if (xmin >= t->gaps[g].xmax && now - t->gaps[g].found_ms >= GAP_GRACE_MS) {
+		if (xmin >= t->gaps[g].xmax && now - t->gaps[g].found_ms >= GAP_GRACE_MS &&
+		    sent_ms > t->gaps[g].found_ms) {
 			t->gaps[g] = t->gaps[--t->ngaps];
 			t->gaps_ended = true;
 		} else
@@ -583,7 +673,7 @@ static void bulk_poll(sched *s);
 
 static bool bulk_send(sched *s, struct bulk_slot *k, tenant *t, int64_t id, hr_err *err)
 {
-	if (!k->db && !hr_db_connect(s->dsn, &k->db, err))
+	if (!k->db && !read_connect(s, &k->db, true, err))
 		return false;
 	char idtext[32];
 	snprintf(idtext, sizeof idtext, "%lld", (long long)id);
@@ -697,7 +787,8 @@ static void bulk_poll(sched *s)
  * are read by its next job (need_load stays set).  A failed job changes
  * nothing: the ids stay in the FIFO, the headers are read again.
  */
-#define TX_SLOTS 2
+#define TX_SLOTS 4
+#define TX_PER_TENANT 3
 #define TX_BATCHES_MAX 64
 /* $1 = last_seen, $2 = the gaps' ranges (" OR id BETWEEN lo AND hi ..."); always one
  * row at least, for the snapshot's xmin and xmax (columns 4, 5; id NULL = no row). */
@@ -729,27 +820,52 @@ static void bulk_poll(sched *s)
 	"WHERE o.id IN (SELECT id FROM ids) AND NOT (o.id <= $1 AND EXISTS (SELECT 1 FROM results x "      \
 	"WHERE x.message_id = o.id * 4096 + u.ord - 1)) ORDER BY o.id, u.ord"
 
+/*
+ * sched_trace: the CPU time a read's Postgres backend used, and the time it
+ * waited for a CPU, while the read was out (/proc/PID/schedstat: on-CPU ns,
+ * run-queue ns) -- tells a slow query from a starved backend.  Only when
+ * Postgres runs on this host as a user whose /proc entries we may read
+ * (bench/lanes); false otherwise.
+ */
+static bool backend_schedstat(PGconn *db, int64_t v[2])
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/schedstat", PQbackendPID(db));
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return false;
+	long long cpu, runq;
+	bool ok = fscanf(f, "%lld %lld", &cpu, &runq) == 2;
+	fclose(f);
+	v[0] = cpu;
+	v[1] = runq;
+	return ok;
+}
+
 static struct tx_slot {
 	PGconn *db;
 	tenant *t;                /* NULL = idle */
 	bool headers;             /* the job reads new headers too */
+	int64_t sent_ms;          /* apply_headers: which gaps it may end */
 	int64_t sent_us, notified_us; /* sched_trace */
+	int64_t sched0[2];        /* sched_trace: the backend's schedstat when sent */
 	PGresult *res[3];         /* new headers, transactional headers, their rows */
 	int nres;                 /* results collected of the seven statements */
 	bool failed;
 } txs[TX_SLOTS];
 
-static bool tx_busy(const tenant *t)
+/* Reads of t out now. */
+static int tx_out(const tenant *t)
 {
+	int n = 0;
 	for (int i = 0; i < TX_SLOTS; i++)
-		if (txs[i].t == t)
-			return true;
-	return false;
+		n += txs[i].t == t;
+	return n;
 }
 
 static bool tx_send(sched *s, struct tx_slot *k, tenant *t, bool headers, int limit, hr_err *err)
 {
-	if (!k->db && !hr_db_connect(s->dsn, &k->db, err))
+	if (!k->db && !read_connect(s, &k->db, false, err))
 		return false;
 	/* The FIFO's transactional ids, oldest first: loaded before newer ones. */
 	size_t cap = 16 + (size_t)limit * 21, len = 0;
@@ -782,10 +898,13 @@ static bool tx_send(sched *s, struct tx_slot *k, tenant *t, bool headers, int li
 	} else {
 		k->t = t;
 		k->headers = headers;
+		k->sent_ms = now_ms();
 		k->nres = 0;
 		k->failed = false;
 		k->notified_us = t->notified_us;
 		k->sent_us = s->trace ? wall_us() : 0;
+		if (!s->trace || !backend_schedstat(k->db, k->sched0))
+			k->sched0[0] = -1;
 	}
 	hr_free(sql);
 	hr_free(rq);
@@ -803,7 +922,7 @@ static void tx_apply(sched *s, struct tx_slot *k)
 {
 	tenant *t = k->t;
 	if (k->headers)
-		apply_headers(t, k->res[0]);
+		apply_headers(t, k->res[0], k->sent_ms);
 	PGresult *h = k->res[1], *r = k->res[2];
 	int nr = PQntuples(r), r0 = 0;
 	for (int i = 0; i < PQntuples(h); i++) {
@@ -839,6 +958,11 @@ static void tx_poll(sched *s)
 		if (!done)
 			continue;
 		tenant *t = k->t;
+		int64_t sched1[2];
+		if (s->trace && k->sched0[0] >= 0 && backend_schedstat(k->db, sched1))
+			hr_info("trace: read tenant=%s sent_us=%lld done_us=%lld backend_cpu_us=%lld backend_runq_us=%lld",
+				t->slug, (long long)k->sent_us, (long long)wall_us(),
+				(long long)(sched1[0] - k->sched0[0]) / 1000, (long long)(sched1[1] - k->sched0[1]) / 1000);
 		if (!k->failed && k->nres == 7) {
 			tx_apply(s, k);
 		} else {
@@ -864,7 +988,7 @@ void store_poll_loads(sched *s)
 
 bool store_tenant_loading(const tenant *t)
 {
-	if (tx_busy(t))
+	if (tx_out(t) > 0)
 		return true;
 	for (int i = 0; i < BULK_SLOTS; i++)
 		if (bulk[i].t == t)
@@ -875,10 +999,10 @@ bool store_tenant_loading(const tenant *t)
 static bool loads_connect(sched *s, hr_err *err)
 {
 	for (int i = 0; i < TX_SLOTS; i++)
-		if (!txs[i].db && !hr_db_connect(s->dsn, &txs[i].db, err))
+		if (!txs[i].db && !read_connect(s, &txs[i].db, false, err))
 			return false;
 	for (int i = 0; i < BULK_SLOTS; i++)
-		if (!bulk[i].db && !hr_db_connect(s->dsn, &bulk[i].db, err))
+		if (!bulk[i].db && !read_connect(s, &bulk[i].db, true, err))
 			return false;
 	return true;
 }
@@ -914,7 +1038,14 @@ bool store_load_batches(sched *s, tenant *t, int room, hr_err *err)
 	int limit = tx_room < TX_BATCHES_MAX ? tx_room : TX_BATCHES_MAX;
 	if (limit < 0)
 		limit = 0;
-	if ((headers || (t->ndue_tx > 0 && limit > 0)) && !tx_busy(t)) {
+	/* A NOTIFY heard while reads of t are out gets a read of its own at once
+	 * (up to TX_PER_TENANT): one read kept waiting for a CPU in Postgres would
+	 * otherwise hold back every transactional message announced meanwhile.
+	 * Reads may then return in any order: apply_headers skips ids already
+	 * taken, tx_apply builds only batches still in the FIFO. */
+	int out = tx_out(t);
+	if ((headers || (t->ndue_tx > 0 && limit > 0)) &&
+	    (out == 0 || (t->need_load && out < TX_PER_TENANT))) {
 		for (int i = 0; i < TX_SLOTS; i++)
 			if (!txs[i].t) {
 				if (!tx_send(s, &txs[i], t, headers, limit, err))
@@ -943,7 +1074,7 @@ bool store_load_batches(sched *s, tenant *t, int room, hr_err *err)
 			return false;
 		room--;
 	}
-	if (t->last_seen >= t->recover_until && !tx_busy(t))
+	if (t->last_seen >= t->recover_until && tx_out(t) == 0)
 		t->recovering = t->recovering && t->ndue > 0;
 	take_notifies(s);
 	return true;

@@ -2,8 +2,9 @@
  * test_e2e.c -- the pipeline with every real process: herald-scheduler,
  * herald-worker pools, the provider simulator, real Postgres, real ZeroMQ,
  * real HTTP.  SIGKILL a worker and then the scheduler in the middle of a
- * 100,000-message run; provider faults (429, 5xx, timeouts) with a rate
- * limit on the account.
+ * 100,000-message run; out-of-order commits; overlapping transactional
+ * reads and the bulk loads' CPU priority; provider faults (429, 5xx,
+ * timeouts) with a rate limit on the account.
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -209,6 +210,144 @@ START_TEST(a_wakeup_read_by_the_loops_own_queries_is_not_lost)
 }
 END_TEST
 
+/* Until `sql` (one number, every %s = tenant 0's schema) returns want, or 60 s; its last value. */
+static long wait_q(fixture *f, const char *sql, long want)
+{
+	int64_t deadline = sched_now_ms() + 60000;
+	long v;
+	while ((v = q(f, sql, f->t[0].schema)) != want && sched_now_ms() < deadline) {
+		struct timespec d = {0, 20000000};
+		nanosleep(&d, NULL);
+	}
+	return v;
+}
+
+/*
+ * A transactional NOTIFY heard while a read of the same tenant is out gets a
+ * read of its own (store.c, up to 3 per tenant): here every read is held by
+ * a lock on contacts (the rows statement joins it), so three are out at once
+ * and the fourth message waits for one of them.  Reads then return in any
+ * order and each covers the messages before it: every message must still
+ * reach the provider exactly once.
+ */
+START_TEST(overlapping_transactional_reads_send_each_message_once)
+{
+	fixture f;
+	fixture_open(&f, 1);
+	psim p;
+	const char *args[] = {NULL};
+	psim_start(&p, args);
+	uint8_t key[HR_KEY_LEN];
+	hr_err err = {0};
+	ck_assert(hr_key_from_hex(MASTER_HEX, key, &err));
+	char cfg[256];
+	snprintf(cfg, sizeof cfg, "{\"url\":\"http://127.0.0.1:%d/v1/send/sms/tx\"}", p.port);
+	hr_provider_spec tx = {.name = "tx", .channel = "sms", .transport = "http", .config = cfg};
+	ck_assert(hr_provider_put(f.c, key, f.t[0].slug, &tx, &err));
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, NULL, NULL);
+	pid_t w = worker_start(f.dir, "worker-tx", "sms", "transactional", s.ep[0], NULL);
+	enqueue(&f, 0, "sms", "transactional", 1, "tx");
+	ck_assert_int_eq(wait_q(&f, "SELECT count(*) FROM %s.results", 1), 1);
+
+	PGconn *lock = NULL;
+	ck_assert_msg(hr_db_connect(f.dsn, &lock, &err), "%s", err.msg);
+	char sql[512];
+	snprintf(sql, sizeof sql, "BEGIN; LOCK TABLE %s.contacts IN ACCESS EXCLUSIVE MODE", f.t[0].schema);
+	ck_assert_msg(hr_db_exec(lock, sql, &err), "%s", err.msg);
+	const char *waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+			      "'herald-scheduler transactional' AND wait_event_type = 'Lock' AND datname = current_database()";
+	for (int i = 1; i <= 3; i++) {
+		enqueue(&f, 0, "sms", "transactional", 1, "tx");
+		ck_assert_int_eq(wait_q(&f, waiting, i), i); /* one more read out, held by the lock */
+	}
+	enqueue(&f, 0, "sms", "transactional", 1, "tx"); /* a fourth: no fourth read for this tenant */
+	struct timespec d = {0, 300000000};
+	nanosleep(&d, NULL);
+	ck_assert_int_eq(q(&f, waiting, f.t[0].schema), 3);
+	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.results", f.t[0].schema), 1);
+	ck_assert_msg(hr_db_exec(lock, "ROLLBACK", &err), "%s", err.msg);
+	PQfinish(lock);
+
+	ck_assert_int_eq(wait_q(&f, "SELECT count(*) FROM %s.results WHERE status = 'sent'", 5), 5);
+	/* give a message sent twice time to reach the provider before counting */
+	d.tv_sec = 1;
+	nanosleep(&d, NULL);
+	ck_assert_int_eq(stop_pid(w, SIGTERM), 0);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	psim_stop_keep(&p);
+	size_t n = 0;
+	char **lines = psim_receipts(&p, &n);
+	ck_assert_int_eq((long)n, 5);
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = i + 1; j < n; j++) {
+			const char *a = strrchr(lines[i], ' '), *b = strrchr(lines[j], ' ');
+			ck_assert_msg(a && b && strcmp(a, b) != 0, "message%s reached the provider twice", a);
+		}
+	psim_lines_free(lines, n);
+	psim_cleanup(&p);
+	fixture_close(&f);
+}
+END_TEST
+
+/* /proc/PID/stat's nice field (the 19th); -100 if unreadable. */
+static int proc_nice(long pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+	FILE *fp = fopen(path, "r");
+	if (!fp)
+		return -100;
+	size_t n = fread(buf, 1, sizeof buf - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	char *r = strrchr(buf, ')'); /* after the command name, which may hold spaces */
+	int field = 2, nice = -100;
+	for (char *t = r ? strtok(r + 1, " ") : NULL; t; t = strtok(NULL, " "))
+		if (++field == 19) {
+			nice = atoi(t);
+			break;
+		}
+	return nice;
+}
+
+/*
+ * The scheduler names its read connections for operators and runs the bulk
+ * loads' Postgres backends at nice 10 when they are on this host (as here):
+ * a transactional read must not wait for a CPU behind four bulk loads.
+ */
+START_TEST(bulk_load_backends_run_at_a_lower_cpu_priority)
+{
+	fixture f;
+	fixture_open(&f, 1);
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, NULL, NULL);
+	const char *bulk = "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+			   "'herald-scheduler bulk' AND datname = current_database()";
+	ck_assert_int_eq(wait_q(&f, bulk, 4), 4);
+	ck_assert_int_eq(wait_q(&f, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+				    "'herald-scheduler transactional' AND datname = current_database()", 4), 4);
+	PGresult *r = PQexec(f.c, "SELECT pid, application_name = 'herald-scheduler bulk' FROM pg_stat_activity "
+				  "WHERE application_name LIKE 'herald-scheduler %' AND datname = current_database() "
+				  "ORDER BY 2");
+	ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+	ck_assert_int_eq(PQntuples(r), 8);
+	/* Relative to the transactional backends (the server may run niced itself). */
+	int base = proc_nice(atol(PQgetvalue(r, 0, 0)));
+	ck_assert_msg(base > -100, "cannot read the backends' /proc entries");
+	int want = base + 10 > 19 ? 19 : base + 10;
+	for (int i = 0; i < PQntuples(r); i++) {
+		bool is_bulk = strcmp(PQgetvalue(r, i, 1), "t") == 0;
+		int nice = proc_nice(atol(PQgetvalue(r, i, 0)));
+		ck_assert_msg(nice == (is_bulk ? want : base), "%s backend %s: nice %d, transactional ones %d",
+			      is_bulk ? "bulk" : "transactional", PQgetvalue(r, i, 0), nice, base);
+	}
+	PQclear(r);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	fixture_close(&f);
+}
+END_TEST
+
 static long max_per_second(const char *receipts, const char *account)
 {
 	FILE *fp = fopen(receipts, "r");
@@ -314,6 +453,11 @@ int main(void)
 	tcase_set_timeout(tc, 180);
 	tcase_add_test(tc, a_batch_committed_after_a_later_one_is_still_sent);
 	tcase_add_test(tc, a_wakeup_read_by_the_loops_own_queries_is_not_lost);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("lanes");
+	tcase_set_timeout(tc, 180);
+	tcase_add_test(tc, overlapping_transactional_reads_send_each_message_once);
+	tcase_add_test(tc, bulk_load_backends_run_at_a_lower_cpu_priority);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("faults");
 	tcase_set_timeout(tc, 300);
