@@ -1018,16 +1018,40 @@ owner_hooks sched_owner_hooks(sched *s)
 			     .released = hook_released, .peers = hook_peers};
 }
 
-static void rebalance(sched *s)
+static void tick_failed(sched *s, const hr_err *err)
 {
-	flush_out(s); /* hook_drained counts what the lander has */
-	hr_err err = {0};
-	if (owner_tick(s->owner, s->db, &err))
-		return;
 	/* Our shard locks live in this session: without it another scheduler may serve them. */
 	if (PQstatus(s->db) != CONNECTION_OK)
-		hr_fatal("scheduler: lost the database connection (and with it the shard locks): %s", err.msg);
-	hr_warn("scheduler: rebalancing shards: %s", err.msg);
+		hr_fatal("scheduler: lost the database connection (and with it the shard locks): %s", err->msg);
+	hr_warn("scheduler: rebalancing shards: %s", err->msg);
+}
+
+/* Take the tick's answer if it is there (wait: until it is). */
+static void tick_poll(sched *s, bool wait)
+{
+	if (!owner_tick_pending(s->owner))
+		return;
+	flush_out(s); /* hook_drained counts what the lander has */
+	hr_err err = {0};
+	if (owner_tick_poll(s->owner, s->db, wait, &err) < 0)
+		tick_failed(s, &err);
+}
+
+/* The loop's connection is about to run a statement: no tick may be out on it. */
+void sched_db_sync(sched *s)
+{
+	if (s->owner)
+		tick_poll(s, true);
+}
+
+/* Send the shard tick's read; its answer is taken in a later turn (tick_poll). */
+static void rebalance(sched *s)
+{
+	if (owner_tick_pending(s->owner))
+		return;
+	hr_err err = {0};
+	if (!owner_tick_send(s->owner, s->db, &err))
+		tick_failed(s, &err);
 }
 
 /*
@@ -1104,12 +1128,14 @@ int sched_run(sched *s)
 		}
 		/* The workers, NOTIFYs, and the reads in flight (store.c): a transactional
 		 * batch is dispatched the moment its rows arrive. */
-		zmq_pollitem_t items[3 + 16] = {
+		zmq_pollitem_t items[3 + 17] = {
 			{s->router[0], 0, ZMQ_POLLIN, 0},
 			{s->router[1], 0, ZMQ_POLLIN, 0},
 			{NULL, PQsocket(s->listen), ZMQ_POLLIN, 0},
 		};
-		int fds[16], nfds = store_poll_fds(fds, 16);
+		int fds[17], nfds = store_poll_fds(fds, 16);
+		if (owner_tick_pending(s->owner))
+			fds[nfds++] = PQsocket(s->db);
 		for (int i = 0; i < nfds; i++)
 			items[3 + i] = (zmq_pollitem_t){NULL, fds[i], ZMQ_POLLIN, 0};
 		if (zmq_poll(items, 3 + nfds, timeout) < 0 && zmq_errno() != EINTR)
@@ -1142,6 +1168,7 @@ int sched_run(sched *s)
 				s->limits_loaded_ms = wall;
 			}
 		}
+		tick_poll(s, false);
 		if (!stop_at && wall - last_rebalance >= s->rebalance_ms) {
 			rebalance(s);
 			last_rebalance = wall;
@@ -1168,6 +1195,7 @@ int sched_run(sched *s)
 		turn_mark(s, T_FLUSH);
 		turn_end(s);
 	}
+	tick_poll(s, true);
 	flush_out(s);
 	hr_buf_free(&frame);
 	hr_free(jobs);

@@ -199,6 +199,8 @@ static inline bool sched_owns_tenant(const sched *s, uint32_t tenant_id)
 void store_providers_free(sched *s);
 /* Re-read account, tenant, agency and sender limits (at start and every provider_cache_ms). */
 bool store_load_limits(sched *s, hr_err *err) HR_MUST_CHECK;
+/* Before a statement on s->db from the loop thread: finish the shard tick out on it (dispatch.c). */
+void sched_db_sync(sched *s);
 
 /* store.c -- Postgres side of the loop's thread */
 bool store_connect(sched *s, hr_err *err) HR_MUST_CHECK;

@@ -23,6 +23,7 @@ struct owner {
 	_Atomic int state[OWNER_SHARDS]; /* owner_state */
 	atomic_int holds[OWNER_SHARDS];  /* open owner_hold()s per shard */
 	int schedulers;                  /* present at the last tick (0 = no tick yet) */
+	bool pending;                    /* a tick's pg_locks read is out (owner_tick_send) */
 	unsigned rot;                    /* where the search for free shards starts */
 };
 
@@ -160,22 +161,71 @@ static bool unlock(PGconn *db, int shard, hr_err *err)
 	return true;
 }
 
-bool owner_tick(owner *o, PGconn *db, hr_err *err)
+/*
+ * The tick's read is sent (owner_tick_send) and its answer taken when it is
+ * there (owner_tick_poll), so that the loop does not wait for it: behind a
+ * draining backlog the backend answering it could wait 100-200 ms for a CPU.
+ * The rest of a tick (taking, unlocking) is synchronous and rare.
+ */
+bool owner_tick_send(owner *o, PGconn *db, hr_err *err)
 {
 	char pkey[16], skey[16];
 	snprintf(pkey, sizeof pkey, "%d", OWNER_LOCK_PRESENCE);
 	snprintf(skey, sizeof skey, "%d", OWNER_LOCK_SHARD);
 	const char *p[2] = {pkey, skey};
-	PGresult *r;
 	/* Granted two-key advisory locks of this database: objsubid = 2. */
-	if (!hr_db_query(db,
-			 "SELECT count(*) FILTER (WHERE classid = $1::int::oid), "
-			 "coalesce(array_agg(objid::int) FILTER (WHERE classid = $2::int::oid "
-			 "AND pid <> pg_backend_pid()), '{}') "
-			 "FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
-			 "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-			 2, p, &r, err))
+	if (!PQsendQueryParams(db,
+			       "SELECT count(*) FILTER (WHERE classid = $1::int::oid), "
+			       "coalesce(array_agg(objid::int) FILTER (WHERE classid = $2::int::oid "
+			       "AND pid <> pg_backend_pid()), '{}') "
+			       "FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+			       "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+			       2, NULL, p, NULL, NULL, 0))
+		return hr_db_fail(db, NULL, "reading the shard locks", err);
+	o->pending = true;
+	return true;
+}
+
+bool owner_tick_pending(const owner *o)
+{
+	return o->pending;
+}
+
+static bool tick_apply(owner *o, PGconn *db, PGresult *r, hr_err *err);
+
+int owner_tick_poll(owner *o, PGconn *db, bool wait, hr_err *err)
+{
+	if (!o->pending)
+		return 1;
+	if (!wait && (!PQconsumeInput(db) || PQisBusy(db))) {
+		if (PQstatus(db) == CONNECTION_OK)
+			return 0;
+		o->pending = false;
+		hr_db_fail(db, NULL, "reading the shard locks", err);
+		return -1;
+	}
+	PGresult *r = PQgetResult(db), *extra;
+	while ((extra = PQgetResult(db)))
+		PQclear(extra);
+	o->pending = false; /* before the hooks, which may query db */
+	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+		hr_db_fail(db, r, "reading the shard locks", err);
+		PQclear(r);
+		return -1;
+	}
+	return tick_apply(o, db, r, err) ? 1 : -1;
+}
+
+bool owner_tick(owner *o, PGconn *db, hr_err *err)
+{
+	if (!o->pending && !owner_tick_send(o, db, err))
 		return false;
+	return owner_tick_poll(o, db, true, err) == 1;
+}
+
+/* The rest of a tick, from its pg_locks read r (cleared here). */
+static bool tick_apply(owner *o, PGconn *db, PGresult *r, hr_err *err)
+{
 	int k = atoi(PQgetvalue(r, 0, 0));
 	bool others[OWNER_SHARDS] = {false};
 	for (char *q = PQgetvalue(r, 0, 1); *q;) {

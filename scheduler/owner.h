@@ -78,6 +78,13 @@ void owner_free(owner *o);
 bool owner_join(owner *o, PGconn *db, hr_err *err) HR_MUST_CHECK;
 /* One rebalance: count peers, take or release shards, unlock drained ones. */
 bool owner_tick(owner *o, PGconn *db, hr_err *err) HR_MUST_CHECK;
+/* The same in two steps, so the loop need not wait: send the tick's read;
+ * then, each turn, owner_tick_poll: 0 = not answered yet (only when !wait),
+ * 1 = tick done, -1 = failed (err).  Nothing else may use db meanwhile:
+ * owner_tick_pending() says whether a read is out (finish it with wait). */
+bool owner_tick_send(owner *o, PGconn *db, hr_err *err) HR_MUST_CHECK;
+int owner_tick_poll(owner *o, PGconn *db, bool wait, hr_err *err) HR_MUST_CHECK;
+bool owner_tick_pending(const owner *o);
 
 int owner_shard_of(uint32_t tenant_id);
 owner_state owner_shard_state(const owner *o, int shard);

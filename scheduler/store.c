@@ -132,6 +132,7 @@ bool store_connect(sched *s, hr_err *err)
 
 static bool tenant_exec(sched *s, tenant *t, hr_err *err)
 {
+	sched_db_sync(s);
 	return hr_db_tenant_begin(s->db, t->schema, t->role, err);
 }
 
@@ -193,6 +194,7 @@ bool store_tenants(PGconn *c, PGresult **r, hr_err *err)
 bool store_load_tenants(sched *s, hr_err *err)
 {
 	PGresult *r;
+	sched_db_sync(s);
 	if (!store_tenants(s->db, &r, err))
 		return false;
 	bool ok = true;
@@ -537,6 +539,7 @@ static char *resolve_provider(sched *s, tenant *t, const char *name, hr_err *err
 	}
 	char *json = NULL;
 	/* Provider accounts live in the control schema: read outside the tenant role. */
+	sched_db_sync(s);
 	if (!hr_provider_resolve(s->db, s->master_key, t->id, name, false, &json, err))
 		return NULL;
 	struct provider_entry *e = hr_calloc(1, sizeof *e);
@@ -552,6 +555,7 @@ static char *resolve_provider(sched *s, tenant *t, const char *name, hr_err *err
 bool store_load_limits(sched *s, hr_err *err)
 {
 	PGresult *r;
+	sched_db_sync(s);
 	if (!hr_db_query(s->db,
 			 "SELECT 'account:' || tenant_id || '/' || name, rate_per_s FROM herald.provider_accounts "
 			 "WHERE rate_per_s IS NOT NULL UNION ALL "
