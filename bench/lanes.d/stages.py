@@ -65,6 +65,7 @@ def main():
         ("probe", "COMMIT -> NOTIFY read by an idle LISTEN-only connection (another process)"),
         ("loop", "COMMIT -> the loop takes the NOTIFY"),
         ("wait", "loop took the NOTIFY -> the read covering it sent (0 if sent before)"),
+        ("cwait", "COMMIT -> the read covering it sent (0 if sent before)"),
         ("read", "read sent -> rows loaded (off the loop)"),
         ("lease", "loaded -> leased"),
         ("send", "leased -> simulator's receipt (ZeroMQ, worker, HTTP)"),
@@ -86,6 +87,7 @@ def main():
             s_us, l_us = loaded[b]
             if lu is not None:
                 st["wait"].append(max(0, s_us - lu))
+            st["cwait"].append(max(0, s_us - c))
             st["read"].append(l_us - s_us)
             if b in leased:
                 st["lease"].append(leased[b] - l_us)
