@@ -1177,10 +1177,6 @@ int sched_run(sched *s)
 			metrics_publish(s->metrics, s);
 			last_metrics = wall;
 		}
-		/* What the queries above (limits, the shard tick) read from the
-		 * connection: a tenant's wake-up among it would otherwise wait for the
-		 * next notification to make the socket readable. */
-		store_take_notifies(s);
 		turn_mark(s, T_OTHER);
 		if (!stop_at) {
 			load_all(s);

@@ -211,9 +211,6 @@ bool store_tenants(PGconn *c, PGresult **r, hr_err *err) HR_MUST_CHECK;
 bool store_listen(sched *s, hr_err *err) HR_MUST_CHECK;
 /* Drain NOTIFYs; marks tenants need_load.  Returns false on a lost connection. */
 bool store_poll_notify(sched *s);
-/* Act on the NOTIFYs that the loop's own queries (limits, shard tick,
- * providers) read into libpq's queue: they no longer wake the poll. */
-void store_take_notifies(sched *s);
 /* Load up to `room` new batches of t (due or not); transactional ones first,
  * and they may exceed room (<= 0 too) by up to max_loaded. */
 bool store_load_batches(sched *s, tenant *t, int room, hr_err *err) HR_MUST_CHECK;

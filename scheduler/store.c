@@ -283,11 +283,6 @@ static void take_notifies(sched *s)
 	}
 }
 
-void store_take_notifies(sched *s)
-{
-	take_notifies(s);
-}
-
 bool store_poll_notify(sched *s)
 {
 	if (!PQconsumeInput(s->listen))
@@ -1080,6 +1075,5 @@ bool store_load_batches(sched *s, tenant *t, int room, hr_err *err)
 	}
 	if (t->last_seen >= t->recover_until && tx_out(t) == 0)
 		t->recovering = t->recovering && t->ndue > 0;
-	take_notifies(s);
 	return true;
 }
