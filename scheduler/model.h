@@ -103,6 +103,7 @@ typedef struct tenant {
 	struct { int64_t due_ms, id; bool tx; } *future; /* min-heap of batches due later */
 	int nfuture, capfuture;
 	bool more_rows;           /* the last header scan was full: read again */
+	uint32_t reads_sent, read_applied; /* store.c: transactional reads, numbered as sent */
 	int64_t recover_until;    /* outbox ids <= this were there at startup */
 	int loaded;               /* batches in memory */
 	batch *head[NLANES][NCHANNELS], *tail[NLANES][NCHANNELS]; /* ready lists */

@@ -439,8 +439,10 @@ static char *gaps_sql(const tenant *t)
 }
 
 /* sent_ms: when the read was sent; it ends only gaps found before that (it
- * asked for them: a read sent earlier may have stopped at its LIMIT below). */
-static void apply_headers(tenant *t, PGresult *r, int64_t sent_ms)
+ * asked for them: a read sent earlier may have stopped at its LIMIT below).
+ * newest: no read sent after it was applied before it; an older one may only
+ * set more_rows (its snapshot may be older: it cannot say nothing is left). */
+static void apply_headers(tenant *t, PGresult *r, int64_t sent_ms, bool newest)
 {
 	int n = PQntuples(r), rows = 0;
 	int64_t now = now_ms();
@@ -480,7 +482,8 @@ static void apply_headers(tenant *t, PGresult *r, int64_t sent_ms)
 		} else
 			g++;
 	t->gaps_checked_ms = now;
-	t->more_rows = rows == HEADERS_LIMIT || full;
+	bool more = rows == HEADERS_LIMIT || full;
+	t->more_rows = newest ? more : t->more_rows || more;
 }
 
 /*
@@ -846,6 +849,7 @@ static struct tx_slot {
 	tenant *t;                /* NULL = idle */
 	bool headers;             /* the job reads new headers too */
 	int64_t sent_ms;          /* apply_headers: which gaps it may end */
+	uint32_t seq;             /* t->reads_sent when sent */
 	int64_t sent_us, notified_us; /* sched_trace */
 	int64_t sched0[2];        /* sched_trace: the backend's schedstat when sent */
 	PGresult *res[3];         /* new headers, transactional headers, their rows */
@@ -898,6 +902,7 @@ static bool tx_send(sched *s, struct tx_slot *k, tenant *t, bool headers, int li
 		k->t = t;
 		k->headers = headers;
 		k->sent_ms = now_ms();
+		k->seq = ++t->reads_sent;
 		k->nres = 0;
 		k->failed = false;
 		k->notified_us = t->notified_us;
@@ -920,8 +925,12 @@ static bool tx_send(sched *s, struct tx_slot *k, tenant *t, bool headers, int li
 static void tx_apply(sched *s, struct tx_slot *k)
 {
 	tenant *t = k->t;
+	/* Sequence numbers compared modulo 2^32. */
+	bool newest = (int32_t)(k->seq - t->read_applied) > 0;
+	if (newest)
+		t->read_applied = k->seq;
 	if (k->headers)
-		apply_headers(t, k->res[0], k->sent_ms);
+		apply_headers(t, k->res[0], k->sent_ms, newest);
 	PGresult *h = k->res[1], *r = k->res[2];
 	int nr = PQntuples(r), r0 = 0;
 	for (int i = 0; i < PQntuples(h); i++) {
