@@ -33,6 +33,7 @@
 
 #include "config.h"
 #include "crypto.h"
+#include "db.h"
 #include "err.h"
 #include "migrate.h"
 #include "tenancy.h"
@@ -87,6 +88,10 @@ typedef struct api_route {
 	api_handler pre;
 	/* optional: the body is streamed to these instead (see api_stream) */
 	const api_stream *stream;
+	/* pre reads the control schema only through api_provider_channel (which
+	 * steps out of the tenant's role for that read), so the transaction may act
+	 * as the tenant from its first round trip: one round trip fewer */
+	bool pre_acts;
 } api_route;
 
 /* The route table (routes.c); the OpenAPI test compares it with docs/openapi.yaml. */
@@ -131,6 +136,7 @@ struct api_req {
 	/* wake-ups the server sends after this request's COMMIT (notify.h) */
 	bool notify_outbox;          /* it enqueued outbox batches (hr_outbox_batch.no_notify) */
 	bool notify_events;          /* it inserted events */
+	bool committed;              /* the handler committed already (api_commit_with) */
 };
 
 /* ---- server-wide things handlers may use ---- */
@@ -159,6 +165,16 @@ bool api_provider_channel(api_req *r, const char *name, char channel[16], hr_err
 bool api_provider_check(api_req *r, const char *base, const char *name, const char *channel);
 /* Forget the cached accounts of a tenant (its accounts changed). */
 void api_provider_forget(api_req *r, int64_t tenant_id);
+
+/*
+ * The handler's last statements and the COMMIT in one round trip
+ * (hr_db_pipeline; q[i].res as it says).  true: committed, and the server
+ * sends no COMMIT of its own -- so a handler answers 2xx only after this
+ * returned true (the durability contract), and may answer an error after it
+ * when its statements wrote nothing (e.g. an INSERT ... WHERE that decided
+ * against the write).  false: err says why, the transaction is rolled back.
+ */
+bool api_commit_with(api_req *r, hr_db_stmt *q, int n, hr_err *err) HR_MUST_CHECK;
 
 /* ---- responses (problem.c) ---- */
 /* A JSON response; takes ownership of body. */

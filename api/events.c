@@ -5,8 +5,10 @@
  * A batch is validated whole before anything is written: every bad item is
  * reported by its pointer (/events/3/occurred_at) in one 422.  Contact
  * references of the whole batch are resolved with one query, and the events
- * are inserted with one statement over unnest() of arrays -- two round trips
- * per batch, whatever its size (one when no event names a contact).  After
+ * are inserted with one statement over unnest() of arrays, sent with the
+ * COMMIT (api_commit_with) -- after the round trip that opens the tenant
+ * transaction, one more per batch whatever its size (two when an event names
+ * a contact).  After
  * the commit the server NOTIFYs `herald_events` with the tenant id
  * (api/notify.h: not in the transaction, where the NOTIFY lock serialised
  * every batch's commit): the rule engine hears of committed events at once
@@ -174,11 +176,12 @@ void events_post(api_req *r)
 		goto done;
 	}
 	const char *pi[] = {pga_end(&ids), pga_end(&names), pga_end(&props), pga_end(&ats)};
-	if (!hr_db_query(r->db,
-			 "INSERT INTO events (contact_id, name, properties, occurred_at) "
-			 "SELECT c, nm, p, coalesce(at, herald_clock.now()) FROM unnest($1::bigint[], $2::text[], $3::jsonb[], "
-			 "$4::timestamptz[]) AS e(c, nm, p, at)",
-			 4, pi, NULL, &err))
+	/* The INSERT and the COMMIT in one round trip; the 202 comes after both. */
+	hr_db_stmt ins[] = {{"INSERT INTO events (contact_id, name, properties, occurred_at) "
+			     "SELECT c, nm, p, coalesce(at, herald_clock.now()) FROM unnest($1::bigint[], $2::text[], "
+			     "$3::jsonb[], $4::timestamptz[]) AS e(c, nm, p, at)",
+			     4, pi, NULL}};
+	if (!api_commit_with(r, ins, 1, &err))
 		goto fail;
 	/* The server wakes the rule engine (scheduler/rules.c) after the commit (api/notify.h). */
 	r->notify_events = true;

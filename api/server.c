@@ -9,9 +9,12 @@
  * life, so a request never waits for a connection while holding a thread.
  * A tenant request's round trips: one that begins the transaction, reads the
  * tenant's settings and switches to its role and schema (with a pre hook:
- * pre between the read and a second round trip for the switch; provider
- * accounts come from the cache below), the handler's own statements, COMMIT.  Wake-ups for the scheduler go after
- * the COMMIT through notify.c, never inside the transaction.
+ * pre between the read and a second round trip for the switch, unless the
+ * route says pre_acts; provider accounts come from the cache below), the
+ * handler's own statements, COMMIT -- or the handler sends its last
+ * statements with the COMMIT (api_commit_with), as a send and an event batch
+ * do: a send is then two round trips in all.  Wake-ups for the scheduler go
+ * after the COMMIT through notify.c, never inside the transaction.
  * Keep-alive is MHD's default for HTTP/1.1.  Bodies over api_max_body are
  * refused with 413 (at once when Content-Length says so, else as soon as the
  * collected bytes pass the limit; the rest is discarded).  Idle connections
@@ -479,7 +482,8 @@ static bool enter_tenant(api_req *r, bool begin)
 			api_problem_err(r, &err);
 		return false;
 	}
-	if (!tenant_open(r, begin, begin && !r->route->pre, &err)) {
+	bool act = begin && (!r->route->pre || r->route->pre_acts);
+	if (!tenant_open(r, begin, act, &err)) {
 		api_problem_err(r, &err);
 		return false;
 	}
@@ -489,11 +493,14 @@ static bool enter_tenant(api_req *r, bool begin)
 	}
 	if (!begin)
 		return true;
+	r->acting = act;
 	if (r->route->pre) {
-		/* in the transaction, before it acts as the tenant: pre may read the control schema */
+		/* in the transaction, before it acts as the tenant (unless pre_acts): pre may read the control schema */
 		r->route->pre(r);
 		if (r->status)
 			return false;
+		if (act)
+			return true;
 		char *qs = hr_db_ident(r->db, r->tenant.schema), *qr = hr_db_ident(r->db, r->tenant.role);
 		char *sql = hr_sprintf("SET LOCAL ROLE %s; SET LOCAL search_path TO %s", qr, qs);
 		bool ok = hr_db_exec(r->db, sql, &err);
@@ -506,6 +513,21 @@ static bool enter_tenant(api_req *r, bool begin)
 		}
 	}
 	r->acting = true;
+	return true;
+}
+
+bool api_commit_with(api_req *r, hr_db_stmt *q, int n, hr_err *err)
+{
+	hr_db_stmt all[8];
+	if (n < 0 || n >= (int)(sizeof all / sizeof *all))
+		hr_panic("api: api_commit_with: %d statements", n);
+	memcpy(all, q, (size_t)n * sizeof *q);
+	all[n] = (hr_db_stmt){"COMMIT", 0, NULL, NULL};
+	if (!hr_db_pipeline(r->db, all, n + 1, err))
+		return false;
+	for (int i = 0; i < n; i++)
+		q[i].res = all[i].res;
+	r->committed = true;
 	return true;
 }
 
@@ -551,7 +573,10 @@ static void run(api_req *r, const upload *u)
 			r->route->fn(r);
 			if (tenant) {
 				hr_err err = {0};
-				if ((r->status < 400 || r->keep_writes) && !hr_db_commit(r->db, &err))
+				if (r->committed) {
+					if (r->status < 400)
+						announce(r);
+				} else if ((r->status < 400 || r->keep_writes) && !hr_db_commit(r->db, &err))
 					api_problem_err(r, &err);
 				else if (r->status < 400)
 					announce(r);
