@@ -776,6 +776,82 @@ START_TEST(messages_blocked_by_suppression_and_consent)
 }
 END_TEST
 
+/*
+ * A send to an address (`to`) is one statement that looks everything up and
+ * inserts only when nothing refuses it (messages.c, send_direct): each of its
+ * refusals, in order, and what an accepted send wrote.
+ */
+START_TEST(messages_to_address_checks_in_one_statement)
+{
+	fx f;
+	fx_open(&f);
+	provider(&f, "mail", "email");
+	const char *fan = "{\"channel\": \"email\", \"provider\": \"mail\", \"lane\": \"bulk\", "
+			  "\"to\": \"Fan@Example.com\", \"content\": {\"text\": \"sale\"}, \"data\": {\"n\": 1}}";
+	/* bulk to an address that is no contact: no consent */
+	resp *r = call("POST", "/v1/messages", f.send, NULL, fan);
+	expect_problem(r, 422, "/to");
+	ck_assert_ptr_nonnull(strstr(jstr(r, "detail"), "not a known contact"));
+	resp_free(r);
+	r = call("PUT", "/v1/contacts", f.full, NULL, "{\"email\": \"fan@example.com\"}");
+	long long id = jint(r, "id");
+	resp_free(r);
+	/* a contact without consent, then with it withdrawn */
+	r = call("POST", "/v1/messages", f.send, NULL, fan);
+	expect_problem(r, 422, "/to");
+	ck_assert_ptr_nonnull(strstr(jstr(r, "detail"), "no consent for email / marketing"));
+	ck_assert_ptr_null(strstr(jstr(r, "detail"), "withdrawn"));
+	resp_free(r);
+	char path[96];
+	snprintf(path, sizeof path, "/v1/contacts/%lld/consents", id);
+	r = call("POST", path, f.full, NULL, "{\"channel\": \"email\", \"purpose\": \"marketing\", \"granted\": false, \"source\": \"form\"}");
+	resp_free(r);
+	r = call("POST", "/v1/messages", f.send, NULL, fan);
+	expect_problem(r, 422, "/to");
+	ck_assert_ptr_nonnull(strstr(jstr(r, "detail"), "(withdrawn)"));
+	resp_free(r);
+	/* a template of another channel is refused before the consent */
+	sql(&f, "INSERT INTO %s.templates (id, name, channel) VALUES (8, 'sms-only', 'sms'); "
+		"INSERT INTO %s.template_versions (template_id, version, content) VALUES (8, 1, '{}')");
+	r = call("POST", "/v1/messages", f.send, NULL,
+		 "{\"channel\": \"email\", \"provider\": \"mail\", \"lane\": \"bulk\", \"to\": \"fan@example.com\", "
+		 "\"template\": {\"id\": 8, \"version\": 1}}");
+	expect_problem(r, 422, "/template");
+	resp_free(r);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.outbox"), 0);
+	/* granted: written with the contact and the data of its one message */
+	r = call("POST", path, f.full, NULL, "{\"channel\": \"email\", \"purpose\": \"marketing\", \"granted\": true, \"source\": \"form\"}");
+	resp_free(r);
+	extra_header = "Idempotency-Key: fan-1";
+	r = call("POST", "/v1/messages", f.send, NULL, fan);
+	extra_header = NULL;
+	ck_assert_msg(r->status == 202, "%s", r->body);
+	long long mid = jint(r, "id");
+	resp_free(r);
+	char q[512];
+	snprintf(q, sizeof q, "SELECT count(*) FROM %%s.outbox WHERE id * 4096 = %lld AND lane = 'bulk' AND origin = 'api' "
+		 "AND addresses = '{fan@example.com}' AND contact_ids = '{%lld}' AND data = '[{\"n\": 1}]' "
+		 "AND idempotency_key = 'fan-1' AND request_hash IS NOT NULL AND content = '{\"text\": \"sale\"}'",
+		 mid, id);
+	ck_assert_int_eq(count(&f, q), 1);
+	/* a suppression refuses it before the consent; with transactional_policy "none" a transactional send goes */
+	sql(&f, "INSERT INTO %s.suppressions (channel, address, reason) VALUES ('email', 'fan@example.com', 'complaint')");
+	r = call("POST", "/v1/messages", f.send, NULL, fan);
+	expect_problem(r, 422, "/to");
+	ck_assert_ptr_nonnull(strstr(jstr(r, "detail"), "suppressed (complaint)"));
+	resp_free(r);
+	snprintf(q, sizeof q, "UPDATE herald.tenants SET settings = settings || '{\"transactional_policy\": \"none\"}' "
+		 "WHERE id = %lld", (long long)f.t.id);
+	PQclear(PQexec(f.c, q));
+	r = call("POST", "/v1/messages", f.send, NULL,
+		 "{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"fan@example.com\", \"content\": {\"text\": \"receipt\"}}");
+	ck_assert_msg(r->status == 202, "%s", r->body);
+	resp_free(r);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.outbox"), 2);
+	fx_close(&f);
+}
+END_TEST
+
 START_TEST(messages_invalid_and_other_tenants_ids)
 {
 	fx f, g;
@@ -850,6 +926,7 @@ Suite *api_suite(void)
 	tcase_add_test(tc, messages_enqueue_get_status_and_idempotency);
 	tcase_add_test(tc, messages_idempotency_replay_and_conflict);
 	tcase_add_test(tc, messages_blocked_by_suppression_and_consent);
+	tcase_add_test(tc, messages_to_address_checks_in_one_statement);
 	tcase_add_test(tc, messages_invalid_and_other_tenants_ids);
 	suite_add_tcase(s, tc);
 	return s;
