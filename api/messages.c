@@ -187,7 +187,7 @@ static bool to_address(const msg_in *m, const char *cc, char addr[520], hr_err *
 
 /*
  * The common send -- an address in `to`, no fallback cascade -- as one
- * statement pipelined with the COMMIT (api_commit_with), so that a send is
+ * statement pipelined with the COMMIT (api_commit_prepared), so that a send is
  * two round trips in all with the one that opens the tenant transaction.
  * The statement looks up what the general path below asks for one query at a
  * time -- an earlier request with the Idempotency-Key, the template version,
@@ -233,9 +233,9 @@ static void send_direct(api_req *r, const msg_in *m, const char *addr, bool chec
 	const char *p[] = {m->idem, addr, m->channel, check_supp ? "t" : "f", check_consent ? "t" : "f", m->purpose,
 			   m->template_id ? tid : NULL, m->template_id ? ver : NULL, m->lane, m->content, m->provider,
 			   m->data, m->hash};
-	hr_db_stmt q[] = {{sql[k], 13, p, NULL}};
+	PGresult *res;
 	hr_err err = {0};
-	if (!api_commit_with(r, q, 1, &err)) {
+	if (!api_commit_prepared(r, API_PREP_SEND + (unsigned)k, sql[k], 13, p, &res, &err)) {
 		if (err.kind == HR_ERR_CONFLICT) /* a concurrent request with the same key won */
 			api_problem(r, 409, "idempotency-conflict", "Idempotency-Key in use",
 				    "a concurrent request used this Idempotency-Key; retry to get its answer", NULL);
@@ -243,7 +243,6 @@ static void send_direct(api_req *r, const msg_in *m, const char *addr, bool chec
 			api_problem_err(r, &err);
 		return;
 	}
-	PGresult *res = q[0].res;
 	if (!PQgetisnull(res, 0, 0)) {
 		if (strcmp(PQgetvalue(res, 0, 1), m->hash) == 0)
 			accepted(r, strtoll(PQgetvalue(res, 0, 0), NULL, 10), true);

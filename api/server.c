@@ -73,6 +73,7 @@ struct api_server {
 	int nconn;
 	PGconn **conn;
 	bool *busy;
+	uint32_t *prepared; /* per connection: the api_commit_prepared statements it holds (bit = id) */
 };
 
 /* One HTTP request's collection state (MHD's con_cls). */
@@ -255,8 +256,10 @@ static PGconn *pool_get(api_server *s, int *slot)
 				*slot = i;
 				pthread_mutex_unlock(&s->mu);
 				PGconn *c = s->conn[i];
-				if (PQstatus(c) != CONNECTION_OK)
+				if (PQstatus(c) != CONNECTION_OK) {
 					PQreset(c);
+					s->prepared[i] = 0; /* a new session holds none */
+				}
 				return c;
 			}
 		pthread_cond_wait(&s->cv, &s->mu);
@@ -531,6 +534,56 @@ bool api_commit_with(api_req *r, hr_db_stmt *q, int n, hr_err *err)
 	return true;
 }
 
+bool api_commit_prepared(api_req *r, unsigned id, const char *sql, int nparams, const char *const *params,
+			 PGresult **res, hr_err *err)
+{
+	PGconn *c = r->db;
+	char name[24];
+	snprintf(name, sizeof name, "herald_api_%u", id);
+	uint32_t bit = 1u << (id & 31);
+	bool prepare = !(*r->db_prepared & bit);
+	*res = NULL;
+	if (PQenterPipelineMode(c) != 1)
+		return hr_db_fail(c, NULL, "pipeline failed", err);
+	/* [Parse,] Bind + Execute, COMMIT, Sync: each step's results then NULL, then the sync's. */
+	int steps = 0; /* queued */
+	bool ok = (!prepare || (PQsendPrepare(c, name, sql, nparams, NULL) == 1 && ++steps)) &&
+		  PQsendQueryPrepared(c, name, nparams, params, NULL, NULL, 0) == 1 && ++steps &&
+		  PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1 && ++steps;
+	if (!ok)
+		hr_db_fail(c, NULL, "query failed", err);
+	if (PQpipelineSync(c) != 1 && ok)
+		ok = hr_db_fail(c, NULL, "pipeline failed", err);
+	for (int i = prepare ? 0 : 1, end = i + steps; i < end; i++) {
+		PGresult *x;
+		while ((x = PQgetResult(c))) {
+			ExecStatusType st = PQresultStatus(x);
+			if (i == 1 && st == PGRES_TUPLES_OK && !*res) {
+				*res = x;
+				continue;
+			}
+			if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && ok)
+				ok = hr_db_fail(c, st == PGRES_PIPELINE_ABORTED ? NULL : x, "query failed", err);
+			else if (i == 0 && st == PGRES_COMMAND_OK)
+				*r->db_prepared |= bit; /* prepared statements outlive a failed transaction */
+			PQclear(x);
+		}
+	}
+	PGresult *x;
+	while ((x = PQgetResult(c)) && PQresultStatus(x) != PGRES_PIPELINE_SYNC)
+		PQclear(x);
+	PQclear(x);
+	if (PQexitPipelineMode(c) != 1 && ok)
+		ok = hr_db_fail(c, NULL, "pipeline failed", err);
+	if (!ok) {
+		PQclear(*res);
+		*res = NULL;
+		return false;
+	}
+	r->committed = true;
+	return true;
+}
+
 /* After a COMMIT: the wake-ups the handler asked for (notify.h). */
 static void announce(api_req *r)
 {
@@ -560,6 +613,7 @@ static void run(api_req *r, const upload *u)
 	}
 	int slot;
 	r->db = pool_get(r->srv, &slot);
+	r->db_prepared = &r->srv->prepared[slot];
 	if (r->route->auth == API_AUTH_SIGNED) {
 		r->raw = u->buf ? u->buf : "";
 		r->raw_len = u->len;
@@ -585,6 +639,7 @@ static void run(api_req *r, const upload *u)
 	}
 	pool_put(r->srv, slot);
 	r->db = NULL;
+	r->db_prepared = NULL;
 }
 
 static enum MHD_Result respond(struct MHD_Connection *conn, api_req *r)
@@ -801,6 +856,7 @@ bool api_server_start(const hr_config *cfg, const char *dsn, const hr_migration_
 	s->nconn = (int)hr_config_int(cfg, "api_threads");
 	s->conn = hr_calloc((size_t)s->nconn, sizeof *s->conn);
 	s->busy = hr_calloc((size_t)s->nconn, sizeof *s->busy);
+	s->prepared = hr_calloc((size_t)s->nconn, sizeof *s->prepared);
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
 	pthread_mutex_init(&s->pmu, NULL);
@@ -860,6 +916,7 @@ void api_server_stop(api_server *s)
 			PQfinish(s->conn[i]);
 	hr_free(s->conn);
 	hr_free(s->busy);
+	hr_free(s->prepared);
 	pthread_mutex_destroy(&s->mu);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->pmu);
