@@ -33,7 +33,6 @@
 
 #include "config.h"
 #include "crypto.h"
-#include "db.h"
 #include "err.h"
 #include "migrate.h"
 #include "tenancy.h"
@@ -136,7 +135,7 @@ struct api_req {
 	/* wake-ups the server sends after this request's COMMIT (notify.h) */
 	bool notify_outbox;          /* it enqueued outbox batches (hr_outbox_batch.no_notify) */
 	bool notify_events;          /* it inserted events */
-	bool committed;              /* the handler committed already (api_commit_with) */
+	bool committed;              /* the handler committed already (api_commit_prepared) */
 	uint32_t *db_prepared;       /* r->db's statements of api_commit_prepared (server.c) */
 };
 
@@ -168,24 +167,26 @@ bool api_provider_check(api_req *r, const char *base, const char *name, const ch
 void api_provider_forget(api_req *r, int64_t tenant_id);
 
 /*
- * The handler's last statements and the COMMIT in one round trip
- * (hr_db_pipeline; q[i].res as it says).  true: committed, and the server
- * sends no COMMIT of its own -- so a handler answers 2xx only after this
- * returned true (the durability contract), and may answer an error after it
- * when its statements wrote nothing (e.g. an INSERT ... WHERE that decided
- * against the write).  false: err says why, the transaction is rolled back.
+ * The handler's last statement and the COMMIT in one round trip.  The
+ * statement is prepared on each pooled connection the first time it runs
+ * there (in the same round trip) and executed by name after that, so
+ * PostgreSQL parses and plans it once per connection rather than per request
+ * (a send's statement took ~0.2 ms to plan).  id (0..31) names the
+ * statement; sql must always be the same text for an id.  A prepared
+ * statement follows search_path: when the connection acts as another tenant,
+ * PostgreSQL analyses it again.
+ *
+ * true: committed, *res holds the statement's rows (NULL when it returns
+ * none), and the server sends no COMMIT of its own -- so a handler answers
+ * 2xx only after this returned true (the durability contract), and may
+ * answer an error after it when the statement wrote nothing (an INSERT ...
+ * WHERE that decided against the write).  false: err says why, *res is NULL,
+ * and nothing is committed (the server rolls the transaction back).
  */
-bool api_commit_with(api_req *r, hr_db_stmt *q, int n, hr_err *err) HR_MUST_CHECK;
-/*
- * The same for one hot statement, prepared on each pooled connection the
- * first time it runs there (in the same round trip) and executed by name
- * after that: PostgreSQL parses and plans it once per connection instead of
- * once per request (a send's statement took ~0.2 ms to plan).  id (0..31)
- * names the statement; sql must always be the same text for an id.  *res:
- * the statement's rows.  A prepared statement follows search_path: when the
- * connection acts as another tenant PostgreSQL analyses it again.
- */
-enum { API_PREP_SEND = 0 /* 0..2: messages.c's send_direct, by channel */ };
+enum {
+	API_PREP_SEND = 0,   /* 0..2: messages.c's send_direct, by channel */
+	API_PREP_EVENTS = 3, /* events.c: a batch's INSERT */
+};
 bool api_commit_prepared(api_req *r, unsigned id, const char *sql, int nparams, const char *const *params,
 			 PGresult **res, hr_err *err) HR_MUST_CHECK;
 

@@ -12,8 +12,8 @@
  * pre between the read and a second round trip for the switch, unless the
  * route says pre_acts; provider accounts come from the cache below), the
  * handler's own statements, COMMIT -- or the handler sends its last
- * statements with the COMMIT (api_commit_with), as a send and an event batch
- * do: a send is then two round trips in all.  Wake-ups for the scheduler go
+ * statement with the COMMIT (api_commit_prepared), as a send and an event
+ * batch do: a send is then two round trips in all.  Wake-ups for the scheduler go
  * after the COMMIT through notify.c, never inside the transaction.
  * Keep-alive is MHD's default for HTTP/1.1.  Bodies over api_max_body are
  * refused with 413 (at once when Content-Length says so, else as soon as the
@@ -516,21 +516,6 @@ static bool enter_tenant(api_req *r, bool begin)
 		}
 	}
 	r->acting = true;
-	return true;
-}
-
-bool api_commit_with(api_req *r, hr_db_stmt *q, int n, hr_err *err)
-{
-	hr_db_stmt all[8];
-	if (n < 0 || n >= (int)(sizeof all / sizeof *all))
-		hr_panic("api: api_commit_with: %d statements", n);
-	memcpy(all, q, (size_t)n * sizeof *q);
-	all[n] = (hr_db_stmt){"COMMIT", 0, NULL, NULL};
-	if (!hr_db_pipeline(r->db, all, n + 1, err))
-		return false;
-	for (int i = 0; i < n; i++)
-		q[i].res = all[i].res;
-	r->committed = true;
 	return true;
 }
 
