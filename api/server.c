@@ -554,12 +554,7 @@ bool api_commit_prepared(api_req *r, unsigned id, const char *sql, int nparams, 
 			PQclear(x);
 		}
 	}
-	PGresult *x;
-	while ((x = PQgetResult(c)) && PQresultStatus(x) != PGRES_PIPELINE_SYNC)
-		PQclear(x);
-	PQclear(x);
-	if (PQexitPipelineMode(c) != 1 && ok)
-		ok = hr_db_fail(c, NULL, "pipeline failed", err);
+	ok = hr_db_pipeline_end(c, ok, err);
 	if (!ok) {
 		PQclear(*res);
 		*res = NULL;

@@ -95,6 +95,17 @@ bool hr_db_query(PGconn *c, const char *sql, int nparams, const char *const *par
 	return true;
 }
 
+bool hr_db_pipeline_end(PGconn *c, bool ok, hr_err *err)
+{
+	PGresult *r;
+	while ((r = PQgetResult(c)) && PQresultStatus(r) != PGRES_PIPELINE_SYNC)
+		PQclear(r);
+	PQclear(r);
+	if (PQexitPipelineMode(c) != 1 && ok)
+		ok = hr_db_fail(c, NULL, "pipeline failed", err);
+	return ok;
+}
+
 bool hr_db_pipeline(PGconn *c, hr_db_stmt *s, int n, hr_err *err)
 {
 	for (int i = 0; i < n; i++)
@@ -123,12 +134,7 @@ bool hr_db_pipeline(PGconn *c, hr_db_stmt *s, int n, hr_err *err)
 			PQclear(r);
 		}
 	}
-	PGresult *r;
-	while ((r = PQgetResult(c)) && PQresultStatus(r) != PGRES_PIPELINE_SYNC)
-		PQclear(r);
-	PQclear(r);
-	if (PQexitPipelineMode(c) != 1 && ok)
-		ok = hr_db_fail(c, NULL, "pipeline failed", err);
+	ok = hr_db_pipeline_end(c, ok, err);
 	if (!ok)
 		for (int i = 0; i < n; i++) {
 			PQclear(s[i].res);

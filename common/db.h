@@ -55,6 +55,9 @@ typedef struct hr_db_stmt {
 	PGresult *res; /* out */
 } hr_db_stmt;
 bool hr_db_pipeline(PGconn *c, hr_db_stmt *s, int n, hr_err *err) HR_MUST_CHECK;
+/* After a pipeline's statements' results were read: the sync's, then out of
+ * pipeline mode.  Returns ok, or false (err set) when leaving fails. */
+bool hr_db_pipeline_end(PGconn *c, bool ok, hr_err *err) HR_MUST_CHECK;
 
 /* Fill err from a failed result (or from the connection when res is NULL). */
 bool hr_db_fail(PGconn *c, const PGresult *res, const char *what, hr_err *err);
