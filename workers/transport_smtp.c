@@ -456,6 +456,23 @@ static void start_envelope(sess *x)
 	flush_out(x);
 }
 
+/* What both transfers set last -- replies to on_reply, TLS, time limits,
+ * credentials -- and the start in the shared multi. */
+static void start_transfer(sess *x, const wk_provider *p, long use_ssl, long timeout)
+{
+	CURL *e = x->easy;
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_reply);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(e, CURLOPT_USE_SSL, use_ssl);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout < 10000 ? timeout : 10000L);
+	if (p->username && p->password) {
+		curl_easy_setopt(e, CURLOPT_USERNAME, p->username);
+		curl_easy_setopt(e, CURLOPT_PASSWORD, p->password);
+	}
+	wk_curlio_start(x->t->io, e, &x->req);
+}
+
 /* libcurl opens the connection: resolve, connect, greeting, EHLO, AUTH; then we take the socket. */
 static void start_connect(sess *x)
 {
@@ -471,16 +488,7 @@ static void start_connect(sess *x)
 	curl_easy_setopt(e, CURLOPT_URL, p->url);
 	wk_curlio_easy_defaults(t->io, e);
 	curl_easy_setopt(e, CURLOPT_CONNECT_ONLY, 1L);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_reply);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-	curl_easy_setopt(e, CURLOPT_USE_SSL, (long)CURLUSESSL_NONE);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout < 10000 ? timeout : 10000L);
-	if (p->username && p->password) {
-		curl_easy_setopt(e, CURLOPT_USERNAME, p->username);
-		curl_easy_setopt(e, CURLOPT_PASSWORD, p->password);
-	}
-	wk_curlio_start(t->io, e, &x->req);
+	start_transfer(x, p, (long)CURLUSESSL_NONE, timeout);
 }
 
 static void connect_done(sess *x, CURLcode rc)
@@ -664,16 +672,7 @@ static void smtp_submit(wk_transport *tr, wk_send *s)
 	curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
 	curl_easy_setopt(e, CURLOPT_READDATA, x);
 	curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)x->mail.len);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_reply);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-	curl_easy_setopt(e, CURLOPT_USE_SSL, p->use_ssl);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout < 10000 ? timeout : 10000L);
-	if (p->username && p->password) {
-		curl_easy_setopt(e, CURLOPT_USERNAME, p->username);
-		curl_easy_setopt(e, CURLOPT_PASSWORD, p->password);
-	}
-	wk_curlio_start(t->io, e, &x->req);
+	start_transfer(x, p, p->use_ssl, timeout);
 }
 
 static void smtp_free(wk_transport *tr)
