@@ -1213,10 +1213,10 @@ static bool serve(rlane *e, rtenant *t, hr_err *err)
 	/* Read herald time first: a clock advance may still sit unread in the
 	 * connection's notification queue while the events committed after it are
 	 * already visible -- with a stale clock those events would look like the
-	 * future to every "within the last N days" condition. */
-	/* A retry (after an error, or a young id gap in the events) redoes the
-	 * lane's reading as a notification would: nothing else may come to wake
-	 * it, and the events behind the gap would wait for the tenant's next one. */
+	 * future to every "within the last N days" condition.  A retry (after an
+	 * error, or a young id gap in the events) redoes the lane's reading as a
+	 * notification would: nothing else may come to wake it, and the events
+	 * behind the gap would wait for the tenant's next one. */
 	bool again = t->retry_us && hr_clock_now() >= t->retry_us;
 	if (hr_clock_skew() != 0 || t->need_events || again) {
 		if (!hr_clock_refresh(e->db, err))
