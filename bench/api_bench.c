@@ -14,7 +14,9 @@
  * it must not spin a core the server under test needs.  Prints
  * one line: sent= ok= errors= rate= p50_ms= p90_ms= p99_ms= max_ms=.  A
  * response other than 2xx counts as an error (the first is printed to
- * stderr).
+ * stderr).  With HERALD_BENCH_TRACE=FILE it also writes one line per
+ * request, "due_ms latency_ms" (due time from the start of the run), in
+ * completion order: when in a run a stall hit, and how many it held up.
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -76,6 +78,12 @@ int main(int argc, char **argv)
 	curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, (long)MAX_FLIGHT);
 	static slot slots[MAX_FLIGHT];
 	double *lat = calloc((size_t)total, sizeof *lat);
+	const char *trace_path = getenv("HERALD_BENCH_TRACE");
+	FILE *trace = trace_path && *trace_path ? fopen(trace_path, "w") : NULL;
+	if (trace_path && *trace_path && !trace) {
+		perror(trace_path);
+		return 2;
+	}
 	long started = 0, done = 0, ok = 0, errors = 0;
 	int first_error = 1;
 	double t0 = now_s() + 0.05;
@@ -117,7 +125,10 @@ int main(int argc, char **argv)
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
 			long code = 0;
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &code);
-			lat[done++] = (now_s() - s->due) * 1000.0;
+			lat[done] = (now_s() - s->due) * 1000.0;
+			if (trace)
+				fprintf(trace, "%.3f %.3f\n", (s->due - t0) * 1000.0, lat[done]);
+			done++;
 			if (msg->data.result == CURLE_OK && code >= 200 && code < 300) {
 				ok++;
 			} else {
@@ -167,6 +178,8 @@ int main(int argc, char **argv)
 	curl_multi_cleanup(m);
 	curl_slist_free_all(hd);
 	free(lat);
+	if (trace)
+		fclose(trace);
 	curl_global_cleanup();
 	return errors ? 1 : 0;
 }
