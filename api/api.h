@@ -190,6 +190,22 @@ enum {
 bool api_commit_prepared(api_req *r, unsigned id, const char *sql, int nparams, const char *const *params,
 			 PGresult **res, hr_err *err) HR_MUST_CHECK;
 
+/*
+ * Start-up (api_server_start, before it listens): each pooled connection
+ * runs the hot path's statements once, acting as an existing tenant, in a
+ * transaction the server rolls back.  A new PostgreSQL backend reads every
+ * catalog row a statement needs (types, operators, functions, indexes) on
+ * first use; 16 cold backends doing so at once under traffic stalled the
+ * first sends after a start for a few hundred ms (docs/benchmarks.md).
+ * api_warm_prepared prepares statement id on c as api_commit_prepared would
+ * (so the first real request skips the Parse) and runs it once, discarding
+ * its rows; params must make it write nothing.  api_messages_warm does so
+ * for an email send (messages.c).
+ */
+bool api_warm_prepared(PGconn *c, uint32_t *prepared, unsigned id, const char *sql, int nparams,
+		       const char *const *params, hr_err *err) HR_MUST_CHECK;
+bool api_messages_warm(PGconn *c, uint32_t *prepared, hr_err *err) HR_MUST_CHECK;
+
 /* ---- responses (problem.c) ---- */
 /* A JSON response; takes ownership of body. */
 void api_json(api_req *r, int status, json_t *body);

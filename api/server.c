@@ -227,6 +227,8 @@ void api_provider_forget(api_req *r, int64_t tenant_id)
 
 /* ---- the connection pool ---- */
 
+#define PREP_NAME "herald_api_%u" /* api_commit_prepared's statement id */
+
 static bool pool_open(api_server *s, hr_err *err)
 {
 	char *dsn = hr_sprintf("%s%soptions='-c statement_timeout=%ld'", s->dsn,
@@ -275,6 +277,43 @@ static void pool_put(api_server *s, int slot)
 	s->busy[slot] = false;
 	pthread_cond_signal(&s->cv);
 	pthread_mutex_unlock(&s->mu);
+}
+
+/*
+ * Each pooled connection runs the hot path once before the server listens
+ * (see api_warm_prepared in api.h): the request's first round trip as in
+ * tenant_open, acting as the oldest active tenant, then the handlers'
+ * statements, rolled back.  With no tenant yet only the control schema's
+ * read is warmed.  A failure is a warning: the server works cold.
+ */
+static void pool_warm(api_server *s)
+{
+	hr_err err = {0};
+	PGresult *t = NULL;
+	if (!hr_db_query(s->conn[0], "SELECT schema_name, role_name FROM herald.tenants WHERE status = 'active' "
+			 "ORDER BY id LIMIT 1", 0, NULL, &t, &err)) {
+		hr_warn("api: pool warm-up: %s", err.msg);
+		return;
+	}
+	bool tenant = PQntuples(t) == 1;
+	for (int i = 0; i < s->nconn; i++) {
+		PGconn *c = s->conn[i];
+		char *qs = tenant ? hr_db_ident(c, PQgetvalue(t, 0, 0)) : NULL;
+		char *qr = tenant ? hr_db_ident(c, PQgetvalue(t, 0, 1)) : NULL;
+		char *sql = hr_sprintf("BEGIN; SELECT settings, status FROM herald.tenants WHERE id = 0%s%s%s%s",
+				       tenant ? "; SET LOCAL ROLE " : "", tenant ? qr : "",
+				       tenant ? "; SET LOCAL search_path TO " : "", tenant ? qs : "");
+		bool ok = hr_db_exec(c, sql, &err) && (!tenant || api_messages_warm(c, &s->prepared[i], &err));
+		hr_free(sql);
+		hr_free(qs);
+		hr_free(qr);
+		hr_db_rollback(c);
+		if (!ok) {
+			hr_warn("api: pool warm-up: connection %d: %s", i, err.msg);
+			break;
+		}
+	}
+	PQclear(t);
 }
 
 /* ---- routing ---- */
@@ -524,7 +563,7 @@ bool api_commit_prepared(api_req *r, unsigned id, const char *sql, int nparams, 
 {
 	PGconn *c = r->db;
 	char name[24];
-	snprintf(name, sizeof name, "herald_api_%u", id);
+	snprintf(name, sizeof name, PREP_NAME, id);
 	uint32_t bit = 1u << (id & 31);
 	bool prepare = !(*r->db_prepared & bit);
 	*res = NULL;
@@ -562,6 +601,31 @@ bool api_commit_prepared(api_req *r, unsigned id, const char *sql, int nparams, 
 	}
 	r->committed = true;
 	return true;
+}
+
+bool api_warm_prepared(PGconn *c, uint32_t *prepared, unsigned id, const char *sql, int nparams,
+		       const char *const *params, hr_err *err)
+{
+	char name[24];
+	snprintf(name, sizeof name, PREP_NAME, id);
+	uint32_t bit = 1u << (id & 31);
+	PGresult *res = NULL;
+	if (!(*prepared & bit)) {
+		res = PQprepare(c, name, sql, nparams, NULL);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+			goto fail;
+		PQclear(res);
+		*prepared |= bit; /* outlives the rolled-back transaction, as in api_commit_prepared */
+	}
+	res = PQexecPrepared(c, name, nparams, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
+		goto fail;
+	PQclear(res);
+	return true;
+fail:
+	hr_db_fail(c, res, "warm-up failed", err);
+	PQclear(res);
+	return false;
 }
 
 /* After a COMMIT: the wake-ups the handler asked for (notify.h). */
@@ -849,6 +913,7 @@ bool api_server_start(const hr_config *cfg, const char *dsn, const hr_migration_
 		hr_info("api: no master key (%s); provider endpoints answer 503", kerr.msg);
 	if (!pool_open(s, err) || !api_notifier_start(s->dsn, &s->notifier, err))
 		goto fail;
+	pool_warm(s);
 	if (s->have_master && !api_webhooks_start(cfg, s->dsn, s->master, &s->hooks, err))
 		goto fail;
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)hr_config_int(cfg, "api_port"))};

@@ -669,6 +669,53 @@ static void sql(fx *f, const char *fmt)
 	PQclear(r);
 }
 
+/*
+ * Before herald-api says "listening", every pooled connection has run the
+ * hot path once (api.h, api_warm_prepared) acting as an existing tenant and
+ * rolled it back: a cold PostgreSQL backend reads its catalogs on first use,
+ * which stalled the first sends after a start.  Seen from PostgreSQL: each
+ * pooled connection of this server (application_name names it) last ran the
+ * warm-up's ROLLBACK, none is unused, and the warm-up wrote nothing.
+ */
+START_TEST(pool_is_warmed_before_listening)
+{
+	fx f;
+	fx_open(&f);
+	provider(&f, "mail", "email");
+	/* the warm-up acts as the oldest active tenant: an earlier test's, or this one's */
+	PGresult *t = PQexec(f.c, "SELECT schema_name FROM herald.tenants WHERE status = 'active' ORDER BY id LIMIT 1");
+	ck_assert_int_eq(PQntuples(t), 1);
+	bool own = strcmp(PQgetvalue(t, 0, 0), f.t.schema) == 0;
+	char *rows = hr_sprintf("SELECT count(*) FROM %s.outbox", PQgetvalue(t, 0, 0));
+	PQclear(t);
+	long before = count(&f, rows);
+	char *dsn = hr_sprintf("%s application_name=herald-warm-test", the_dsn);
+	srv s;
+	srv_start(&s, dsn, "HERALD_API_THREADS=3");
+	/* no request yet: pg_stat_activity shows each connection's last statement, '' if none */
+	long warmed = count(&f, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'herald-warm-test' "
+				"AND query = 'ROLLBACK'");
+	long unused = count(&f, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'herald-warm-test' "
+				"AND query = ''");
+	ck_assert_msg(warmed == 3 && unused == 0, "got %ld warmed and %ld unused connections, want 3 and 0", warmed,
+		      unused);
+	ck_assert_int_eq(count(&f, rows), before);
+	/* warmed, it serves: the send statement prepared by the warm-up runs by name */
+	const char *body = "{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"warm@x.example\", "
+			   "\"content\": {\"subject\": \"Hi\", \"text\": \"t\"}}";
+	for (int i = 0; i < 4; i++) {
+		resp *r = call_at(s.port, "POST", "/v1/messages", f.send, NULL, body, -1);
+		ck_assert_msg(r->status == 202, "%ld %s", r->status, r->body);
+		resp_free(r);
+	}
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.outbox"), 4 + (own ? before : 0));
+	ck_assert_int_eq(srv_stop(&s), 0);
+	hr_free(dsn);
+	hr_free(rows);
+	fx_close(&f);
+}
+END_TEST
+
 START_TEST(messages_enqueue_get_status_and_idempotency)
 {
 	fx f;
@@ -915,6 +962,7 @@ Suite *api_suite(void)
 	tcase_add_test(tc, scopes_read_send_full_agency);
 	tcase_add_test(tc, agency_key_on_another_agencys_tenant_is_404);
 	tcase_add_test(tc, rate_limit_answers_429_with_retry_after);
+	tcase_add_test(tc, pool_is_warmed_before_listening);
 	tcase_add_test(tc, agency_creates_lists_suspends_tenants_and_keys);
 	tcase_add_test(tc, agency_puts_provider_accounts);
 	tcase_add_test(tc, contacts_upsert_normalise_get_list);
