@@ -279,43 +279,6 @@ static void pool_put(api_server *s, int slot)
 	pthread_mutex_unlock(&s->mu);
 }
 
-/*
- * Each pooled connection runs the hot path once before the server listens
- * (see api_warm_prepared in api.h): the request's first round trip as in
- * tenant_open, acting as the oldest active tenant, then the handlers'
- * statements, rolled back.  With no tenant yet only the control schema's
- * read is warmed.  A failure is a warning: the server works cold.
- */
-static void pool_warm(api_server *s)
-{
-	hr_err err = {0};
-	PGresult *t = NULL;
-	if (!hr_db_query(s->conn[0], "SELECT schema_name, role_name FROM herald.tenants WHERE status = 'active' "
-			 "ORDER BY id LIMIT 1", 0, NULL, &t, &err)) {
-		hr_warn("api: pool warm-up: %s", err.msg);
-		return;
-	}
-	bool tenant = PQntuples(t) == 1;
-	for (int i = 0; i < s->nconn; i++) {
-		PGconn *c = s->conn[i];
-		char *qs = tenant ? hr_db_ident(c, PQgetvalue(t, 0, 0)) : NULL;
-		char *qr = tenant ? hr_db_ident(c, PQgetvalue(t, 0, 1)) : NULL;
-		char *sql = hr_sprintf("BEGIN; SELECT settings, status FROM herald.tenants WHERE id = 0%s%s%s%s",
-				       tenant ? "; SET LOCAL ROLE " : "", tenant ? qr : "",
-				       tenant ? "; SET LOCAL search_path TO " : "", tenant ? qs : "");
-		bool ok = hr_db_exec(c, sql, &err) && (!tenant || api_messages_warm(c, &s->prepared[i], &err));
-		hr_free(sql);
-		hr_free(qs);
-		hr_free(qr);
-		hr_db_rollback(c);
-		if (!ok) {
-			hr_warn("api: pool warm-up: connection %d: %s", i, err.msg);
-			break;
-		}
-	}
-	PQclear(t);
-}
-
 /* ---- routing ---- */
 
 /* Match path against pattern; fills r->param.  Returns false on no match. */
@@ -887,6 +850,44 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	while (n && buf[n - 1] == '\n')
 		buf[--n] = '\0';
 	hr_info("api: microhttpd: %s", buf);
+}
+
+/*
+ * Each pooled connection runs the hot path once before the server listens
+ * (see api_warm_prepared in api.h): the request's first round trip
+ * (tenant_open) acting as the oldest active tenant, then the handlers'
+ * statements, rolled back.  With no tenant yet only the control schema's
+ * read is warmed.  A failure is a warning: the server works cold.
+ */
+static void pool_warm(api_server *s)
+{
+	hr_err err = {0};
+	PGresult *t = NULL;
+	if (!hr_db_query(s->conn[0], "SELECT id, schema_name, role_name FROM herald.tenants WHERE status = 'active' "
+			 "ORDER BY id LIMIT 1", 0, NULL, &t, &err)) {
+		hr_warn("api: pool warm-up: %s", err.msg);
+		return;
+	}
+	bool tenant = PQntuples(t) == 1;
+	api_req r = {.srv = s};
+	if (tenant) {
+		r.tenant.id = strtoll(PQgetvalue(t, 0, 0), NULL, 10);
+		snprintf(r.tenant.schema, sizeof r.tenant.schema, "%s", PQgetvalue(t, 0, 1));
+		snprintf(r.tenant.role, sizeof r.tenant.role, "%s", PQgetvalue(t, 0, 2));
+	}
+	PQclear(t);
+	for (int i = 0; i < s->nconn; i++) {
+		r.db = s->conn[i];
+		bool ok = tenant_open(&r, true, tenant, &err) &&
+			  (!tenant || api_messages_warm(r.db, &s->prepared[i], &err));
+		json_decref(r.tenant_settings);
+		r.tenant_settings = NULL;
+		hr_db_rollback(r.db);
+		if (!ok) {
+			hr_warn("api: pool warm-up: connection %d: %s", i, err.msg);
+			return;
+		}
+	}
 }
 
 bool api_server_start(const hr_config *cfg, const char *dsn, const hr_migration_set *set, api_server **out,
