@@ -179,8 +179,14 @@ bool jv_rfc3339(const char *s)
 	    !digits(s + 8, 2) || (s[10] != 'T' && s[10] != 't') || !digits(s + 11, 2) || s[13] != ':' ||
 	    !digits(s + 14, 2) || s[16] != ':' || !digits(s + 17, 2))
 		return false;
-	int mo = num(s + 5, 2), d = num(s + 8, 2), h = num(s + 11, 2), mi = num(s + 14, 2), se = num(s + 17, 2);
-	if (num(s, 4) < 1 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+	int y = num(s, 4), mo = num(s + 5, 2), d = num(s + 8, 2), h = num(s + 11, 2), mi = num(s + 14, 2),
+	    se = num(s + 17, 2);
+	/* The month's own length: PostgreSQL refuses 2026-02-30, and a 422 that
+	 * points at the field beats its error. */
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	bool leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+	if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) || h > 23 ||
+	    mi > 59 || se > 60)
 		return false;
 	const char *p = s + 19;
 	if (*p == '.') {
