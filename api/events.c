@@ -5,11 +5,11 @@
  * A batch is validated whole before anything is written: every bad item is
  * reported by its pointer (/events/3/occurred_at) in one 422.  Contact
  * references of the whole batch are resolved with one query, and the events
- * are inserted with one statement over unnest() of arrays, sent with the
- * COMMIT (api_commit_prepared) -- after the round trip that opens the tenant
- * transaction, one more per batch whatever its size (two when an event names
- * a contact).  After
- * the commit the server NOTIFYs `herald_events` with the tenant id
+ * are inserted with the COMMIT: a batch of EVENTS_COPY_MIN or more by COPY
+ * (copy_commit: two round trips after the one that opens the tenant
+ * transaction), a smaller one by one prepared statement over unnest() of
+ * arrays (api_commit_prepared: one round trip); an event naming a contact
+ * adds one for the lookup.  After the commit the server NOTIFYs `herald_events` with the tenant id
  * (api/notify.h: not in the transaction, where the NOTIFY lock serialised
  * every batch's commit): the rule engine hears of committed events at once
  * and never polls a tenant that has none.
@@ -20,9 +20,13 @@
 
 #include "alloc.h"
 #include "api.h"
+#include "copytext.h"
 #include "db.h"
 
 #define API_MAX_EVENTS 1000
+/* From this many events a batch goes in by COPY (copy_commit), below by the
+ * prepared INSERT: one round trip more, less work per event (docs/benchmarks.md). */
+#define EVENTS_COPY_MIN 32
 
 /* A growing Postgres array literal: {"a","b",NULL}. */
 typedef struct pga {
@@ -74,6 +78,7 @@ typedef struct item {
 	char ref[256];
 	char *props;      /* JSON text */
 	const char *at;   /* NULL = now */
+	const char *contact; /* the resolved contact id, NULL = none */
 } item;
 
 static void parse_item(jv *v, json_t *o, const char *base, const char *cc, item *it)
@@ -98,6 +103,66 @@ static void parse_item(jv *v, json_t *o, const char *base, const char *cc, item 
 		jv_add(v, base, "occurred_at", "must be an RFC 3339 date-time, e.g. 2026-01-02T03:04:05Z");
 		it->at = NULL;
 	}
+}
+
+/*
+ * A batch by COPY, and the COMMIT, in one simple query -- COPY cannot go in a
+ * pipeline, and a simple query goes on with its next statement once the rows
+ * are in.  Round trip one: the clock (when an event has no occurred_at) and
+ * the server's request for rows; round trip two: the rows, answered by the
+ * COPY's and the COMMIT's results.  COPY inserts the rows in groups
+ * (heap_multi_insert) and parses no arrays.  An error in the COPY skips the
+ * COMMIT and leaves the transaction aborted (the server rolls it back).  The
+ * clock goes through to_json: ISO 8601 whatever the session's DateStyle.
+ */
+static bool copy_commit(api_req *r, const item *it, size_t n, hr_err *err)
+{
+#define COPY_SQL "COPY events (contact_id, name, properties, occurred_at) FROM STDIN; COMMIT"
+	PGconn *c = r->db;
+	bool need_now = false;
+	for (size_t i = 0; i < n; i++)
+		need_now |= !it[i].at;
+	if (PQsendQuery(c, need_now ? "SELECT to_json(herald_clock.now()) #>> '{}'; " COPY_SQL : COPY_SQL) != 1)
+		return hr_db_fail(c, NULL, "events: COPY", err);
+#undef COPY_SQL
+	char *now = NULL;
+	hr_copybuf rows = {0};
+	bool ok = true, asked = false;
+	int done = 0; /* commands completed after the rows: the COPY, the COMMIT */
+	PGresult *x;
+	while ((x = PQgetResult(c))) {
+		ExecStatusType st = PQresultStatus(x);
+		if (st == PGRES_TUPLES_OK && !asked && !now && PQntuples(x) == 1) {
+			now = hr_strdup(PQgetvalue(x, 0, 0));
+		} else if (st == PGRES_COPY_IN && !asked) {
+			asked = true;
+			for (size_t i = 0; ok && i < n; i++) {
+				hr_copy_field(&rows, it[i].contact, false);
+				hr_copy_field(&rows, it[i].name, false);
+				hr_copy_field(&rows, it[i].props ? it[i].props : "{}", false);
+				hr_copy_field(&rows, it[i].at ? it[i].at : now, true);
+				if (!it[i].at && !now)
+					ok = hr_fail(err, HR_ERR_DB, NULL, "events: COPY: no clock");
+			}
+			/* A failed put leaves the connection broken: PQgetResult then ends. */
+			if (ok && PQputCopyData(c, rows.p, (int)rows.len) != 1)
+				ok = hr_db_fail(c, NULL, "events: COPY", err);
+			if (PQputCopyEnd(c, ok ? NULL : "events: COPY abandoned") != 1 && ok)
+				ok = hr_db_fail(c, NULL, "events: COPY", err);
+		} else if (st == PGRES_COMMAND_OK && asked) {
+			done++;
+		} else if (ok) {
+			ok = hr_db_fail(c, x, "events: COPY", err);
+		}
+		PQclear(x);
+	}
+	if (ok && done != 2)
+		ok = hr_fail(err, HR_ERR_DB, NULL, "events: COPY: %d of 2 commands completed", done);
+	hr_free(now);
+	hr_copy_free(&rows);
+	if (ok)
+		r->committed = true;
+	return ok;
 }
 
 void events_post(api_req *r)
@@ -127,7 +192,7 @@ void events_post(api_req *r)
 	}
 	pga kinds = {0}, refs = {0}, names = {0}, props = {0}, ats = {0}, ids = {0};
 	char *ka = NULL, *ra = NULL;
-	PGresult *res = NULL;
+	PGresult *res = NULL, *ins = NULL; /* res: the contacts, which it[].contact points into */
 	hr_err err = {0};
 	if (!jv_ok(&v)) {
 		api_problem_invalid(r, v.errors);
@@ -163,27 +228,33 @@ void events_post(api_req *r)
 			snprintf(base, sizeof base, "/events/%zu", i);
 			jv_add(&v, batch ? base : "", "contact", "no such contact");
 		}
-		pga_add(&ids, it[i].kind && !missing ? PQgetvalue(res, (int)i, 1) : NULL);
-		pga_add(&names, it[i].name);
-		pga_add(&props, it[i].props ? it[i].props : "{}");
-		pga_add(&ats, it[i].at);
+		it[i].contact = it[i].kind && !missing ? PQgetvalue(res, (int)i, 1) : NULL;
 	}
-	PQclear(res);
-	res = NULL;
 	if (!jv_ok(&v)) {
 		api_problem_invalid(r, v.errors);
 		v.errors = NULL;
 		goto done;
 	}
-	const char *pi[] = {pga_end(&ids), pga_end(&names), pga_end(&props), pga_end(&ats)};
-	/* The INSERT (prepared: its planning was ~10 % of PostgreSQL's work per batch) and
-	 * the COMMIT in one round trip; the 202 comes after both. */
-	if (!api_commit_prepared(r, API_PREP_EVENTS,
-				 "INSERT INTO events (contact_id, name, properties, occurred_at) "
-				 "SELECT c, nm, p, coalesce(at, herald_clock.now()) FROM unnest($1::bigint[], $2::text[], "
-				 "$3::jsonb[], $4::timestamptz[]) AS e(c, nm, p, at)",
-				 4, pi, &res, &err))
-		goto fail;
+	if (n >= EVENTS_COPY_MIN) {
+		if (!copy_commit(r, it, n, &err))
+			goto fail;
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			pga_add(&ids, it[i].contact);
+			pga_add(&names, it[i].name);
+			pga_add(&props, it[i].props ? it[i].props : "{}");
+			pga_add(&ats, it[i].at);
+		}
+		const char *pi[] = {pga_end(&ids), pga_end(&names), pga_end(&props), pga_end(&ats)};
+		/* The INSERT (prepared: its planning was ~10 % of PostgreSQL's work per batch) and
+		 * the COMMIT in one round trip; the 202 comes after both. */
+		if (!api_commit_prepared(r, API_PREP_EVENTS,
+					 "INSERT INTO events (contact_id, name, properties, occurred_at) "
+					 "SELECT c, nm, p, coalesce(at, herald_clock.now()) FROM unnest($1::bigint[], "
+					 "$2::text[], $3::jsonb[], $4::timestamptz[]) AS e(c, nm, p, at)",
+					 4, pi, &ins, &err))
+			goto fail;
+	}
 	/* The server wakes the rule engine (scheduler/rules.c) after the commit (api/notify.h). */
 	r->notify_events = true;
 	api_json(r, 202, json_pack("{s:I}", "accepted", (json_int_t)n));
@@ -192,6 +263,7 @@ fail:
 	api_problem_err(r, &err);
 done:
 	PQclear(res);
+	PQclear(ins);
 	for (size_t i = 0; i < n; i++)
 		hr_free(it[i].props);
 	hr_free(it);

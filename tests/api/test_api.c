@@ -648,6 +648,96 @@ START_TEST(events_single_and_batch_validated_whole)
 }
 END_TEST
 
+/* One event of events_large_batch_written_exactly: names with quotes, backslashes and
+ * unicode; properties with tabs, newlines, CR, backslashes, COPY's own markers (\N, \.),
+ * numbers; some with a time (with an offset, a fraction), some without; every
+ * third for the contact. */
+static void ev_item(char *o, size_t cap, int i, long long contact)
+{
+	char at[64] = "", who[64] = "";
+	if (i % 2)
+		snprintf(at, sizeof at, ", \"occurred_at\": \"2026-0%d-1%dT0%d:04:05.%03d+02:00\"", 1 + i % 9, i % 10,
+			 i % 10, i);
+	if (i % 3 == 0)
+		snprintf(who, sizeof who, ", \"contact\": {\"id\": %lld}", contact);
+	snprintf(o, cap,
+		 "{\"name\": \"ev \\\"%d\\\" \\\\ caf\\u00e9 \\u2603 \\\\N\"%s%s, \"properties\": {\"s\": "
+		 "\"tab\\there\\nline\\r\\\\back\\\\.\\\\N \\\"q\\\" \\u00fc\\ud83d\\ude00\", \"n\": %d, \"f\": 12.50, "
+		 "\"big\": 9007199254740993, \"a\": [null, true, {\"k\\tk\": \"\\\\\"}]}}",
+		 i, at, who, i);
+}
+
+START_TEST(events_large_batch_written_exactly)
+{
+	/* A batch large enough for the COPY path writes exactly what single events (the INSERT
+	 * path) write; a bad event in such a batch still writes nothing. */
+	enum { N = 150 };
+	fx f;
+	fx_open(&f);
+	resp *r = call("PUT", "/v1/contacts", f.full, NULL, "{\"external_id\": \"big-1\"}");
+	long long id = jint(r, "id");
+	resp_free(r);
+	size_t cap = N * 512 + 64, len = 0;
+	char *body = hr_malloc(cap), one[512];
+	len += (size_t)snprintf(body, cap, "{\"events\": [");
+	for (int i = 0; i < N; i++) {
+		ev_item(one, sizeof one, i, id);
+		len += (size_t)snprintf(body + len, cap - len, "%s%s", i ? ", " : "", one);
+	}
+	snprintf(body + len, cap - len, "]}");
+	r = call("POST", "/v1/events", f.send, NULL, body);
+	ck_assert_msg(r->status == 202, "%s", r->body);
+	ck_assert_int_eq(jint(r, "accepted"), N);
+	resp_free(r);
+	for (int i = 0; i < N; i++) {
+		ev_item(one, sizeof one, i, id);
+		r = call("POST", "/v1/events", f.send, NULL, one);
+		ck_assert_msg(r->status == 202, "%s", r->body);
+		resp_free(r);
+	}
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.events"), 2 * N);
+	/* row k of the batch against row k of the singles, column by column */
+	char q[1024];
+	snprintf(q, sizeof q,
+		 "WITH e AS (SELECT row_number() OVER (ORDER BY id) - 1 AS k, * FROM %%s.events) "
+		 "SELECT count(*) FROM e a JOIN e b ON b.k = a.k + %d WHERE a.name = b.name "
+		 "AND a.properties::text = b.properties::text AND a.contact_id IS NOT DISTINCT FROM b.contact_id "
+		 "AND (mod(a.k, 2) = 0 OR a.occurred_at = b.occurred_at)",
+		 N);
+	ck_assert_int_eq(count(&f, q), N);
+	/* and against what was sent */
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.events WHERE name = 'ev \"7\" \\ café ☃ \\N' "
+				   "AND properties->>'s' = E'tab\\there\\nline\\r\\\\back\\\\.\\\\N \"q\" ü😀' "
+				   "AND properties->'n' = '7' AND properties->'f' = '12.5' "
+				   "AND properties->>'big' = '9007199254740993' "
+				   "AND properties->'a' = '[null, true, {\"k\\tk\": \"\\\\\"}]' "
+				   "AND occurred_at = '2026-08-17T05:04:05.007+00:00'"),
+			 2);
+	snprintf(q, sizeof q, "SELECT count(*) FROM %%s.events WHERE contact_id = %lld", id);
+	ck_assert_int_eq(count(&f, q), 2 * ((N + 2) / 3));
+	/* no occurred_at: the herald clock of the transaction */
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.events "
+				   "WHERE occurred_at = received_at + (SELECT skew FROM herald_clock.state)"),
+			 N);
+	/* a bad event late in a large batch (February 30th): its pointer, nothing written */
+	char *bad = strstr(body, "2026-02-19T09:04:05.109");
+	ck_assert_ptr_nonnull(bad);
+	memcpy(bad + 8, "30", 2);
+	r = call("POST", "/v1/events", f.send, NULL, body);
+	expect_problem(r, 422, "/events/109/occurred_at");
+	resp_free(r);
+	memcpy(bad + 8, "19", 2);
+	/* an unknown contact after the good ones: found by the lookup, nothing written */
+	snprintf(body + len, cap - len, ", {\"name\": \"last\", \"contact\": {\"external_id\": \"nobody\"}}]}");
+	r = call("POST", "/v1/events", f.send, NULL, body);
+	expect_problem(r, 422, "/events/150/contact");
+	resp_free(r);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.events"), 2 * N);
+	hr_free(body);
+	fx_close(&f);
+}
+END_TEST
+
 /* ---- messages ---- */
 
 static void provider(fx *f, const char *name, const char *channel)
@@ -971,6 +1061,7 @@ Suite *api_suite(void)
 	tcase_add_test(tc, consents_record_history_and_validate);
 	tcase_add_test(tc, another_tenants_ids_are_404);
 	tcase_add_test(tc, events_single_and_batch_validated_whole);
+	tcase_add_test(tc, events_large_batch_written_exactly);
 	tcase_add_test(tc, messages_enqueue_get_status_and_idempotency);
 	tcase_add_test(tc, messages_idempotency_replay_and_conflict);
 	tcase_add_test(tc, messages_blocked_by_suppression_and_consent);
