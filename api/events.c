@@ -9,10 +9,10 @@
  * (copy_commit: two round trips after the one that opens the tenant
  * transaction), a smaller one by one prepared statement over unnest() of
  * arrays (api_commit_prepared: one round trip); an event naming a contact
- * adds one for the lookup.  After the commit the server NOTIFYs `herald_events` with the tenant id
- * (api/notify.h: not in the transaction, where the NOTIFY lock serialised
- * every batch's commit): the rule engine hears of committed events at once
- * and never polls a tenant that has none.
+ * adds one for the lookup.  After the commit the server NOTIFYs
+ * `herald_events` with the tenant id (api/notify.h: not in the transaction,
+ * where the NOTIFY lock serialised every batch's commit): the rule engine
+ * hears of committed events at once and never polls a tenant that has none.
  */
 #include <stdio.h>
 #include <stdlib.h>
