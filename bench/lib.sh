@@ -106,12 +106,12 @@ start_worker() {
 		--metrics-port -1 "$@"
 }
 
-# start_provsim NAME ARGS...: sets SIM_PORT, LAST_PID.
+# start_provsim NAME ARGS...: sets SIM_PORT, LAST_PID.  SIM_NICE=N: at nice N.
 start_provsim() {
 	local name=$1
 	shift
 	SIM_PORT=$(freeport)
-	launch "$name" "$B/infra/provsim/herald-provsim" --port "$SIM_PORT" --threads 2 "$@"
+	launch "$name" ${SIM_CPUS:+taskset -c "$SIM_CPUS"} nice -n "${SIM_NICE:-0}" "$B/infra/provsim/herald-provsim" --port "$SIM_PORT" --threads 2 "$@"
 	wait_line "$name" "listening" "$WORK/$name.out"
 }
 

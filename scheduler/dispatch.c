@@ -223,6 +223,7 @@ static void msg_final(sched *s, batch *b, int idx, uint8_t status, const hr_resu
 			 : r && r->reason.len ? hr_strndup(r->reason.p, r->reason.len) : NULL,
 		.address = status == HR_RES_BOUNCED ? hr_strdup(b->address[idx]) : NULL,
 		.channel = b->channel,
+		.bulk = b->lane == HR_LANE_BULK,
 	};
 	out_push(b->t, &x);
 	s->results[status < 8 ? status : 0]++;

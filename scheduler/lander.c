@@ -21,6 +21,17 @@
  * INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING, which keeps the
  * result already there.
  *
+ * Two connections, one per lane.  A tenant's share of a flush is written as
+ * two transactions, one after the other: its transactional results on the
+ * first connection, then its bulk results and its markers on the second,
+ * whose backend runs at a lower CPU priority (BULK_BACKEND_NICE, as the bulk
+ * loads' do, store.c) when Postgres is on this host.  Behind a draining
+ * million-message backlog the bulk results' COPY was the largest consumer of
+ * CPU at normal priority left besides the provider (docs/benchmarks.md,
+ * bench/lanes), and every hop of a transactional message -- the NOTIFY, its
+ * read, its worker -- waited for a CPU behind it.  Order still holds: a
+ * marker goes with the later transaction, after every result before it.
+ *
  * If Postgres fails, the batch is retried with backoff (results stay in
  * memory; nothing is dropped while the process lives).  If the process dies,
  * unlanded results are lost and their messages are re-sent after restart:
@@ -41,7 +52,7 @@
 
 struct lander {
 	char *dsn;
-	PGconn *db;
+	PGconn *db[2];            /* [0] transactional results, [1] bulk results and markers */
 	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -136,22 +147,22 @@ static const char *status_text(uint8_t st)
 }
 
 /* COPY the rows in `rows` (text format) into results. */
-static bool copy_results(lander *l, const sbuf *rows, hr_err *err)
+static bool copy_results(PGconn *db, const sbuf *rows, hr_err *err)
 {
-	PGresult *r = PQexec(l->db, "COPY results (message_id, status, attempts, provider_id, reason, "
+	PGresult *r = PQexec(db, "COPY results (message_id, status, attempts, provider_id, reason, "
 				    "latency_us) FROM STDIN");
 	if (PQresultStatus(r) != PGRES_COPY_IN) {
-		hr_db_fail(l->db, r, "copying results", err);
+		hr_db_fail(db, r, "copying results", err);
 		PQclear(r);
 		return false;
 	}
 	PQclear(r);
-	bool ok = PQputCopyData(l->db, rows->p, (int)rows->len) == 1 && PQputCopyEnd(l->db, NULL) == 1;
+	bool ok = PQputCopyData(db, rows->p, (int)rows->len) == 1 && PQputCopyEnd(db, NULL) == 1;
 	if (!ok)
-		hr_db_fail(l->db, NULL, "copying results", err);
-	while ((r = PQgetResult(l->db))) {
+		hr_db_fail(db, NULL, "copying results", err);
+	while ((r = PQgetResult(db))) {
 		if (ok && PQresultStatus(r) != PGRES_COMMAND_OK)
-			ok = hr_db_fail(l->db, r, "copying results", err);
+			ok = hr_db_fail(db, r, "copying results", err);
 		PQclear(r);
 	}
 	return ok;
@@ -161,7 +172,7 @@ static bool copy_results(lander *l, const sbuf *rows, hr_err *err)
  * Write items[0..n) (all of one tenant) in one transaction; results by COPY
  * when use_copy, else by INSERT ... ON CONFLICT DO NOTHING.
  */
-static bool land_tenant(lander *l, landed *items, int n, bool use_copy, hr_err *err)
+static bool land_tenant(PGconn *db, landed *items, int n, bool use_copy, hr_err *err)
 {
 	const tenant *t = items[0].t;
 	sbuf ids = {0}, st = {0}, att = {0}, pid = {0}, rsn = {0}, lat = {0}, bch = {0}, badr = {0};
@@ -224,12 +235,12 @@ static bool land_tenant(lander *l, landed *items, int n, bool use_copy, hr_err *
 	}
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		sb_putc(all[i], '}');
-	bool ok = hr_db_tenant_begin(l->db, t->schema, t->role, err);
+	bool ok = hr_db_tenant_begin(db, t->schema, t->role, err);
 	if (ok && nres && use_copy) {
-		ok = copy_results(l, &rows, err);
+		ok = copy_results(db, &rows, err);
 	} else if (ok && nres) {
 		const char *p[] = {ids.p, st.p, att.p, pid.p, rsn.p, lat.p};
-		ok = hr_db_query(l->db,
+		ok = hr_db_query(db,
 				 "INSERT INTO results (message_id, status, attempts, provider_id, reason, latency_us) "
 				 "SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], "
 				 "$6::int[]) ON CONFLICT (message_id) DO NOTHING",
@@ -237,26 +248,26 @@ static bool land_tenant(lander *l, landed *items, int n, bool use_copy, hr_err *
 	}
 	if (ok && nbounce) {
 		const char *p[] = {bch.p, badr.p};
-		ok = hr_db_query(l->db,
+		ok = hr_db_query(db,
 				 "INSERT INTO suppressions (channel, address, reason) SELECT c, a, 'hard_bounce' "
 				 "FROM unnest($1::text[], $2::text[]) AS u(c, a) ON CONFLICT DO NOTHING",
 				 2, p, NULL, err);
 	}
 	if (ok && last_fin >= 0) {
 		sb_putc(&fin, '}');
-		ok = hr_cascade_settle(l->db, t->id, fin.p, err);
+		ok = hr_cascade_settle(db, t->id, fin.p, err);
 	}
 	if (ok && low >= 0) {
 		char lw[32];
 		snprintf(lw, sizeof lw, "%lld", (long long)low);
 		const char *p[] = {lw};
-		ok = hr_db_query(l->db, "UPDATE dispatch_state SET low_water = greatest(low_water, $1)", 1,
+		ok = hr_db_query(db, "UPDATE dispatch_state SET low_water = greatest(low_water, $1)", 1,
 				 p, NULL, err);
 	}
 	if (ok)
-		ok = hr_db_commit(l->db, err);
+		ok = hr_db_commit(db, err);
 	else
-		hr_db_rollback(l->db);
+		hr_db_rollback(db);
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		hr_free(all[i]->p);
 	hr_free(rows.p);
@@ -270,6 +281,38 @@ static int by_tenant(const void *a, const void *b)
 	if (x->t->id != y->t->id)
 		return x->t->id < y->t->id ? -1 : 1;
 	return 0;
+}
+
+/* Move the transactional results of items[0..n) to the front (order within a
+ * tenant's share does not matter: each part commits as one); their count. */
+static int partition_tx(landed *items, int n)
+{
+	int k = 0;
+	for (int i = 0; i < n; i++)
+		if (!items[i].low_water && !items[i].bulk) {
+			landed x = items[i];
+			items[i] = items[k];
+			items[k++] = x;
+		}
+	return k;
+}
+
+/* Connect the lane's connection, name it for operators, renice a bulk one. */
+static bool lander_connect(lander *l, int lane, hr_err *err)
+{
+	if (!hr_db_connect(l->dsn, &l->db[lane], err))
+		return false;
+	if (!hr_db_exec(l->db[lane],
+			lane ? "SET application_name = 'herald-scheduler landing bulk'"
+			     : "SET application_name = 'herald-scheduler landing transactional'",
+			err)) {
+		PQfinish(l->db[lane]);
+		l->db[lane] = NULL;
+		return false;
+	}
+	if (lane)
+		store_backend_renice(l->db[lane], BULK_BACKEND_NICE);
+	return true;
 }
 
 static void free_items(landed *items, int n)
@@ -312,17 +355,26 @@ static void *run(void *arg)
 		 * commits in one transaction, so a marker lands with the results it
 		 * follows; across flushes the queue keeps the loop's order. */
 		qsort(items, (size_t)n, sizeof *items, by_tenant);
-		int done = 0;
+		int done = 0, share_end = 0, part_end = 0;
 		while (done < n) {
-			int end = done;
-			while (end < n && items[end].t == items[done].t)
-				end++;
+			if (done == share_end) {
+				/* A new tenant's share: its transactional results first, then the rest. */
+				while (share_end < n && items[share_end].t == items[done].t)
+					share_end++;
+				part_end = done + partition_tx(items + done, share_end - done);
+				if (part_end == done)
+					part_end = share_end;
+			} else if (done == part_end) {
+				part_end = share_end;
+			}
+			int end = part_end;
+			int lane = items[done].low_water || items[done].bulk;
 			hr_err err = {0};
-			if (!l->db && !hr_db_connect(l->dsn, &l->db, &err)) {
+			if (!l->db[lane] && !lander_connect(l, lane, &err)) {
 				hr_warn("lander: %s; retrying in %d ms", err.msg, backoff_ms);
-			} else if (land_tenant(l, items + done, end - done, true, &err) ||
-				   (err.kind == HR_ERR_CONFLICT && PQstatus(l->db) == CONNECTION_OK &&
-				    land_tenant(l, items + done, end - done, false, &err))) {
+			} else if (land_tenant(l->db[lane], items + done, end - done, true, &err) ||
+				   (err.kind == HR_ERR_CONFLICT && PQstatus(l->db[lane]) == CONNECTION_OK &&
+				    land_tenant(l->db[lane], items + done, end - done, false, &err))) {
 				/* A conflict: some message already has its result; see the top. */
 				atomic_fetch_add(&l->landed_count, (unsigned long long)(end - done));
 				free_items(items + done, end - done);
@@ -332,9 +384,9 @@ static void *run(void *arg)
 			} else {
 				hr_warn("lander: tenant=%s: %s; retrying in %d ms", items[done].t->slug, err.msg,
 					backoff_ms);
-				if (PQstatus(l->db) != CONNECTION_OK) {
-					PQfinish(l->db);
-					l->db = NULL;
+				if (PQstatus(l->db[lane]) != CONNECTION_OK) {
+					PQfinish(l->db[lane]);
+					l->db[lane] = NULL;
 				}
 			}
 			struct timespec d = {backoff_ms / 1000, (backoff_ms % 1000) * 1000000L};
@@ -353,7 +405,9 @@ lander *lander_start(const char *dsn, hr_err *err)
 {
 	lander *l = hr_calloc(1, sizeof *l);
 	l->dsn = hr_strdup(dsn);
-	if (!hr_db_connect(dsn, &l->db, err)) {
+	if (!lander_connect(l, 0, err) || !lander_connect(l, 1, err)) {
+		if (l->db[0])
+			PQfinish(l->db[0]);
 		hr_free(l->dsn);
 		hr_free(l);
 		return NULL;
@@ -390,8 +444,9 @@ void lander_stop(lander *l)
 	pthread_cond_signal(&l->cv);
 	pthread_mutex_unlock(&l->mu);
 	pthread_join(l->thread, NULL);
-	if (l->db)
-		PQfinish(l->db);
+	for (int i = 0; i < 2; i++)
+		if (l->db[i])
+			PQfinish(l->db[i]);
 	pthread_mutex_destroy(&l->mu);
 	pthread_cond_destroy(&l->cv);
 	hr_free(l->dsn);

@@ -246,9 +246,15 @@ typedef struct landed {
 	char *reason;             /* heap or NULL */
 	char *address;            /* BOUNCED: the address to suppress (heap) */
 	uint8_t channel;
+	bool bulk;                /* a bulk-lane result: landed on the niced connection */
 } landed;
 
 lander *lander_start(const char *dsn, hr_err *err);
+/* store.c: run a connection's Postgres backend at `nice` above the server's
+ * own when it is on this host and we may (once-logged when we may not). */
+void store_backend_renice(PGconn *db, int nice);
+/* How much lower the CPU priority of the bulk lane's backends is (store.c). */
+#define BULK_BACKEND_NICE 10
 /* Hand over n results (the lander takes ownership of their strings). */
 void lander_submit(lander *l, landed *items, int n);
 /* Flush what is queued, then stop the thread. */

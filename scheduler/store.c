@@ -66,15 +66,13 @@ static bool loads_connect(sched *s, hr_err *err);
  * the transactional read runs first and the bulk loads take what is left.
  * Where the scheduler may not renice them, operators can (docs/scheduler.md).
  */
-#define BULK_BACKEND_NICE 10
-
 static bool loopback_host(const char *h)
 {
 	return !h || !*h || h[0] == '/' || h[0] == '@' || strcmp(h, "localhost") == 0 ||
 	       strncmp(h, "127.", 4) == 0 || strcmp(h, "::1") == 0;
 }
 
-static void backend_renice(PGconn *db, int nice)
+void store_backend_renice(PGconn *db, int nice)
 {
 	static bool told;
 	int pid = PQbackendPID(db);
@@ -97,7 +95,7 @@ static void backend_renice(PGconn *db, int nice)
 		nice = 19;
 	if (setpriority(PRIO_PROCESS, (id_t)pid, nice) != 0 && !told) {
 		told = true;
-		hr_info("scheduler: cannot renice the bulk loads' Postgres backends (%s); see docs/scheduler.md, "
+		hr_info("scheduler: cannot renice the bulk lane's Postgres backends (%s); see docs/scheduler.md, "
 			"\"Postgres backends and CPU priority\"",
 			strerror(errno));
 	}
@@ -117,7 +115,7 @@ static bool read_connect(sched *s, PGconn **db, bool bulk, hr_err *err)
 		return false;
 	}
 	if (bulk)
-		backend_renice(*db, BULK_BACKEND_NICE);
+		store_backend_renice(*db, BULK_BACKEND_NICE);
 	return true;
 }
 

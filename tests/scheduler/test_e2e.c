@@ -312,9 +312,11 @@ static int proc_nice(long pid)
 }
 
 /*
- * The scheduler names its read connections for operators and runs the bulk
- * loads' Postgres backends at nice 10 when they are on this host (as here):
- * a transactional read must not wait for a CPU behind four bulk loads.
+ * The scheduler names its read and landing connections for operators and runs
+ * the bulk lane's Postgres backends -- the bulk loads and the landing of bulk
+ * results -- at nice 10 when they are on this host (as here): a
+ * transactional read must not wait for a CPU behind four bulk loads and a
+ * COPY of bulk results.
  */
 START_TEST(bulk_load_backends_run_at_a_lower_cpu_priority)
 {
@@ -322,16 +324,19 @@ START_TEST(bulk_load_backends_run_at_a_lower_cpu_priority)
 	fixture_open(&f, 1);
 	sproc s;
 	sched_start(&s, f.dsn, f.dir, NULL, NULL);
-	const char *bulk = "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-			   "'herald-scheduler bulk' AND datname = current_database()";
-	ck_assert_int_eq(wait_q(&f, bulk, 4), 4);
-	ck_assert_int_eq(wait_q(&f, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-				    "'herald-scheduler transactional' AND datname = current_database()", 4), 4);
-	PGresult *r = PQexec(f.c, "SELECT pid, application_name = 'herald-scheduler bulk' FROM pg_stat_activity "
-				  "WHERE application_name LIKE 'herald-scheduler %' AND datname = current_database() "
-				  "ORDER BY 2");
+	const char *bulk = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
+			   "'herald-scheduler%%bulk' AND datname = current_database()";
+	ck_assert_int_eq(wait_q(&f, bulk, 5), 5);
+	ck_assert_int_eq(wait_q(&f, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
+				    "'herald-scheduler%%transactional' AND datname = current_database()", 5), 5);
+	PGresult *r = PQexec(f.c, "SELECT pid, application_name LIKE '% bulk', application_name "
+				  "FROM pg_stat_activity WHERE application_name LIKE 'herald-scheduler %' "
+				  "AND datname = current_database() ORDER BY 2, 3");
 	ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
-	ck_assert_int_eq(PQntuples(r), 8);
+	ck_assert_int_eq(PQntuples(r), 10);
+	ck_assert_str_eq(PQgetvalue(r, 0, 2), "herald-scheduler landing transactional");
+	ck_assert_str_eq(PQgetvalue(r, 5, 2), "herald-scheduler bulk");
+	ck_assert_str_eq(PQgetvalue(r, 9, 2), "herald-scheduler landing bulk");
 	/* Relative to the transactional backends (the server may run niced itself). */
 	int base = proc_nice(atol(PQgetvalue(r, 0, 0)));
 	ck_assert_msg(base > -100, "cannot read the backends' /proc entries");
@@ -340,7 +345,7 @@ START_TEST(bulk_load_backends_run_at_a_lower_cpu_priority)
 		bool is_bulk = strcmp(PQgetvalue(r, i, 1), "t") == 0;
 		int nice = proc_nice(atol(PQgetvalue(r, i, 0)));
 		ck_assert_msg(nice == (is_bulk ? want : base), "%s backend %s: nice %d, transactional ones %d",
-			      is_bulk ? "bulk" : "transactional", PQgetvalue(r, i, 0), nice, base);
+			      PQgetvalue(r, i, 2), PQgetvalue(r, i, 0), nice, base);
 	}
 	PQclear(r);
 	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
