@@ -106,12 +106,30 @@ start_worker() {
 		--metrics-port -1 "$@"
 }
 
+# lowprio N CMD...: sets LP to the command line that runs CMD at nice N, in a
+# session of its own whose autogroup is at nice N too (N = 0: CMD as it is).  With the kernel's autogroups (sched_autogroup_enabled=1, no cpu
+# cgroup) a nice value weighs only against the processes of the same session:
+# bulk workers at nice 10 in the benchmark's session still took the session's
+# whole share against PostgreSQL's (the postmaster runs in a session of its
+# own).  A session of their own at nice N makes the bulk side weigh less than
+# everything else, as CPUWeight= does for a systemd unit (docs/operations.md).
+lowprio() {
+	local n=$1
+	shift
+	if [ "$n" = 0 ]; then
+		LP=("$@")
+	else
+		LP=(setsid sh -c 'echo "$0" >/proc/self/autogroup 2>/dev/null; exec nice -n "$0" "$@"' "$n" "$@")
+	fi
+}
+
 # start_provsim NAME ARGS...: sets SIM_PORT, LAST_PID.  SIM_NICE=N: at nice N.
 start_provsim() {
 	local name=$1
 	shift
 	SIM_PORT=$(freeport)
-	launch "$name" ${SIM_CPUS:+taskset -c "$SIM_CPUS"} nice -n "${SIM_NICE:-0}" "$B/infra/provsim/herald-provsim" --port "$SIM_PORT" --threads 2 "$@"
+	lowprio "${SIM_NICE:-0}" "$B/infra/provsim/herald-provsim" --port "$SIM_PORT" --threads 2 "$@"
+	launch "$name" ${SIM_CPUS:+taskset -c "$SIM_CPUS"} "${LP[@]}"
 	wait_line "$name" "listening" "$WORK/$name.out"
 }
 
