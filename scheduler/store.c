@@ -116,11 +116,6 @@ static bool read_connect(sched *s, PGconn **db, bool bulk, hr_err *err)
 	}
 	if (bulk)
 		store_backend_renice(*db, BULK_BACKEND_NICE);
-	else if (!hr_db_exec(*db, "SET plan_cache_mode = force_generic_plan", err)) {
-		PQfinish(*db); /* the transactional reads' prepared statements (TX_PREPARE) */
-		*db = NULL;
-		return false;
-	}
 	return true;
 }
 
@@ -809,10 +804,11 @@ static void bulk_poll(sched *s)
  * backend: 0.7 of ~1 ms warm) and run with EXECUTE in the same one round
  * trip.  The names are unqualified: PostgreSQL plans a prepared statement
  * again when search_path differs from the one it was planned under, so a
- * connection that reads another tenant next re-plans once, as before.  The
- * connections use generic plans (plan_cache_mode, read_connect): a custom plan
- * is planning every time.  $1 last_seen, $2 FIFO ids, $3 limit, $4 the
- * recovery bound.
+ * connection that reads another tenant next re-plans once, as before.
+ * plan_cache_mode stays auto: PostgreSQL keeps the generic plan only when its
+ * estimated cost is no worse than the custom plans' -- forced, a generic plan
+ * of `id > $1` could scan a large outbox.  $1 last_seen, $2 FIFO ids, $3
+ * limit, $4 the recovery bound.
  */
 #define TX_IDS_PREP                                                                                         \
 	"WITH ids AS (SELECT id FROM outbox WHERE lane = 'transactional' AND due_at <= now() AND "           \
