@@ -13,13 +13,16 @@ chmod 711 "$DIR" # the embedded PostgreSQL runs as another OS user when we are r
 export HERALD_DATA_DIR="$DIR/data"
 mkdir -p "$HERALD_DATA_DIR" && chmod 711 "$HERALD_DATA_DIR"
 
-# Five distinct ports nobody listens on.  Another test may take one between
-# the probe and our bind: then the stack is started again on fresh ports.
+# Five distinct ports nobody listens on, below Linux's ephemeral range
+# (32768-60999): a port picked inside it could be taken meanwhile by any
+# outgoing connection of the tests running in parallel (CI failed so, on the
+# API's port).  Another test may still take one between the probe and our
+# bind: then the stack is started again on fresh ports.
 PICKED=" "
 free_port() { # VAR: set it (not in a subshell, so PICKED remembers)
   local p
   while :; do
-    p=$((20000 + RANDOM % 30000))
+    p=$((20000 + RANDOM % 12000))
     case "$PICKED" in *" $p "*) continue ;; esac
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
     PICKED="$PICKED$p "
