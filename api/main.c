@@ -62,7 +62,7 @@ int main(int argc, char **argv)
 		hr_fatal("herald-api: %s", err.msg);
 	printf("listening port=%d\n", api_server_port(s));
 	fflush(stdout);
-	hr_info("api: listening port=%d threads=%ld", api_server_port(s), hr_config_int(cfg, "api_threads"));
+	hr_info("api: listening port=%d threads=%d", api_server_port(s), api_server_threads(s));
 	int sig = 0;
 	sigwait(&stop, &sig);
 	hr_info("api: signal %d; finishing requests in progress", sig);

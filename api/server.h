@@ -21,6 +21,8 @@ bool api_server_start(const hr_config *cfg, const char *dsn, const hr_migration_
 		      api_server **out, hr_err *err) HR_MUST_CHECK;
 /* The port actually bound (api_port 0 = a free one). */
 int api_server_port(const api_server *s);
+/* Request threads (and pooled PostgreSQL connections): api_threads, or 4 per core when 0. */
+int api_server_threads(const api_server *s);
 void api_server_stop(api_server *s);
 
 #endif

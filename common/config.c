@@ -44,8 +44,9 @@ static const setting settings[] = {
 	 "beyond it POST /v1/otp answers 429 with Retry-After"},
 	{"api_port", T_INT, "8080", 0, 65535, HR_ROLE_API, false, false,
 	 "TCP port of herald-api; 0 = pick a free one (printed as `listening port=N` on stdout)"},
-	{"api_threads", T_INT, "16", 1, 256, HR_ROLE_API, false, false,
-	 "herald-api's request threads, each with its own PostgreSQL connection"},
+	{"api_threads", T_INT, "0", 0, 256, HR_ROLE_API, false, false,
+	 "herald-api's request threads, each with its own PostgreSQL connection; 0 = 4 per CPU core "
+	 "(at least 4, at most 64)"},
 	{"api_timeout_ms", T_INT, "30000", 1000, 600000, HR_ROLE_API, false, false,
 	 "herald-api closes a connection idle this long and cancels SQL statements running longer"},
 	{"channel", T_STR, NULL, 0, 0, HR_ROLE_WORKER, false, false,

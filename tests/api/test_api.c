@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "apitest.h"
@@ -807,6 +808,25 @@ START_TEST(pool_is_warmed_before_listening)
 }
 END_TEST
 
+/* api_threads 0 (the default): 4 pooled connections per CPU core, at least 4, at most 64. */
+START_TEST(api_threads_default_is_four_per_core)
+{
+	fx f;
+	fx_open(&f);
+	char *dsn = hr_sprintf("%s application_name=herald-threads-test", the_dsn);
+	srv s;
+	srv_start(&s, dsn, "HERALD_API_THREADS=0");
+	long cores = sysconf(_SC_NPROCESSORS_ONLN), want = cores * 4 < 4 ? 4 : cores * 4 > 64 ? 64 : cores * 4;
+	/* the pool's connections end their warm-up with ROLLBACK; the notifier's and webhooks' do not */
+	long pooled = count(&f, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+				"'herald-threads-test' AND query = 'ROLLBACK'");
+	ck_assert_msg(pooled == want, "%ld pooled connections on %ld cores, want %ld", pooled, cores, want);
+	ck_assert_int_eq(srv_stop(&s), 0);
+	hr_free(dsn);
+	fx_close(&f);
+}
+END_TEST
+
 START_TEST(messages_enqueue_get_status_and_idempotency)
 {
 	fx f;
@@ -1054,6 +1074,7 @@ Suite *api_suite(void)
 	tcase_add_test(tc, agency_key_on_another_agencys_tenant_is_404);
 	tcase_add_test(tc, rate_limit_answers_429_with_retry_after);
 	tcase_add_test(tc, pool_is_warmed_before_listening);
+	tcase_add_test(tc, api_threads_default_is_four_per_core);
 	tcase_add_test(tc, agency_creates_lists_suspends_tenants_and_keys);
 	tcase_add_test(tc, agency_puts_provider_accounts);
 	tcase_add_test(tc, contacts_upsert_normalise_get_list);
