@@ -210,6 +210,39 @@ START_TEST(a_wakeup_read_by_the_loops_own_queries_is_not_lost)
 }
 END_TEST
 
+/*
+ * The transactional read's statements are prepared once per read connection
+ * with unqualified table names (store.c, TX_PREPARE); PostgreSQL must re-plan
+ * them for each tenant's search_path.  Three tenants' lone sends, one at a
+ * time and alternating, over the same four read connections: each tenant's
+ * messages are read from its own outbox and each gets exactly its results.
+ */
+START_TEST(prepared_reads_follow_each_tenants_schema)
+{
+	fixture f;
+	fixture_open(&f, 3);
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, NULL, NULL);
+	pid_t w = worker_start(f.dir, "worker-tx", "sms", "transactional", s.ep[0], NULL);
+	for (int i = 0; i < 30; i++) {
+		int ti = i % 3;
+		long want = results(&f, ti) + 1;
+		enqueue(&f, ti, "sms", "transactional", 1, "sms");
+		int64_t deadline = sched_now_ms() + 30000;
+		while (results(&f, ti) < want && sched_now_ms() < deadline) {
+			struct timespec d = {0, 10000000};
+			nanosleep(&d, NULL);
+		}
+		ck_assert_msg(results(&f, ti) == want, "send %d (tenant %d) was not sent within 30 s", i, ti);
+	}
+	for (int ti = 0; ti < 3; ti++)
+		ck_assert_int_eq(results(&f, ti), 10);
+	ck_assert_int_eq(stop_pid(w, SIGTERM), 0);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	fixture_close(&f);
+}
+END_TEST
+
 /* Until `sql` (one number, every %s = tenant 0's schema) returns want, or 60 s; its last value. */
 static long wait_q(fixture *f, const char *sql, long want)
 {
@@ -462,6 +495,7 @@ int main(void)
 	tc = th_tcase("lanes");
 	tcase_set_timeout(tc, 180);
 	tcase_add_test(tc, overlapping_transactional_reads_send_each_message_once);
+	tcase_add_test(tc, prepared_reads_follow_each_tenants_schema);
 	tcase_add_test(tc, bulk_load_backends_run_at_a_lower_cpu_priority);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("faults");
