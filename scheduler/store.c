@@ -866,8 +866,7 @@ static struct tx_slot {
 	int64_t sched0[2];        /* sched_trace: the backend's schedstat when sent */
 	PGresult *res[3];         /* new headers, transactional headers, their rows */
 	int nres;                 /* results collected of the seven statements (nine when preparing) */
-	bool prepared;            /* TX_PREPARE ran on db */
-	int extra;                /* 2 when this read prepares: two more results after the SETs */
+	bool prepared;            /* TX_PREPARE ran on db (set once a read that ran it succeeded) */
 	bool failed;
 } txs[TX_SLOTS];
 
@@ -903,7 +902,6 @@ static bool tx_send(sched *s, struct tx_slot *k, tenant *t, bool headers, int li
 	char *hq = headers ? bind2(HEADERS_SQL, after, gq) : hr_strdup("SELECT 1 WHERE false");
 	hr_free(gq);
 	/* The search_path is set first: PREPARE resolves the tables then. */
-	k->extra = k->prepared ? 0 : 2;
 	char *sql = hr_sprintf("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL ROLE %s; "
 			       "SET LOCAL search_path TO %s; %s%s; EXECUTE herald_tx_head(%s, '%s', %d); "
 			       "EXECUTE herald_tx_rows(%s, '%s', %d, %s); ROLLBACK",
@@ -977,8 +975,9 @@ static void tx_poll(sched *s)
 		if (!k->t)
 			continue;
 		PGresult **keep[] = {&k->res[0], &k->res[1], &k->res[2]};
-		bool done = read_collect(k->db, k->t, "reading the outbox", 3 + k->extra, 3, keep, &k->nres,
-					 &k->failed);
+		/* A read that prepares (TX_PREPARE) has two more results, after the SETs. */
+		int extra = k->prepared ? 0 : 2;
+		bool done = read_collect(k->db, k->t, "reading the outbox", 3 + extra, 3, keep, &k->nres, &k->failed);
 		if (!done)
 			continue;
 		tenant *t = k->t;
@@ -987,7 +986,7 @@ static void tx_poll(sched *s)
 			hr_info("trace: read tenant=%s sent_us=%lld done_us=%lld backend_cpu_us=%lld backend_runq_us=%lld",
 				t->slug, (long long)k->sent_us, (long long)wall_us(),
 				(long long)(sched1[0] - k->sched0[0]) / 1000, (long long)(sched1[1] - k->sched0[1]) / 1000);
-		if (!k->failed && k->nres == 7 + k->extra) {
+		if (!k->failed && k->nres == 7 + extra) {
 			k->prepared = true;
 			tx_apply(s, k);
 		} else {

@@ -50,10 +50,11 @@ static int stop_pid(pid_t pid, int sig)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-static void wait_results(fixture *f, long want, int ms)
+/* Until tenant ti has want results, or ms. */
+static void wait_results(fixture *f, int ti, long want, int ms)
 {
 	int64_t deadline = sched_now_ms() + ms;
-	while (results(f, 0) < want && sched_now_ms() < deadline) {
+	while (results(f, ti) < want && sched_now_ms() < deadline) {
 		struct timespec d = {0, 20000000};
 		nanosleep(&d, NULL);
 	}
@@ -74,12 +75,12 @@ START_TEST(sigkill_worker_then_scheduler_in_a_100k_run)
 	pid_t a = worker_start(f.dir, "worker-a", "sms", "bulk", ep1, NULL);
 	pid_t b = worker_start(f.dir, "worker-b", "sms", "bulk", ep1, NULL);
 
-	wait_results(&f, 20000, 60000);
+	wait_results(&f, 0, 20000, 60000);
 	long at_worker_kill = results(&f, 0);
 	ck_assert_msg(at_worker_kill >= 20000 && at_worker_kill < 100000, "at worker kill: %ld", at_worker_kill);
 	ck_assert_int_eq(stop_pid(a, SIGKILL), 128 + SIGKILL);
 
-	wait_results(&f, at_worker_kill + 20000, 60000);
+	wait_results(&f, 0, at_worker_kill + 20000, 60000);
 	long at_sched_kill = results(&f, 0);
 	ck_assert_msg(at_sched_kill > at_worker_kill && at_sched_kill < 100000, "at scheduler kill: %ld",
 		      at_sched_kill);
@@ -87,7 +88,7 @@ START_TEST(sigkill_worker_then_scheduler_in_a_100k_run)
 	sched_start(&s, f.dsn, f.dir, eps, env);
 	pid_t c = worker_start(f.dir, "worker-c", "sms", "bulk", ep1, NULL);
 
-	wait_results(&f, 100000, 120000);
+	wait_results(&f, 0, 100000, 120000);
 	ck_assert_int_eq(results(&f, 0), 100000);
 	ck_assert_int_eq(q(&f, "SELECT count(DISTINCT message_id) FROM %s.results", f.t[0].schema), 100000);
 	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.results WHERE status = 'sent'", f.t[0].schema), 100000);
@@ -139,7 +140,7 @@ START_TEST(a_batch_committed_after_a_later_one_is_still_sent)
 	int64_t late_msg = enqueue_open(&f, late); /* in the middle of the gap: finding it splits the gap */
 	int64_t undone_msg = enqueue_open(&f, undone);
 	enqueue(&f, 0, "sms", "transactional", 1, "sms"); /* a later id, committed first */
-	wait_results(&f, 1, 30000);
+	wait_results(&f, 0, 1, 30000);
 	ck_assert_int_eq(results(&f, 0), 1);
 	/* Let the scheduler read past the open ids and land the later one's low water. */
 	struct timespec d = {1, 500000000};
@@ -149,11 +150,11 @@ START_TEST(a_batch_committed_after_a_later_one_is_still_sent)
 	ck_assert_int_eq(q(&f, sql, f.t[0].schema), 1);
 
 	ck_assert(hr_db_commit(late, &err));
-	wait_results(&f, 2, 30000);
+	wait_results(&f, 0, 2, 30000);
 	ck_assert_int_eq(results(&f, 0), 2);
 	ck_assert(hr_db_commit(first, &err));
 	hr_db_rollback(undone);
-	wait_results(&f, 3, 30000);
+	wait_results(&f, 0, 3, 30000);
 	ck_assert_int_eq(results(&f, 0), 3);
 	snprintf(sql, sizeof sql, "SELECT count(*) FROM %%s.results WHERE message_id = %lld AND status = 'sent'",
 		 (long long)first_msg);
@@ -199,7 +200,7 @@ START_TEST(a_wakeup_read_by_the_loops_own_queries_is_not_lost)
 	unsigned seed = (unsigned)getpid();
 	for (long i = 1; i <= 150; i++) {
 		enqueue(&f, 0, "sms", "transactional", 1, "sms");
-		wait_results(&f, i, 30000);
+		wait_results(&f, 0, i, 30000);
 		ck_assert_msg(results(&f, 0) == i, "send %ld of 150 was not sent within 30 s", i);
 		struct timespec d = {0, (long)(rand_r(&seed) % 7000000)};
 		nanosleep(&d, NULL);
@@ -228,11 +229,7 @@ START_TEST(prepared_reads_follow_each_tenants_schema)
 		int ti = i % 3;
 		long want = results(&f, ti) + 1;
 		enqueue(&f, ti, "sms", "transactional", 1, "sms");
-		int64_t deadline = sched_now_ms() + 30000;
-		while (results(&f, ti) < want && sched_now_ms() < deadline) {
-			struct timespec d = {0, 10000000};
-			nanosleep(&d, NULL);
-		}
+		wait_results(&f, ti, want, 30000);
 		ck_assert_msg(results(&f, ti) == want, "send %d (tenant %d) was not sent within 30 s", i, ti);
 	}
 	for (int ti = 0; ti < 3; ti++)
@@ -452,7 +449,7 @@ START_TEST(provider_faults_are_retried_dead_lettered_and_rate_limited)
 	sched_start(&s, f.dsn, f.dir, NULL, "HERALD_SCHED_MAX_ATTEMPTS=4 HERALD_SCHED_RETRY_BASE_MS=50");
 	pid_t w1 = worker_start(f.dir, "worker-1", "sms", "bulk", s.ep[1], "--http-timeout-ms=500");
 	pid_t w2 = worker_start(f.dir, "worker-2", "sms", "bulk", s.ep[1], "--http-timeout-ms=500");
-	wait_results(&f, 620, 120000);
+	wait_results(&f, 0, 620, 120000);
 	ck_assert_int_eq(results(&f, 0), 620);
 	/* the always-failing account: retried max_attempts times, then dead-lettered with the reason */
 	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.results r JOIN %s.outbox o ON o.id = r.message_id / 4096 "
