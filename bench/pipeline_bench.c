@@ -24,6 +24,16 @@
  *       notification to OUT until SIGTERM/SIGINT: how long Postgres takes to
  *       deliver a NOTIFY to an idle listener, apart from the scheduler.
  *
+ *   herald-bench-pipeline hops K RATE SECONDS OUT
+ *       The operating system's share of a transactional message's latency:
+ *       K processes (this one and K-1 children) in a ring of pipes; RATE
+ *       times a second this one writes a timestamp, each process passes it
+ *       on, and it comes back after K wake-ups with no other work between.
+ *       Writes "<unix ns when sent> <round trip ns>" per message to OUT.
+ *       Run beside the transactional traffic of bench/lanes, idle and behind
+ *       the backlog, in the same session at the same priority: how much
+ *       longer K bare wake-ups take when the backlog keeps both cores busy.
+ *
  * Errors: a message on stderr and exit status 1.
  */
 #include <errno.h>
@@ -32,7 +42,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "db.h"
 #include "log.h"
@@ -192,6 +204,89 @@ static int cmd_listen(int argc, char **argv)
 	return 0;
 }
 
+/* One hop of the ring: pass every timestamp on until the ring closes. */
+static void hop(int in, int out)
+{
+	int64_t v;
+	while (read(in, &v, sizeof v) == (ssize_t)sizeof v)
+		if (write(out, &v, sizeof v) != (ssize_t)sizeof v)
+			break;
+	_exit(0);
+}
+
+static int cmd_hops(int argc, char **argv)
+{
+	if (argc < 6)
+		return 2;
+	int k = atoi(argv[2]), rate = atoi(argv[3]), secs = atoi(argv[4]);
+	FILE *out = fopen(argv[5], "w");
+	if (!out || k < 2 || k > 64 || rate < 1 || secs < 1) {
+		fprintf(stderr, "herald-bench-pipeline: hops: bad K/rate/seconds or cannot write %s\n", argv[5]);
+		return 1;
+	}
+	int p[64][2]; /* process i reads p[i], writes p[(i + 1) % k]; this one is process 0 */
+	for (int i = 0; i < k; i++)
+		if (pipe(p[i]) != 0) {
+			perror("herald-bench-pipeline: pipe");
+			return 1;
+		}
+	pid_t kids[64];
+	for (int i = 1; i < k; i++) {
+		kids[i] = fork();
+		if (kids[i] < 0) {
+			perror("herald-bench-pipeline: fork");
+			return 1;
+		}
+		if (kids[i] == 0) {
+			for (int j = 0; j < k; j++) {
+				if (j != i)
+					close(p[j][0]);
+				if (j != (i + 1) % k)
+					close(p[j][1]);
+			}
+			hop(p[i][0], p[(i + 1) % k][1]);
+		}
+	}
+	int in = p[0][0], first = p[1][1];
+	int64_t period = 1000000000LL / rate, next = mono_ns(), offset = wall_ns() - mono_ns();
+	long total = (long)rate * secs, sent = 0, got = 0;
+	while (got < total) {
+		int64_t now = mono_ns();
+		if (sent < total && now >= next) {
+			if (write(first, &now, sizeof now) != (ssize_t)sizeof now) {
+				perror("herald-bench-pipeline: hops: write");
+				return 1;
+			}
+			sent++;
+			next += period;
+			continue;
+		}
+		int64_t wait_ms = sent < total ? (next - now) / 1000000 : 10000;
+		struct pollfd pf = {.fd = in, .events = POLLIN};
+		int n = poll(&pf, 1, (int)(wait_ms < 0 ? 0 : wait_ms));
+		if (n < 0 && errno != EINTR)
+			return 1;
+		if (n == 0 && sent >= total) {
+			fprintf(stderr, "herald-bench-pipeline: hops: %ld of %ld came back\n", got, total);
+			return 1;
+		}
+		if (n > 0) {
+			int64_t t0;
+			if (read(in, &t0, sizeof t0) != (ssize_t)sizeof t0)
+				return 1;
+			fprintf(out, "%lld %lld\n", (long long)(t0 + offset), (long long)(mono_ns() - t0));
+			got++;
+		}
+	}
+	for (int i = 0; i < k; i++)
+		close(p[i][1]); /* the ring ends: each child reads EOF and exits */
+	for (int i = 1; i < k; i++)
+		waitpid(kids[i], NULL, 0);
+	fclose(out);
+	printf("hops=%d sent=%ld\n", k, sent);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	hr_log_init("bench");
@@ -202,9 +297,12 @@ int main(int argc, char **argv)
 		rc = cmd_tx(argc, argv);
 	else if (argc > 1 && strcmp(argv[1], "listen") == 0)
 		rc = cmd_listen(argc, argv);
+	else if (argc > 1 && strcmp(argv[1], "hops") == 0)
+		rc = cmd_hops(argc, argv);
 	if (rc == 2)
 		fprintf(stderr, "usage: herald-bench-pipeline wait DSN SCHEMA LOW_WATER [TIMEOUT_S]\n"
 				"       herald-bench-pipeline tx DSN TENANT PROVIDER CHANNEL RATE SECONDS OUT\n"
-				"       herald-bench-pipeline listen DSN OUT\n");
+				"       herald-bench-pipeline listen DSN OUT\n"
+				"       herald-bench-pipeline hops K RATE SECONDS OUT\n");
 	return rc;
 }
