@@ -10,6 +10,7 @@
 # $HERALD_DATA_DIR/stack (default /var/lib/herald as root).  Ports on
 # 127.0.0.1: API 7700, scheduler 7710 (transactional) and 7711 (bulk),
 # provider simulator 7780, smtp-sink 2525; override with HERALD_STACK_*_PORT.
+# Bulk workers run at nice HERALD_STACK_BULK_NICE (10; 0 = off).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${HERALD_BUILD_DIR:-$ROOT/build}
@@ -21,6 +22,7 @@ BULK_PORT=${HERALD_STACK_BULK_PORT:-7711}
 SIM_PORT=${HERALD_STACK_SIM_PORT:-7780}
 SMTP_PORT=${HERALD_STACK_SMTP_PORT:-2525}
 API_PORT=${HERALD_STACK_API_PORT:-7700}
+BULK_NICE=${HERALD_STACK_BULK_NICE:-10} # the bulk workers' nice level (0 = as the rest)
 export HERALD_SCHED_BIND_TRANSACTIONAL="tcp://127.0.0.1:$TX_PORT"
 export HERALD_SCHED_BIND_BULK="tcp://127.0.0.1:$BULK_PORT"
 # Tracked links and the unsubscribe URL in emails point at the local API.
@@ -66,10 +68,19 @@ start() {
     running smtp-sink || { echo "stack: smtp-sink failed:"; tail -n 3 "$RUN/smtp-sink.log"; exit 1; }
     sleep 0.1
   done
+  # Both lanes share this host's CPUs: the bulk workers run at a lower priority
+  # (docs/operations.md, "Both lanes on one host"), in a session of their own
+  # whose autogroup is at that nice level too -- with the kernel's autogroups a
+  # plain nice only weighs against the processes of the same session.  The
+  # command execs the worker: the pid file stays the worker's.
+  local LOW=()
+  if [ "$BULK_NICE" != 0 ]; then
+    LOW=(setsid sh -c 'echo "$0" >/proc/self/autogroup 2>/dev/null; exec nice -n "$0" "$@"' "$BULK_NICE")
+  fi
   for ch in email sms messenger push webhook; do
     launch "worker-$ch-tx" "$B/workers/herald-worker" --channel "$ch" --lane transactional \
       --scheduler "tcp://127.0.0.1:$TX_PORT" --metrics-port -1
-    launch "worker-$ch-bulk" "$B/workers/herald-worker" --channel "$ch" --lane bulk \
+    launch "worker-$ch-bulk" "${LOW[@]}" "$B/workers/herald-worker" --channel "$ch" --lane bulk \
       --scheduler "tcp://127.0.0.1:$BULK_PORT" --metrics-port -1
   done
 }
