@@ -426,12 +426,12 @@ static bool authenticate(api_req *r)
 }
 
 /*
- * The tenant's settings into r->tenant_settings (left NULL when the tenant
- * is not active); with begin, in a new transaction, and with act also acting
- * as the tenant (hr_db_tenant_begin) -- all in one round trip, as one
- * simple-protocol string (the id is a number, the names are quoted).
+ * The first round trip of a tenant request as one simple-protocol string
+ * (the id is a number, the names are quoted): with begin, BEGIN; the
+ * tenant's settings and status; with act, SET LOCAL ROLE and search_path
+ * (as hr_db_tenant_begin).  Heap.
  */
-static bool tenant_open(api_req *r, bool begin, bool act, hr_err *err)
+static char *tenant_open_sql(api_req *r, bool begin, bool act)
 {
 	char *qs = hr_db_ident(r->db, r->tenant.schema), *qr = hr_db_ident(r->db, r->tenant.role);
 	char *sql = hr_sprintf("%sSELECT settings, status FROM herald.tenants WHERE id = %lld%s%s%s%s",
@@ -439,6 +439,33 @@ static bool tenant_open(api_req *r, bool begin, bool act, hr_err *err)
 			       act ? qr : "", act ? "; SET LOCAL search_path TO " : "", act ? qs : "");
 	hr_free(qs);
 	hr_free(qr);
+	return sql;
+}
+
+char *api_tenant_open_sql(api_req *r)
+{
+	return tenant_open_sql(r, true, true);
+}
+
+bool api_tenant_opened(api_req *r, const PGresult *res)
+{
+	if (PQntuples(res) == 1 && PQnfields(res) == 2 && strcmp(PQgetvalue(res, 0, 1), "active") == 0 &&
+	    !r->tenant_settings) {
+		r->tenant_settings = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+		if (!r->tenant_settings)
+			r->tenant_settings = json_object();
+	}
+	return r->tenant_settings != NULL;
+}
+
+/*
+ * The tenant's settings into r->tenant_settings (left NULL when the tenant
+ * is not active); with begin, in a new transaction, and with act also acting
+ * as the tenant -- all in one round trip (tenant_open_sql).
+ */
+static bool tenant_open(api_req *r, bool begin, bool act, hr_err *err)
+{
+	char *sql = tenant_open_sql(r, begin, act);
 	bool ok = PQsendQuery(r->db, sql) == 1;
 	hr_free(sql);
 	if (!ok)
@@ -446,14 +473,10 @@ static bool tenant_open(api_req *r, bool begin, bool act, hr_err *err)
 	PGresult *res;
 	while ((res = PQgetResult(r->db))) {
 		ExecStatusType st = PQresultStatus(res);
-		if (st == PGRES_TUPLES_OK && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 1), "active") == 0 &&
-		    !r->tenant_settings) {
-			r->tenant_settings = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
-			if (!r->tenant_settings)
-				r->tenant_settings = json_object();
-		} else if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && ok) {
+		if (st == PGRES_TUPLES_OK)
+			api_tenant_opened(r, res);
+		else if (st != PGRES_COMMAND_OK && ok)
 			ok = hr_db_fail(r->db, res, "query failed", err);
-		}
 		PQclear(res);
 	}
 	if (!ok) {
@@ -475,7 +498,7 @@ static bool enter_tenant(api_req *r, bool begin)
 	hr_err err = {0};
 	const char *slug = api_header(r, "Herald-Tenant");
 	if (slug && !hr_slug_valid(slug, "Herald-Tenant", &err)) {
-		api_problem(r, 404, "not-found", "Not found", "no such tenant", NULL);
+		api_tenant_gone(r);
 		return false;
 	}
 	if (!hr_principal_tenant(r->db, &r->who, slug, &r->tenant, &err)) {
@@ -483,18 +506,20 @@ static bool enter_tenant(api_req *r, bool begin)
 			api_problem(r, 400, "tenant-required", "Tenant required",
 				    "an agency key must name the tenant in the Herald-Tenant header", NULL);
 		else if (err.kind == HR_ERR_NOTFOUND)
-			api_problem(r, 404, "not-found", "Not found", "no such tenant", NULL);
+			api_tenant_gone(r);
 		else
 			api_problem_err(r, &err);
 		return false;
 	}
+	if (begin && r->route->opens)
+		return true; /* the handler opens the transaction (api_tenant_enter, api_tenant_open_sql) */
 	bool act = begin && (!r->route->pre || r->route->pre_acts);
 	if (!tenant_open(r, begin, act, &err)) {
 		api_problem_err(r, &err);
 		return false;
 	}
 	if (!r->tenant_settings) {
-		api_problem(r, 404, "not-found", "Not found", "no such tenant", NULL);
+		api_tenant_gone(r);
 		return false;
 	}
 	if (!begin)
@@ -517,6 +542,26 @@ static bool enter_tenant(api_req *r, bool begin)
 			api_problem_err(r, &err);
 			return false;
 		}
+	}
+	r->acting = true;
+	return true;
+}
+
+void api_tenant_gone(api_req *r)
+{
+	api_problem(r, 404, "not-found", "Not found", "no such tenant", NULL);
+}
+
+bool api_tenant_enter(api_req *r)
+{
+	hr_err err = {0};
+	if (!tenant_open(r, true, true, &err)) {
+		api_problem_err(r, &err);
+		return false;
+	}
+	if (!r->tenant_settings) {
+		api_tenant_gone(r);
+		return false;
 	}
 	r->acting = true;
 	return true;
