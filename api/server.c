@@ -486,6 +486,26 @@ static bool tenant_open(api_req *r, bool begin, bool act, hr_err *err)
 	return ok;
 }
 
+void api_tenant_gone(api_req *r)
+{
+	api_problem(r, 404, "not-found", "Not found", "no such tenant", NULL);
+}
+
+/* tenant_open, or false with r's answer: 404 when the tenant is not active, else the error. */
+static bool tenant_open_answer(api_req *r, bool begin, bool act)
+{
+	hr_err err = {0};
+	if (!tenant_open(r, begin, act, &err)) {
+		api_problem_err(r, &err);
+		return false;
+	}
+	if (!r->tenant_settings) {
+		api_tenant_gone(r);
+		return false;
+	}
+	return true;
+}
+
 /*
  * Tenant routes: which tenant, its settings, then (begin) the request's
  * transaction acting as the tenant -- one round trip (tenant_open).  A
@@ -514,14 +534,8 @@ static bool enter_tenant(api_req *r, bool begin)
 	if (begin && r->route->opens)
 		return true; /* the handler opens the transaction (api_tenant_enter, api_tenant_open_sql) */
 	bool act = begin && (!r->route->pre || r->route->pre_acts);
-	if (!tenant_open(r, begin, act, &err)) {
-		api_problem_err(r, &err);
+	if (!tenant_open_answer(r, begin, act))
 		return false;
-	}
-	if (!r->tenant_settings) {
-		api_tenant_gone(r);
-		return false;
-	}
 	if (!begin)
 		return true;
 	r->acting = act;
@@ -547,22 +561,10 @@ static bool enter_tenant(api_req *r, bool begin)
 	return true;
 }
 
-void api_tenant_gone(api_req *r)
-{
-	api_problem(r, 404, "not-found", "Not found", "no such tenant", NULL);
-}
-
 bool api_tenant_enter(api_req *r)
 {
-	hr_err err = {0};
-	if (!tenant_open(r, true, true, &err)) {
-		api_problem_err(r, &err);
+	if (!tenant_open_answer(r, true, true))
 		return false;
-	}
-	if (!r->tenant_settings) {
-		api_tenant_gone(r);
-		return false;
-	}
 	r->acting = true;
 	return true;
 }
