@@ -6,13 +6,15 @@
  * reported by its pointer (/events/3/occurred_at) in one 422.  Contact
  * references of the whole batch are resolved with one query, and the events
  * are inserted with the COMMIT: a batch of EVENTS_COPY_MIN or more by COPY
- * (copy_commit: two round trips after the one that opens the tenant
- * transaction), a smaller one by one prepared statement over unnest() of
- * arrays (api_commit_prepared: one round trip); an event naming a contact
- * adds one for the lookup.  After the commit the server NOTIFYs
- * `herald_events` with the tenant id (api/notify.h: not in the transaction,
- * where the NOTIFY lock serialised every batch's commit): the rule engine
- * hears of committed events at once and never polls a tenant that has none.
+ * (copy_commit: two round trips, the first of which also opens the tenant's
+ * transaction when no event names a contact -- the route `opens` it itself,
+ * api.h), a smaller one by one prepared statement over unnest() of arrays
+ * (api_commit_prepared: one round trip after the one that opens the
+ * transaction); an event naming a contact adds one for the lookup.  After
+ * the commit the server NOTIFYs `herald_events` with the tenant id
+ * (api/notify.h: not in the transaction, where the NOTIFY lock serialised
+ * every batch's commit): the rule engine hears of committed events at once
+ * and never polls a tenant that has none.
  */
 #include <stdio.h>
 #include <stdlib.h>
