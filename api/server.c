@@ -13,8 +13,11 @@
  * route says pre_acts; provider accounts come from the cache below), the
  * handler's own statements, COMMIT -- or the handler sends its last
  * statement with the COMMIT (api_commit_prepared), as a send and an event
- * batch do: a send is then two round trips in all.  Wake-ups for the scheduler go
- * after the COMMIT through notify.c, never inside the transaction.
+ * batch do: a send is then two round trips in all.  A route that `opens`
+ * (api.h; the events) opens the transaction itself, so that an anonymous
+ * batch's COPY carries the open in its own query.  Wake-ups for the
+ * scheduler go after the COMMIT through notify.c, never inside the
+ * transaction.
  * Keep-alive is MHD's default for HTTP/1.1.  Bodies over api_max_body are
  * refused with 413 (at once when Content-Length says so, else as soon as the
  * collected bytes pass the limit; the rest is discarded).  Idle connections
