@@ -445,6 +445,20 @@ bool api_webhooks_start(const hr_config *cfg, const char *dsn, const uint8_t mas
 			hr_err *err) HR_MUST_CHECK;
 void api_webhooks_stop(api_webhooks *w);
 
+/*
+ * Where a tenant's webhook may not go unless webhook_allow_private is on
+ * (webhook_deliver.c): an address that is not public -- loopback, private
+ * (10/8, 172.16/12, 192.168/16, fc00::/7), shared (100.64/10), link-local
+ * (169.254/16 with the clouds' metadata service, fe80::/10), unspecified,
+ * multicast, reserved, and IPv4-mapped IPv6 forms of those.  addr: a
+ * struct in_addr (AF_INET) or struct in6_addr (AF_INET6).  Returns NULL for
+ * a public address, else what kind it is ("loopback", "private", ...).
+ */
+const char *api_addr_not_public(int family, const void *addr);
+/* The same for a URL's host when it is an IP literal or localhost (a name
+ * is checked when delivering, at each connection: what it resolves to). */
+const char *api_url_host_not_public(const char *url);
+
 /* The tenant with this id, active (control schema; outside any tenant transaction). */
 bool api_tenant_by_id(PGconn *c, int64_t id, hr_tenant *out, hr_err *err) HR_MUST_CHECK;
 void segments_create(api_req *r);

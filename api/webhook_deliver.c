@@ -11,8 +11,12 @@
  * the thread through a pipe and joins it; a delivery in flight finishes or
  * times out first.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +46,8 @@ struct api_webhooks {
 	long base_ms, max_attempts, timeout_ms;
 	PGconn *c;
 	CURL *curl;
+	bool allow_private; /* webhook_allow_private */
+	char refused[160];  /* set by open_socket: why a connection was not made */
 	due *due;
 	size_t ndue, capdue;
 };
@@ -51,6 +57,96 @@ static int64_t wall_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *api_addr_not_public(int family, const void *addr)
+{
+	if (family == AF_INET6) {
+		const uint8_t *b = addr;
+		static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+		static const uint8_t zero[16];
+		if (!memcmp(b, mapped, 12))
+			return api_addr_not_public(AF_INET, b + 12);
+		if (!memcmp(b, zero, 15))
+			return b[15] == 1 ? "loopback" : b[15] == 0 ? "unspecified" : "reserved";
+		if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)
+			return "link-local";
+		if ((b[0] & 0xfe) == 0xfc)
+			return "private";
+		if (b[0] == 0xff)
+			return "multicast";
+		if (b[0] == 0 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b) /* NAT64 64:ff9b::/96 */
+			return api_addr_not_public(AF_INET, b + 12);
+		return NULL;
+	}
+	if (family != AF_INET)
+		return "not an IP address";
+	uint32_t a = ntohl(((const struct in_addr *)addr)->s_addr);
+	uint8_t h = (uint8_t)(a >> 24), s2 = (uint8_t)(a >> 16);
+	if (h == 127)
+		return "loopback";
+	if (h == 10 || (h == 172 && (s2 & 0xf0) == 16) || (h == 192 && s2 == 168))
+		return "private";
+	if (h == 169 && s2 == 254)
+		return "link-local";
+	if (h == 100 && (s2 & 0xc0) == 64)
+		return "shared (carrier-grade NAT)";
+	if (h == 0)
+		return "unspecified";
+	if (h >= 224)
+		return h < 240 ? "multicast" : "reserved";
+	if ((h == 192 && s2 == 0 && ((a >> 8) & 0xff) == 0) || (h == 198 && (s2 & 0xfe) == 18))
+		return "reserved";
+	return NULL;
+}
+
+const char *api_url_host_not_public(const char *url)
+{
+	CURLU *u = curl_url();
+	char *host = NULL;
+	const char *kind = NULL;
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host) {
+		size_t n = strlen(host);
+		uint8_t a[16];
+		if (n > 2 && host[0] == '[' && host[n - 1] == ']') {
+			host[n - 1] = '\0';
+			/* a zone id (fe80::1%eth0) makes it link-local whatever inet_pton says */
+			kind = strchr(host + 1, '%') ? "link-local"
+			       : inet_pton(AF_INET6, host + 1, a) == 1 ? api_addr_not_public(AF_INET6, a) : NULL;
+		} else if (inet_pton(AF_INET, host, a) == 1) {
+			kind = api_addr_not_public(AF_INET, a);
+		} else if (!strcasecmp(host, "localhost") || (n > 10 && !strcasecmp(host + n - 10, ".localhost"))) {
+			kind = "loopback";
+		}
+	}
+	curl_free(host);
+	curl_url_cleanup(u);
+	return kind;
+}
+
+/*
+ * libcurl's CURLOPT_OPENSOCKETFUNCTION: every connection a delivery makes
+ * comes here with the address it resolved to, so a name that resolves (or
+ * re-resolves) to a non-public address is refused as a literal one is.
+ */
+static curl_socket_t open_socket(void *p, curlsocktype purpose, struct curl_sockaddr *sa)
+{
+	api_webhooks *w = p;
+	(void)purpose;
+	const void *a = sa->family == AF_INET    ? (const void *)&((struct sockaddr_in *)&sa->addr)->sin_addr
+			: sa->family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)&sa->addr)->sin6_addr
+						 : NULL;
+	const char *kind = w->allow_private || !a ? NULL : api_addr_not_public(sa->family, a);
+	if (kind) {
+		char text[INET6_ADDRSTRLEN] = "?";
+		inet_ntop(sa->family, a, text, sizeof text);
+		snprintf(w->refused, sizeof w->refused,
+			 "the URL's host is at %s, a %s address: webhooks go to public addresses only "
+			 "(webhook_allow_private)", text, kind);
+		return CURL_SOCKET_BAD;
+	}
+	return socket(sa->family, sa->socktype, sa->protocol);
 }
 
 /* Earliest wins: a tenant is due at the sooner of what we knew and what we learn. */
@@ -146,12 +242,15 @@ static void post(api_webhooks *w, const hr_tenant *t, const char *hook, const ch
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "herald-webhooks/1");
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+	curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, w);
+	w->refused[0] = '\0';
 	int64_t t0 = wall_ms();
 	CURLcode rc = curl_easy_perform(c);
 	*ms = (long)(wall_ms() - t0);
 	curl_slist_free_all(hs);
 	if (rc != CURLE_OK) {
-		snprintf(err, 256, "%s", curl_easy_strerror(rc));
+		snprintf(err, 256, "%s", w->refused[0] ? w->refused : curl_easy_strerror(rc));
 		return;
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, http);
@@ -322,6 +421,7 @@ bool api_webhooks_start(const hr_config *cfg, const char *dsn, const uint8_t mas
 	w->base_ms = hr_config_int(cfg, "webhook_retry_base_ms");
 	w->max_attempts = hr_config_int(cfg, "webhook_max_attempts");
 	w->timeout_ms = hr_config_int(cfg, "webhook_timeout_ms");
+	w->allow_private = hr_config_bool(cfg, "webhook_allow_private");
 	w->wake[0] = w->wake[1] = -1;
 	if (pipe(w->wake) != 0) {
 		hr_fail(err, HR_ERR_IO, NULL, "webhooks: pipe failed");

@@ -39,6 +39,12 @@
  * hour, until webhook_max_attempts, then failed.  Every attempt is appended
  * to the row's log (time, HTTP status or error, milliseconds).
  *
+ * Where deliveries may go: public addresses only, unless the operator sets
+ * webhook_allow_private -- a URL's IP-literal or localhost host is checked
+ * when saved (api_url_host_not_public), every address a delivery connects to
+ * when it connects (webhook_deliver.c, open_socket), so a tenant cannot
+ * point herald at the agency's own network.
+ *
  * Thread safety: the handlers run on the request threads with the request's
  * connection; the delivery thread owns its two connections and its curl
  * handle.
@@ -197,13 +203,18 @@ static bool url_ok(const char *u)
 }
 
 /* Validate the writable fields; required on create.  types_out: a Postgres text[] literal (heap). */
-static void check_fields(jv *v, json_t *b, bool create, const char **url, char **types_out, const char **desc)
+static void check_fields(api_req *r, jv *v, json_t *b, bool create, const char **url, char **types_out,
+			 const char **desc)
 {
 	static const char *const allowed[] = {"url", "event_types", "description", NULL};
 	jv_only(v, b, "", allowed);
 	*url = jv_str(v, b, "", "url", create, 2048);
+	const char *kind;
 	if (*url && !url_ok(*url))
 		jv_add(v, "", "url", "must be an http:// or https:// URL without spaces");
+	else if (*url && !hr_config_bool(api_cfg(r), "webhook_allow_private") && (kind = api_url_host_not_public(*url)))
+		jv_add(v, "", "url", "must point at a public address, not a %s one (the server's webhook_allow_private is off)",
+		       kind);
 	*desc = jv_str(v, b, "", "description", false, 500);
 	*types_out = NULL;
 	json_t *t = json_object_get(b, "event_types");
@@ -274,7 +285,7 @@ void webhooks_create(api_req *r)
 	const char *url, *desc;
 	char *types;
 	hr_err err = {0};
-	check_fields(&v, r->json, true, &url, &types, &desc);
+	check_fields(r, &v, r->json, true, &url, &types, &desc);
 	if (!jv_ok(&v)) {
 		hr_free(types);
 		api_problem_invalid(r, v.errors);
@@ -378,7 +389,7 @@ void webhooks_update(api_req *r)
 	jv_init(&v);
 	const char *url, *desc;
 	char *types;
-	check_fields(&v, r->json, false, &url, &types, &desc);
+	check_fields(r, &v, r->json, false, &url, &types, &desc);
 	if (!jv_ok(&v)) {
 		hr_free(types);
 		api_problem_invalid(r, v.errors);

@@ -116,7 +116,9 @@ static const setting settings[] = {
 	{"sched_retry_base_ms", T_INT, "1000", 1, 600000, HR_ROLE_SCHEDULER, true, false,
 	 "first retry delay; doubled per attempt (jittered, capped at 10 minutes)"},
 	{"sched_trace", T_BOOL, "false", 0, 0, HR_ROLE_SCHEDULER, true, false,
-	 "log one line per lease dispatched (tenant, batch, size, worker): for debugging"},
+	 "log one line per lease dispatched (tenant, batch, size, worker, wall time), per transactional "
+	 "batch loaded (when announced, asked for, loaded) and per loop turn over 20 ms (time per phase, "
+	 "CPU time): for debugging latency"},
 	{"scheduler", T_STR, NULL, 0, 0, HR_ROLE_WORKER, false, false,
 	 "ZeroMQ endpoint(s) a worker connects to: each scheduler's ROUTER for the worker's lane, "
 	 "comma-separated when several schedulers share the tenants, e.g. "
@@ -126,6 +128,10 @@ static const setting settings[] = {
 	{"track_public_url", T_STR, NULL, 0, 0, HR_ROLE_WORKER, false, false,
 	 "public base URL of herald-api (e.g. https://t.example.com) that email workers put in tracking "
 	 "links, open pixels and one-click unsubscribe URLs; empty = emails are sent untracked"},
+	{"webhook_allow_private", T_BOOL, "false", 0, 0, HR_ROLE_API, false, false,
+	 "deliver tenants' webhooks to loopback, private (RFC 1918, fc00::/7), link-local and other "
+	 "non-public addresses; off, such a URL is refused when saved and a delivery whose host resolves "
+	 "there fails, so that a tenant's webhook cannot reach herald's own network"},
 	{"webhook_max_attempts", T_INT, "8", 1, 100, HR_ROLE_API, false, false,
 	 "attempts of one webhook delivery before it is logged as failed"},
 	{"webhook_retry_base_ms", T_INT, "5000", 1, 3600000, HR_ROLE_API, false, false,

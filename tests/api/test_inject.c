@@ -140,11 +140,11 @@ static const sample samples[] = {
 	{"GET", "/v1/rules/{id}/instances", "/v1/rules/{rule}/instances", NULL, K_TENANT, false},
 	{"DELETE", "/v1/rules/{id}", "/v1/rules/{rule}", NULL, K_TENANT, false},
 	{"POST", "/v1/webhooks", "/v1/webhooks",
-	 "{\"url\": \"http://127.0.0.1:1/hook\", \"event_types\": [\"message_complained\"], \"description\": \"crm\"}",
+	 "{\"url\": \"http://hooks.example.com:1/hook\", \"event_types\": [\"message_complained\"], \"description\": \"crm\"}",
 	 K_TENANT, false},
 	{"GET", "/v1/webhooks/{id}", "/v1/webhooks/{webhook}", NULL, K_TENANT, false},
 	{"PATCH", "/v1/webhooks/{id}", "/v1/webhooks/{webhook}",
-	 "{\"url\": \"https://127.0.0.1:1/h2\", \"event_types\": [\"message_complained\"], \"description\": \"x\"}",
+	 "{\"url\": \"https://hooks.example.com:1/h2\", \"event_types\": [\"message_complained\"], \"description\": \"x\"}",
 	 K_TENANT, false},
 	{"DELETE", "/v1/webhooks/{id}", "/v1/webhooks/{webhook}", NULL, K_TENANT, false},
 	{"GET", "/v1/webhooks/{id}/deliveries", "/v1/webhooks/{webhook}/deliveries", NULL, K_TENANT, false},
@@ -514,7 +514,7 @@ static void setup(void)
 	resp_free(r);
 	/* a subscription to an event no sample causes: nothing is delivered behind the test's back */
 	r = call_at(s.port, "POST", "/v1/webhooks", f.full, NULL,
-		    "{\"url\": \"http://127.0.0.1:1/\", \"event_types\": [\"message_complained\"]}", -1);
+		    "{\"url\": \"http://hooks.example.com:1/\", \"event_types\": [\"message_complained\"]}", -1);
 	ck_assert_msg(r->status == 201, "%s", r->body);
 	snprintf(webhook_id, sizeof webhook_id, "%lld", (long long)json_integer_value(json_object_get(r->json, "id")));
 	resp_free(r);

@@ -39,9 +39,11 @@ static void suite_setup(void)
 	hr_migrate_report rep;
 	if (!hr_migrate_all(the_dsn, th_migrations(), 2, true, &rep, &err))
 		ck_abort_msg("migrate: %s", err.msg);
-	/* Fast retries, few attempts: the failing receiver's log fills in well under a second. */
+	/* Fast retries, few attempts: the failing receiver's log fills in well under a second.
+	 * Loopback receivers allowed (test_webhook_guard.c checks the default). */
 	srv_start(&the_srv, the_dsn,
-		  "HERALD_WEBHOOK_RETRY_BASE_MS=50 HERALD_WEBHOOK_MAX_ATTEMPTS=3 HERALD_WEBHOOK_TIMEOUT_MS=3000");
+		  "HERALD_WEBHOOK_RETRY_BASE_MS=50 HERALD_WEBHOOK_MAX_ATTEMPTS=3 HERALD_WEBHOOK_TIMEOUT_MS=3000 "
+		  "HERALD_WEBHOOK_ALLOW_PRIVATE=true"); /* the receiver is on 127.0.0.1 */
 }
 
 static long long ms_now(void)
