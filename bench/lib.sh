@@ -24,6 +24,10 @@ bench_cleanup() {
 	done
 	if [ -n "$WORK" ] && [ -d "$WORK" ]; then
 		$HC local stop >/dev/null 2>&1 || true
+		# The bulk cgroup empties as its processes (the bulk workers, Postgres's bulk backends) exit.
+		if [ -n "${BULK_CG:-}" ]; then
+			for _ in $(seq 1 50); do rmdir "$BULK_CG" 2>/dev/null && break; sleep 0.1; done
+		fi
 		# BENCH_KEEP=DIR keeps the logs and samples (not the database) for a look afterwards.
 		if [ -n "${BENCH_KEEP:-}" ]; then
 			mkdir -p "$BENCH_KEEP"
@@ -121,6 +125,25 @@ lowprio() {
 	else
 		LP=(setsid sh -c 'echo "$0" >/proc/self/autogroup 2>/dev/null; exec nice -n "$0" "$@"' "$n" "$@")
 	fi
+}
+
+# bulk_cgroup: BULK_CG = a new cpu cgroup of low weight (cpu.shares 102 under cgroup v1, cpu.weight
+# 10 under v2, as a nice 10 process weighs) for the bulk side, when this machine has a cpu controller
+# we may write; "" otherwise.  bench_cleanup removes it.  in_bulk_cgroup PID moves a process into it.
+bulk_cgroup() {
+	BULK_CG=
+	local dir
+	if [ -w /sys/fs/cgroup/cpu ] && [ -f /sys/fs/cgroup/cpu/cpu.shares ]; then
+		dir=/sys/fs/cgroup/cpu/herald-bench-bulk.$$
+		mkdir "$dir" 2>/dev/null && echo 102 >"$dir/cpu.shares" && BULK_CG=$dir
+	elif grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null && [ -w /sys/fs/cgroup ]; then
+		dir=/sys/fs/cgroup/herald-bench-bulk.$$
+		mkdir "$dir" 2>/dev/null && echo 10 >"$dir/cpu.weight" && BULK_CG=$dir
+	fi
+	[ -n "$BULK_CG" ] || rmdir "$dir" 2>/dev/null || true
+}
+in_bulk_cgroup() {
+	[ -z "${BULK_CG:-}" ] || echo "$1" >"$BULK_CG/cgroup.procs"
 }
 
 # start_provsim NAME ARGS...: sets SIM_PORT, LAST_PID.  SIM_NICE=N: at nice N.

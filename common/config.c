@@ -94,6 +94,11 @@ static const setting settings[] = {
 	 false, false,
 	 "ZeroMQ endpoint of the transactional lane: the scheduler binds it, transactional workers "
 	 "connect to it"},
+	{"sched_bulk_cgroup", T_STR, NULL, 0, 0, HR_ROLE_SCHEDULER, false, false,
+	 "a cgroup directory (cgroup v1 cpu controller, or v2 with cpu enabled) that the scheduler moves the "
+	 "bulk lane's PostgreSQL backends into (bulk loads and bulk landing) when Postgres runs on its host "
+	 "and it may write the cgroup's cgroup.procs; give that cgroup a low cpu.shares or cpu.weight. "
+	 "Empty = off (docs/operations.md, \"Both lanes on one host\")"},
 	{"sched_domain_rates", T_STR, NULL, 0, 0, HR_ROLE_SCHEDULER, true, false,
 	 "per recipient domain email limits, messages/s across all tenants, e.g. "
 	 "\"gmail.com=100,yahoo.com=50\""},

@@ -311,7 +311,7 @@ static bool lander_connect(lander *l, int lane, hr_err *err)
 		return false;
 	}
 	if (lane)
-		store_backend_renice(l->db[lane], BULK_BACKEND_NICE);
+		store_backend_lower(l->db[lane]);
 	return true;
 }
 

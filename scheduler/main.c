@@ -92,6 +92,7 @@ int main(int argc, char **argv)
 		return help ? 0 : 2;
 	}
 	hr_migration_set *set;
+	store_set_bulk_cgroup(hr_config_str(s->cfg, "sched_bulk_cgroup")); /* before the bulk connections */
 	if (!hr_db_dsn_from_config(s->cfg, &s->dsn, &err) || !store_connect(s, &err) ||
 	    !hr_migrations_load(hr_config_str(s->cfg, "migrations_dir"), &set, &err) ||
 	    !hr_migrate_check_control(s->db, set, &err) || !hr_master_key_load(s->cfg, s->master_key, &err))

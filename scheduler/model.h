@@ -250,9 +250,13 @@ typedef struct landed {
 } landed;
 
 lander *lander_start(const char *dsn, hr_err *err);
-/* store.c: run a connection's Postgres backend at `nice` above the server's
- * own when it is on this host and we may (once-logged when we may not). */
-void store_backend_renice(PGconn *db, int nice);
+/* store.c: lower the CPU priority of a bulk-lane connection's Postgres
+ * backend when it is on this host and we may (once-logged when we may not):
+ * BULK_BACKEND_NICE above the server's own nice, and into the cgroup set by
+ * store_set_bulk_cgroup when there is one. */
+void store_backend_lower(PGconn *db);
+/* sched_bulk_cgroup: a cgroup directory for the bulk lane's backends ("" = none). */
+void store_set_bulk_cgroup(const char *dir);
 /* How much lower the CPU priority of the bulk lane's backends is (store.c). */
 #define BULK_BACKEND_NICE 10
 /* Hand over n results (the lander takes ownership of their strings). */

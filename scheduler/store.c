@@ -72,9 +72,45 @@ static bool loopback_host(const char *h)
 	       strncmp(h, "127.", 4) == 0 || strcmp(h, "::1") == 0;
 }
 
-void store_backend_renice(PGconn *db, int nice)
+static char bulk_cgroup[512];
+
+void store_set_bulk_cgroup(const char *dir)
+{
+	snprintf(bulk_cgroup, sizeof bulk_cgroup, "%s", dir ? dir : "");
+}
+
+/*
+ * sched_bulk_cgroup: the backend into that cgroup (its cgroup.procs; cgroup
+ * v1's cpu controller or v2 alike).  Why a cgroup as well as nice: with
+ * Postgres on this host, its backends are one group for the kernel's
+ * scheduler (a session's autogroup, or Postgres's own cgroup), and niced bulk
+ * backends still spend that group's share -- a transactional read that wakes
+ * when they have used it waited 5-12 ms for a CPU behind a draining backlog
+ * (bench/lanes).  In a cgroup of their own with a low cpu.shares (cpu.weight)
+ * they spend only that one's.
+ */
+static void backend_to_cgroup(int pid)
 {
 	static bool told;
+	if (!bulk_cgroup[0])
+		return;
+	char path[600];
+	snprintf(path, sizeof path, "%s/cgroup.procs", bulk_cgroup);
+	FILE *f = fopen(path, "w");
+	bool ok = f && fprintf(f, "%d\n", pid) > 0;
+	if (f && fclose(f) != 0)
+		ok = false;
+	if (!ok && !told) {
+		told = true;
+		hr_warn("scheduler: cannot move the bulk lane's Postgres backends into %s (%s); see docs/operations.md",
+			path, strerror(errno));
+	}
+}
+
+void store_backend_lower(PGconn *db)
+{
+	static bool told;
+	int nice = BULK_BACKEND_NICE;
 	int pid = PQbackendPID(db);
 	char path[64], cmd[16] = "";
 	snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
@@ -86,6 +122,7 @@ void store_backend_renice(PGconn *db, int nice)
 	}
 	if (strncmp(cmd, "postgres", 8) != 0)
 		return; /* not a backend we can see: another host, or another pid namespace */
+	backend_to_cgroup(pid);
 	errno = 0;
 	int now = getpriority(PRIO_PROCESS, (id_t)pid); /* -1 is a valid answer: errno tells */
 	if (errno != 0)
@@ -115,7 +152,7 @@ static bool read_connect(sched *s, PGconn **db, bool bulk, hr_err *err)
 		return false;
 	}
 	if (bulk)
-		store_backend_renice(*db, BULK_BACKEND_NICE);
+		store_backend_lower(*db);
 	return true;
 }
 

@@ -6,11 +6,13 @@
  * reads and the bulk loads' CPU priority; provider faults (429, 5xx,
  * timeouts) with a rate limit on the account.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -383,6 +385,118 @@ START_TEST(bulk_load_backends_run_at_a_lower_cpu_priority)
 }
 END_TEST
 
+/* The cgroup path of pid under the cpu controller (v1 "N:cpu...:PATH", else v2 "0::PATH"), or "". */
+static void proc_cpu_cgroup(long pid, char *out, size_t n)
+{
+	char path[64], line[512];
+	snprintf(path, sizeof path, "/proc/%ld/cgroup", pid);
+	out[0] = '\0';
+	FILE *fp = fopen(path, "r");
+	if (!fp)
+		return;
+	while (fgets(line, sizeof line, fp)) {
+		line[strcspn(line, "\n")] = '\0';
+		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c2)
+			continue;
+		*c2 = '\0';
+		bool v1cpu = false;
+		for (char *t = strtok(c1 + 1, ","); t; t = strtok(NULL, ","))
+			v1cpu |= strcmp(t, "cpu") == 0;
+		if (v1cpu || (!out[0] && c1 == line + 1 && line[0] == '0' && c1[1] == '\0'))
+			snprintf(out, n, "%s", c2 + 1);
+		if (v1cpu)
+			break;
+	}
+	fclose(fp);
+}
+
+/* The test's cgroup: named in the check parent before the test forks
+ * (cg_name), removed there after it however it ended (cg_cleanup): what is
+ * still in it goes back to the parent cgroup first, then the directory. */
+static char test_cg[192], test_cg_parent[64], test_cg_rel[64];
+
+static bool cg_remove(void)
+{
+	char path[256], pid[32];
+	for (int i = 0; i < 100; i++) {
+		snprintf(path, sizeof path, "%s/cgroup.procs", test_cg);
+		FILE *in = fopen(path, "r");
+		snprintf(path, sizeof path, "%s/cgroup.procs", test_cg_parent);
+		while (in && fgets(pid, sizeof pid, in)) {
+			FILE *out = fopen(path, "w");
+			if (out) {
+				fputs(pid, out);
+				fclose(out);
+			}
+		}
+		if (in)
+			fclose(in);
+		if (rmdir(test_cg) == 0 || errno == ENOENT)
+			return true;
+		struct timespec ts = {0, 50000000};
+		nanosleep(&ts, NULL);
+	}
+	return false;
+}
+
+static void cg_name(void)
+{
+	snprintf(test_cg_rel, sizeof test_cg_rel, "/herald-test-bulk.%d", (int)getpid());
+	bool v1 = access("/sys/fs/cgroup/cpu/cpu.shares", W_OK) == 0;
+	snprintf(test_cg_parent, sizeof test_cg_parent, "%s", v1 ? "/sys/fs/cgroup/cpu" : "/sys/fs/cgroup");
+	snprintf(test_cg, sizeof test_cg, "%s%s", test_cg_parent, test_cg_rel);
+}
+
+static void cg_cleanup(void)
+{
+	if (!cg_remove())
+		fprintf(stderr, "cannot remove the test's cgroup %s: %s\n", test_cg, strerror(errno));
+}
+
+/*
+ * sched_bulk_cgroup: the bulk lane's backends (bulk loads, bulk landing) are
+ * moved into the operator's cgroup, the transactional ones stay where
+ * Postgres runs.  Needs a cpu cgroup controller this test may write (cgroup
+ * v1's /sys/fs/cgroup/cpu, or v2 with cpu enabled at the root), as CI has;
+ * without one it fails saying so rather than pass unchecked.
+ */
+START_TEST(bulk_backends_join_the_bulk_cgroup)
+{
+	const char *cg = test_cg, *rel = test_cg_rel;
+	ck_assert_msg(mkdir(cg, 0755) == 0, "cannot make a cpu cgroup at %s (%s): this test needs a writable cpu "
+					    "cgroup controller (run as root with cgroup v1 cpu or v2)",
+		      cg, strerror(errno));
+	fixture f;
+	fixture_open(&f, 1);
+	sproc s;
+	char env[256];
+	snprintf(env, sizeof env, "HERALD_SCHED_BULK_CGROUP=%s", cg);
+	sched_start(&s, f.dsn, f.dir, NULL, env);
+	ck_assert_int_eq(wait_q(&f, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
+				    "'herald-scheduler %%' AND datname = current_database()", 10), 10);
+	PGresult *r = PQexec(f.c, "SELECT pid, application_name LIKE '% bulk', application_name "
+				  "FROM pg_stat_activity WHERE application_name LIKE 'herald-scheduler %' "
+				  "AND datname = current_database() ORDER BY 2, 3");
+	ck_assert_int_eq(PQntuples(r), 10);
+	int in_bulk = 0;
+	for (int i = 0; i < PQntuples(r); i++) {
+		bool is_bulk = strcmp(PQgetvalue(r, i, 1), "t") == 0;
+		char got[512];
+		proc_cpu_cgroup(atol(PQgetvalue(r, i, 0)), got, sizeof got);
+		ck_assert_msg(got[0], "cannot read the cgroup of backend %s", PQgetvalue(r, i, 0));
+		bool there = strcmp(got, rel) == 0;
+		ck_assert_msg(there == is_bulk, "%s backend %s is in %s", PQgetvalue(r, i, 2), PQgetvalue(r, i, 0), got);
+		in_bulk += there;
+	}
+	ck_assert_int_eq(in_bulk, 5);
+	PQclear(r);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	ck_assert_msg(cg_remove(), "cannot remove %s: %s", cg, strerror(errno));
+	fixture_close(&f);
+}
+END_TEST
+
 static long max_per_second(const char *receipts, const char *account)
 {
 	FILE *fp = fopen(receipts, "r");
@@ -491,9 +605,11 @@ int main(void)
 	suite_add_tcase(s, tc);
 	tc = th_tcase("lanes");
 	tcase_set_timeout(tc, 180);
+	tcase_add_unchecked_fixture(tc, cg_name, cg_cleanup);
 	tcase_add_test(tc, overlapping_transactional_reads_send_each_message_once);
 	tcase_add_test(tc, prepared_reads_follow_each_tenants_schema);
 	tcase_add_test(tc, bulk_load_backends_run_at_a_lower_cpu_priority);
+	tcase_add_test(tc, bulk_backends_join_the_bulk_cgroup);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("faults");
 	tcase_set_timeout(tc, 300);
