@@ -322,6 +322,85 @@ START_TEST(overlapping_transactional_reads_send_each_message_once)
 }
 END_TEST
 
+/*
+ * Recovery of transactional batches (a scheduler starting where another one
+ * may have sent part of them): only the messages without a result are sent.
+ * Batch A (3 messages) has results for its first and last, batch B (2) for
+ * both; no scheduler has marked them done.  The transactional read returns
+ * A's middle message, and B as a header whose messages are all done (store.c,
+ * TX_BATCHES_BODY: one row, message columns NULL) -- which must finish B
+ * without sending anything.  A later message then lands with the low water,
+ * which must pass A and B (a batch left open would hold it back).  The
+ * provider is the simulator, which records every request it gets.
+ */
+START_TEST(recovered_transactional_batches_send_only_what_has_no_result)
+{
+	fixture f;
+	fixture_open(&f, 1);
+	psim p;
+	const char *args[] = {NULL};
+	psim_start(&p, args);
+	uint8_t key[HR_KEY_LEN];
+	hr_err err = {0};
+	ck_assert(hr_key_from_hex(MASTER_HEX, key, &err));
+	char cfg[256];
+	snprintf(cfg, sizeof cfg, "{\"url\":\"http://127.0.0.1:%d/v1/send/sms/tx\"}", p.port);
+	hr_provider_spec tx = {.name = "tx", .channel = "sms", .transport = "http", .config = cfg};
+	ck_assert(hr_provider_put(f.c, key, f.t[0].slug, &tx, &err));
+	enqueue(&f, 0, "sms", "transactional", 3, "tx");
+	enqueue(&f, 0, "sms", "transactional", 2, "tx");
+	const char *sch = f.t[0].schema;
+	long a = q(&f, "SELECT min(id) FROM %s.outbox", sch), b = q(&f, "SELECT max(id) FROM %s.outbox", sch);
+	ck_assert_int_gt(b, a);
+	char sql[512];
+	snprintf(sql, sizeof sql,
+		 "INSERT INTO %s.results (message_id, status, attempts, provider_id) SELECT m, 'sent', 1, 'earlier' "
+		 "FROM unnest(ARRAY[%ld, %ld, %ld, %ld]::bigint[]) m",
+		 sch, a * 4096, a * 4096 + 2, b * 4096, b * 4096 + 1);
+	PGresult *r = PQexec(f.c, sql);
+	ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(f.c));
+	PQclear(r);
+	sproc s;
+	sched_start(&s, f.dsn, f.dir, NULL, "HERALD_SCHED_TRACE=true"); /* a line per lease */
+	pid_t w = worker_start(f.dir, "worker-tx", "sms", "transactional", s.ep[0], NULL);
+	ck_assert_int_eq(wait_q(&f, "SELECT count(*) FROM %s.results", 5), 5);
+	snprintf(sql, sizeof sql, "SELECT count(*) FROM %%s.results WHERE message_id = %ld AND status = 'sent' "
+				  "AND provider_id IS DISTINCT FROM 'earlier'", a * 4096 + 1);
+	ck_assert_int_eq(q(&f, sql, sch), 1);
+	enqueue(&f, 0, "sms", "transactional", 1, "tx");
+	char lw[160];
+	snprintf(lw, sizeof lw, "SELECT (low_water > %ld)::int FROM %%s.dispatch_state", b);
+	ck_assert_msg(wait_q(&f, lw, 1) == 1, "the low water did not pass batch %ld", b);
+	ck_assert_int_eq(results(&f, 0), 6);
+	ck_assert_int_eq(q(&f, "SELECT count(*) FROM %s.results WHERE provider_id = 'earlier'", sch), 4);
+	ck_assert_int_eq(stop_pid(w, SIGTERM), 0);
+	ck_assert_int_eq(sched_stop(&s, SIGTERM), 0);
+	psim_stop_keep(&p);
+	size_t n = 0;
+	char **lines = psim_receipts(&p, &n);
+	ck_assert_msg(n == 2, "the provider got %zu requests, want 2 (A's middle message, the later one)", n);
+	psim_lines_free(lines, n);
+	/* nothing of B was leased to a worker at all (a worker may refuse a bad message without asking the provider) */
+	FILE *lf = fopen(s.log, "r");
+	ck_assert_ptr_nonnull(lf);
+	char line[1024], needle[48];
+	snprintf(needle, sizeof needle, " batch=%ld ", b);
+	int leases_a = 0;
+	while (fgets(line, sizeof line, lf)) {
+		if (!strstr(line, "trace: lease="))
+			continue;
+		ck_assert_msg(!strstr(line, needle), "batch %ld was leased: %s", b, line);
+		char na[48];
+		snprintf(na, sizeof na, " batch=%ld ", a);
+		leases_a += strstr(line, na) != NULL;
+	}
+	fclose(lf);
+	ck_assert_int_eq(leases_a, 1);
+	psim_cleanup(&p);
+	fixture_close(&f);
+}
+END_TEST
+
 /* /proc/PID/stat's nice field (the 19th); -100 if unreadable. */
 static int proc_nice(long pid)
 {
@@ -602,6 +681,7 @@ int main(void)
 	tcase_set_timeout(tc, 180);
 	tcase_add_test(tc, a_batch_committed_after_a_later_one_is_still_sent);
 	tcase_add_test(tc, a_wakeup_read_by_the_loops_own_queries_is_not_lost);
+	tcase_add_test(tc, recovered_transactional_batches_send_only_what_has_no_result);
 	suite_add_tcase(s, tc);
 	tc = th_tcase("lanes");
 	tcase_set_timeout(tc, 180);
