@@ -189,6 +189,17 @@ void enqueue(fixture *f, int ti, const char *channel, const char *lane, int n, c
 	hr_free(addr);
 }
 
+void provider_psim(fixture *f, int ti, const char *name, int port)
+{
+	uint8_t key[HR_KEY_LEN];
+	hr_err err = {0};
+	ck_assert(hr_key_from_hex(MASTER_HEX, key, &err));
+	char cfg[256];
+	snprintf(cfg, sizeof cfg, "{\"url\":\"http://127.0.0.1:%d/v1/send/sms/%s\"}", port, name);
+	hr_provider_spec sp = {.name = name, .channel = "sms", .transport = "http", .config = cfg};
+	ck_assert_msg(hr_provider_put(f->c, key, f->t[ti].slug, &sp, &err), "%s", err.msg);
+}
+
 long q(fixture *f, const char *fmt, const char *schema)
 {
 	char sql[1024];

@@ -44,6 +44,9 @@ typedef struct fixture {
 void fixture_open(fixture *f, int ntenants);
 void fixture_close(fixture *f);
 void enqueue(fixture *f, int ti, const char *channel, const char *lane, int n, const char *provider);
+/* Tenant ti's sms provider account `name`: HTTP to a provider simulator on port, path
+ * /v1/send/sms/<name> (the simulator records the account name with each receipt). */
+void provider_psim(fixture *f, int ti, const char *name, int port);
 /* One number from SQL; every %s in fmt becomes schema. */
 long q(fixture *f, const char *fmt, const char *schema);
 long results(fixture *f, int ti);

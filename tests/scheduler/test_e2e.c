@@ -269,19 +269,14 @@ START_TEST(overlapping_transactional_reads_send_each_message_once)
 	psim p;
 	const char *args[] = {NULL};
 	psim_start(&p, args);
-	uint8_t key[HR_KEY_LEN];
-	hr_err err = {0};
-	ck_assert(hr_key_from_hex(MASTER_HEX, key, &err));
-	char cfg[256];
-	snprintf(cfg, sizeof cfg, "{\"url\":\"http://127.0.0.1:%d/v1/send/sms/tx\"}", p.port);
-	hr_provider_spec tx = {.name = "tx", .channel = "sms", .transport = "http", .config = cfg};
-	ck_assert(hr_provider_put(f.c, key, f.t[0].slug, &tx, &err));
+	provider_psim(&f, 0, "tx", p.port);
 	sproc s;
 	sched_start(&s, f.dsn, f.dir, NULL, NULL);
 	pid_t w = worker_start(f.dir, "worker-tx", "sms", "transactional", s.ep[0], NULL);
 	enqueue(&f, 0, "sms", "transactional", 1, "tx");
 	ck_assert_int_eq(wait_q(&f, "SELECT count(*) FROM %s.results", 1), 1);
 
+	hr_err err = {0};
 	PGconn *lock = NULL;
 	ck_assert_msg(hr_db_connect(f.dsn, &lock, &err), "%s", err.msg);
 	char sql[512];
@@ -340,13 +335,7 @@ START_TEST(recovered_transactional_batches_send_only_what_has_no_result)
 	psim p;
 	const char *args[] = {NULL};
 	psim_start(&p, args);
-	uint8_t key[HR_KEY_LEN];
-	hr_err err = {0};
-	ck_assert(hr_key_from_hex(MASTER_HEX, key, &err));
-	char cfg[256];
-	snprintf(cfg, sizeof cfg, "{\"url\":\"http://127.0.0.1:%d/v1/send/sms/tx\"}", p.port);
-	hr_provider_spec tx = {.name = "tx", .channel = "sms", .transport = "http", .config = cfg};
-	ck_assert(hr_provider_put(f.c, key, f.t[0].slug, &tx, &err));
+	provider_psim(&f, 0, "tx", p.port);
 	enqueue(&f, 0, "sms", "transactional", 3, "tx");
 	enqueue(&f, 0, "sms", "transactional", 2, "tx");
 	const char *sch = f.t[0].schema;

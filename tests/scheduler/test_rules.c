@@ -513,13 +513,7 @@ START_TEST(issue_code_then_send_it_referral_and_an_empty_promo_pool)
 	const char *args[] = {"--inbox", "16", NULL};
 	psim_start(&ps, args);
 	fixture_open(&e.f, 1);
-	uint8_t key[HR_KEY_LEN];
-	hr_err err = {0};
-	ck_assert(hr_key_from_hex(MASTER_HEX, key, &err));
-	char cfg[256];
-	snprintf(cfg, sizeof cfg, "{\"url\":\"http://127.0.0.1:%d/v1/send/sms/simsms\"}", ps.port);
-	hr_provider_spec sim = {.name = "simsms", .channel = "sms", .transport = "http", .config = cfg};
-	ck_assert_msg(hr_provider_put(e.f.c, key, e.f.t[0].slug, &sim, &err), "%s", err.msg);
+	provider_psim(&e.f, 0, "simsms", ps.port);
 	up_procs(&e);
 	long friends = num(&e, "INSERT INTO %s.code_pools (name, kind, settings) VALUES ('friends', 'referral', "
 			       "'{\"prefix\":\"FR-\",\"code_length\":6}') RETURNING id", e.schema);
