@@ -871,8 +871,10 @@ static void bulk_poll(sched *s)
  * address, the JSON the template sees); a batch none of whose messages is
  * left to send (recovery: each has a result) is one row with the message
  * columns NULL.  A transactional batch is nearly always one message, so
- * repeating its header costs nothing; a read's backend CPU was about a sixth
- * lower than with header and rows as two statements.
+ * repeating its header costs nothing; a read's backend CPU, against header
+ * and rows as two statements, was about a sixth lower run back to back on an
+ * idle server and a third lower behind a backlog (p50 1.3-1.7 -> 0.86-0.97 ms,
+ * bench/lanes; docs/benchmarks.md).
  */
 #define TX_BATCHES_BODY(recover)                                                                            \
 	"SELECT o.id, o.channel, o.lane, coalesce(o.template_id, 0), coalesce(o.template_version, 0), "     \
