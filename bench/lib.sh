@@ -132,7 +132,7 @@ lowprio() {
 # we may write; "" otherwise.  bench_cleanup removes it.  in_bulk_cgroup PID moves a process into it.
 bulk_cgroup() {
 	BULK_CG=
-	local dir
+	local dir=
 	if [ -w /sys/fs/cgroup/cpu ] && [ -f /sys/fs/cgroup/cpu/cpu.shares ]; then
 		dir=/sys/fs/cgroup/cpu/herald-bench-bulk.$$
 		mkdir "$dir" 2>/dev/null && echo 102 >"$dir/cpu.shares" && BULK_CG=$dir
