@@ -91,10 +91,6 @@ typedef struct api_route {
 	 * steps out of the tenant's role for that read), so the transaction may act
 	 * as the tenant from its first round trip: one round trip fewer */
 	bool pre_acts;
-	/* a tenant route whose handler opens the tenant's transaction itself
-	 * (below: api_tenant_enter, or api_tenant_open_sql in its own first
-	 * query): an event batch then writes in two round trips instead of three */
-	bool opens;
 } api_route;
 
 /* The route table (routes.c); the OpenAPI test compares it with docs/openapi.yaml. */
@@ -142,30 +138,6 @@ struct api_req {
 	bool committed;              /* the handler committed already (api_commit_prepared) */
 	uint32_t *db_prepared;       /* r->db's statements of api_commit_prepared (server.c) */
 };
-
-/*
- * Routes with `opens` (server.c has authenticated the key and resolved
- * r->tenant, nothing more): the handler must open the tenant's transaction
- * before it answers anything -- error answers included, so that a suspended
- * or deleted tenant answers 404 whatever the body -- in one of two ways.
- *
- * api_tenant_enter: the usual first round trip (BEGIN, the tenant's
- * settings and status, acting as the tenant).  false: r holds the answer
- * (404 for a tenant that is not active, 503 for the database).
- *
- * api_tenant_open_sql: that round trip's statements as one simple-query
- * string (heap), for the handler to put in front of its own statements in
- * one simple query: BEGIN (command), the tenant row (tuples: pass it to
- * api_tenant_opened), SET LOCAL ROLE, SET LOCAL search_path (commands).
- * api_tenant_opened fills r->tenant_settings and returns true when the
- * tenant is active; when it is not, the handler must make the transaction
- * fail before it writes (a COPY ends with PQputCopyEnd(errormsg)), answer
- * api_tenant_gone (404), and the server rolls the transaction back.
- */
-bool api_tenant_enter(api_req *r);
-char *api_tenant_open_sql(api_req *r);
-bool api_tenant_opened(api_req *r, const PGresult *res);
-void api_tenant_gone(api_req *r);
 
 /* ---- server-wide things handlers may use ---- */
 const hr_config *api_cfg(const api_req *r);

@@ -6,15 +6,13 @@
  * reported by its pointer (/events/3/occurred_at) in one 422.  Contact
  * references of the whole batch are resolved with one query, and the events
  * are inserted with the COMMIT: a batch of EVENTS_COPY_MIN or more by COPY
- * (copy_commit: two round trips, the first of which also opens the tenant's
- * transaction when no event names a contact -- the route `opens` it itself,
- * api.h), a smaller one by one prepared statement over unnest() of arrays
- * (api_commit_prepared: one round trip after the one that opens the
- * transaction); an event naming a contact adds one for the lookup.  After
- * the commit the server NOTIFYs `herald_events` with the tenant id
- * (api/notify.h: not in the transaction, where the NOTIFY lock serialised
- * every batch's commit): the rule engine hears of committed events at once
- * and never polls a tenant that has none.
+ * (copy_commit: two round trips after the one that opens the tenant
+ * transaction), a smaller one by one prepared statement over unnest() of
+ * arrays (api_commit_prepared: one round trip); an event naming a contact
+ * adds one for the lookup.  After the commit the server NOTIFYs
+ * `herald_events` with the tenant id (api/notify.h: not in the transaction,
+ * where the NOTIFY lock serialised every batch's commit): the rule engine
+ * hears of committed events at once and never polls a tenant that has none.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,48 +108,35 @@ static void parse_item(jv *v, json_t *o, const char *base, const char *cc, item 
 /*
  * A batch by COPY, and the COMMIT, in one simple query -- COPY cannot go in a
  * pipeline, and a simple query goes on with its next statement once the rows
- * are in.  With open (api_tenant_open_sql), the same query first opens the
- * tenant's transaction: BEGIN, the tenant's row, SET LOCAL ROLE and
- * search_path.  Round trip one: those, the clock (when an event has no
- * occurred_at) and the server's request for rows; round trip two: the rows,
- * answered by the COPY's and the COMMIT's results -- two in all, where
- * opening first took three.  A tenant that is not active (its row arrives
- * before the request for rows) gets no rows: the COPY is abandoned, the
- * transaction fails and the server rolls it back; *gone tells the caller to
- * answer 404.  COPY inserts the rows in groups (heap_multi_insert) and parses
- * no arrays.  An error in the COPY skips the COMMIT and leaves the
- * transaction aborted (the server rolls it back).  The clock goes through
- * to_json: ISO 8601 whatever the session's DateStyle.
+ * are in.  Round trip one: the clock (when an event has no occurred_at) and
+ * the server's request for rows; round trip two: the rows, answered by the
+ * COPY's and the COMMIT's results.  COPY inserts the rows in groups
+ * (heap_multi_insert) and parses no arrays.  An error in the COPY skips the
+ * COMMIT and leaves the transaction aborted (the server rolls it back).  The
+ * clock goes through to_json: ISO 8601 whatever the session's DateStyle.
  */
-static bool copy_commit(api_req *r, const char *open, const item *it, size_t n, bool *gone, hr_err *err)
+static bool copy_commit(api_req *r, const item *it, size_t n, hr_err *err)
 {
+#define COPY_SQL "COPY events (contact_id, name, properties, occurred_at) FROM STDIN; COMMIT"
 	PGconn *c = r->db;
 	bool need_now = false;
 	for (size_t i = 0; i < n; i++)
 		need_now |= !it[i].at;
-	char *sql = hr_sprintf("%s%s%sCOPY events (contact_id, name, properties, occurred_at) FROM STDIN; COMMIT",
-			       open ? open : "", open ? "; " : "",
-			       need_now ? "SELECT to_json(herald_clock.now()) #>> '{}'; " : "");
-	bool sent = PQsendQuery(c, sql) == 1;
-	hr_free(sql);
-	if (!sent)
+	if (PQsendQuery(c, need_now ? "SELECT to_json(herald_clock.now()) #>> '{}'; " COPY_SQL : COPY_SQL) != 1)
 		return hr_db_fail(c, NULL, "events: COPY", err);
+#undef COPY_SQL
 	char *now = NULL;
 	hr_copybuf rows = {0};
-	bool ok = true, asked = false, opening = open != NULL;
-	*gone = false;
+	bool ok = true, asked = false;
 	int done = 0; /* commands completed after the rows: the COPY, the COMMIT */
 	PGresult *x;
 	while ((x = PQgetResult(c))) {
 		ExecStatusType st = PQresultStatus(x);
-		if (st == PGRES_TUPLES_OK && opening) {
-			opening = false; /* the tenant's row comes first */
-			*gone = !api_tenant_opened(r, x);
-		} else if (st == PGRES_TUPLES_OK && !asked && !now && PQntuples(x) == 1) {
+		if (st == PGRES_TUPLES_OK && !asked && !now && PQntuples(x) == 1) {
 			now = hr_strdup(PQgetvalue(x, 0, 0));
 		} else if (st == PGRES_COPY_IN && !asked) {
 			asked = true;
-			for (size_t i = 0; ok && !*gone && i < n; i++) {
+			for (size_t i = 0; ok && i < n; i++) {
 				hr_copy_field(&rows, it[i].contact, false);
 				hr_copy_field(&rows, it[i].name, false);
 				hr_copy_field(&rows, it[i].props ? it[i].props : "{}", false);
@@ -160,60 +145,31 @@ static bool copy_commit(api_req *r, const char *open, const item *it, size_t n, 
 					ok = hr_fail(err, HR_ERR_DB, NULL, "events: COPY: no clock");
 			}
 			/* A failed put leaves the connection broken: PQgetResult then ends. */
-			if (ok && !*gone && PQputCopyData(c, rows.p, (int)rows.len) != 1)
+			if (ok && PQputCopyData(c, rows.p, (int)rows.len) != 1)
 				ok = hr_db_fail(c, NULL, "events: COPY", err);
-			if (PQputCopyEnd(c, ok && !*gone ? NULL : "events: COPY abandoned") != 1 && ok && !*gone)
+			if (PQputCopyEnd(c, ok ? NULL : "events: COPY abandoned") != 1 && ok)
 				ok = hr_db_fail(c, NULL, "events: COPY", err);
-		} else if (st == PGRES_COMMAND_OK && (asked || open)) {
-			done += asked; /* before the rows: BEGIN and the SETs of the open */
-		} else if (ok && !*gone) {
+		} else if (st == PGRES_COMMAND_OK && asked) {
+			done++;
+		} else if (ok) {
 			ok = hr_db_fail(c, x, "events: COPY", err);
 		}
 		PQclear(x);
 	}
-	if (*gone)
-		ok = false; /* nothing written: the COPY was abandoned or never asked for */
-	else if (ok && done != 2)
+	if (ok && done != 2)
 		ok = hr_fail(err, HR_ERR_DB, NULL, "events: COPY: %d of 2 commands completed", done);
 	hr_free(now);
 	hr_copy_free(&rows);
-	if (ok) {
-		r->acting = true;
+	if (ok)
 		r->committed = true;
-	}
 	return ok;
-}
-
-/*
- * Whether a body goes in by copy_commit with the tenant's transaction opened
- * in the same query: a batch of EVENTS_COPY_MIN or more events, none naming a
- * contact (that needs the tenant's default_country_code to parse, and a
- * lookup round trip anyway).
- */
-static bool events_fold(json_t *list)
-{
-	size_t n = json_array_size(list);
-	if (n < EVENTS_COPY_MIN || n > API_MAX_EVENTS)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		json_t *ref = json_object_get(json_array_get(list, i), "contact");
-		if (ref && !json_is_null(ref))
-			return false;
-	}
-	return true;
 }
 
 void events_post(api_req *r)
 {
+	const char *cc = json_string_value(json_object_get(r->tenant_settings, "default_country_code"));
 	json_t *list = json_object_get(r->json, "events");
 	bool batch = list != NULL;
-	/* The route opens the tenant's transaction here (api.h `opens`): in the
-	 * COPY's query for an anonymous batch, first for everything else. */
-	bool fold = batch && events_fold(list);
-	if (!fold && !api_tenant_enter(r))
-		return;
-	/* fold: no item names a contact, so no phone number needs the country code */
-	const char *cc = json_string_value(json_object_get(r->tenant_settings, "default_country_code"));
 	jv v;
 	jv_init(&v);
 	size_t n = 1;
@@ -224,12 +180,7 @@ void events_post(api_req *r)
 		if (!json_is_array(list) || n < 1 || n > API_MAX_EVENTS)
 			jv_add(&v, "", "events", "must be an array of 1 to %d events", API_MAX_EVENTS);
 		if (!jv_ok(&v)) {
-			/* fold only: a 422 is for an active tenant, a suspended one hears 404 */
-			if (!fold || api_tenant_enter(r)) {
-				api_problem_invalid(r, v.errors);
-				v.errors = NULL;
-			}
-			jv_free(&v);
+			api_problem_invalid(r, v.errors);
 			return;
 		}
 	}
@@ -244,10 +195,8 @@ void events_post(api_req *r)
 	PGresult *res = NULL, *ins = NULL; /* res: the contacts, which it[].contact points into */
 	hr_err err = {0};
 	if (!jv_ok(&v)) {
-		if (!fold || api_tenant_enter(r)) {
-			api_problem_invalid(r, v.errors);
-			v.errors = NULL;
-		}
+		api_problem_invalid(r, v.errors);
+		v.errors = NULL;
 		goto done;
 	}
 	/* Resolve every contact reference at once (no round trip for an anonymous batch). */
@@ -287,14 +236,7 @@ void events_post(api_req *r)
 		goto done;
 	}
 	if (n >= EVENTS_COPY_MIN) {
-		char *open = fold ? api_tenant_open_sql(r) : NULL;
-		bool gone = false, ok = copy_commit(r, open, it, n, &gone, &err);
-		hr_free(open);
-		if (gone) {
-			api_tenant_gone(r);
-			goto done;
-		}
-		if (!ok)
+		if (!copy_commit(r, it, n, &err))
 			goto fail;
 	} else {
 		for (size_t i = 0; i < n; i++) {

@@ -29,7 +29,7 @@ static const api_route routes[] = {
 	{"GET", "/v1/contacts/{id}", API_AUTH_TENANT, false, false, contacts_get, NULL},
 	{"GET", "/v1/contacts/{id}/consents", API_AUTH_TENANT, false, false, consents_list, NULL},
 	{"POST", "/v1/contacts/{id}/consents", API_AUTH_TENANT, false, true, consents_post, NULL},
-	{"POST", "/v1/events", API_AUTH_TENANT, true, true, events_post, NULL, NULL, false, true},
+	{"POST", "/v1/events", API_AUTH_TENANT, true, true, events_post, NULL},
 	{"POST", "/v1/messages", API_AUTH_TENANT, true, true, messages_post, messages_pre, NULL, true},
 	{"GET", "/v1/messages/{id}", API_AUTH_TENANT, true, false, messages_get, cascade_prices_pre},
 	{"GET", "/v1/imports", API_AUTH_TENANT, false, false, imports_list, NULL},

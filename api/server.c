@@ -13,11 +13,8 @@
  * route says pre_acts; provider accounts come from the cache below), the
  * handler's own statements, COMMIT -- or the handler sends its last
  * statement with the COMMIT (api_commit_prepared), as a send and an event
- * batch do: a send is then two round trips in all.  A route that `opens`
- * (api.h; the events) opens the transaction itself, so that an anonymous
- * batch's COPY carries the open in its own query.  Wake-ups for the
- * scheduler go after the COMMIT through notify.c, never inside the
- * transaction.
+ * batch do: a send is then two round trips in all.  Wake-ups for the scheduler go
+ * after the COMMIT through notify.c, never inside the transaction.
  * Keep-alive is MHD's default for HTTP/1.1.  Bodies over api_max_body are
  * refused with 413 (at once when Content-Length says so, else as soon as the
  * collected bytes pass the limit; the rest is discarded).  Idle connections
@@ -429,12 +426,12 @@ static bool authenticate(api_req *r)
 }
 
 /*
- * The first round trip of a tenant request as one simple-protocol string
- * (the id is a number, the names are quoted): with begin, BEGIN; the
- * tenant's settings and status; with act, SET LOCAL ROLE and search_path
- * (as hr_db_tenant_begin).  Heap.
+ * The tenant's settings into r->tenant_settings (left NULL when the tenant
+ * is not active); with begin, in a new transaction, and with act also acting
+ * as the tenant (hr_db_tenant_begin) -- all in one round trip, as one
+ * simple-protocol string (the id is a number, the names are quoted).
  */
-static char *tenant_open_sql(api_req *r, bool begin, bool act)
+static bool tenant_open(api_req *r, bool begin, bool act, hr_err *err)
 {
 	char *qs = hr_db_ident(r->db, r->tenant.schema), *qr = hr_db_ident(r->db, r->tenant.role);
 	char *sql = hr_sprintf("%sSELECT settings, status FROM herald.tenants WHERE id = %lld%s%s%s%s",
@@ -442,33 +439,6 @@ static char *tenant_open_sql(api_req *r, bool begin, bool act)
 			       act ? qr : "", act ? "; SET LOCAL search_path TO " : "", act ? qs : "");
 	hr_free(qs);
 	hr_free(qr);
-	return sql;
-}
-
-char *api_tenant_open_sql(api_req *r)
-{
-	return tenant_open_sql(r, true, true);
-}
-
-bool api_tenant_opened(api_req *r, const PGresult *res)
-{
-	if (PQntuples(res) == 1 && PQnfields(res) == 2 && strcmp(PQgetvalue(res, 0, 1), "active") == 0 &&
-	    !r->tenant_settings) {
-		r->tenant_settings = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
-		if (!r->tenant_settings)
-			r->tenant_settings = json_object();
-	}
-	return r->tenant_settings != NULL;
-}
-
-/*
- * The tenant's settings into r->tenant_settings (left NULL when the tenant
- * is not active); with begin, in a new transaction, and with act also acting
- * as the tenant -- all in one round trip (tenant_open_sql).
- */
-static bool tenant_open(api_req *r, bool begin, bool act, hr_err *err)
-{
-	char *sql = tenant_open_sql(r, begin, act);
 	bool ok = PQsendQuery(r->db, sql) == 1;
 	hr_free(sql);
 	if (!ok)
@@ -476,10 +446,14 @@ static bool tenant_open(api_req *r, bool begin, bool act, hr_err *err)
 	PGresult *res;
 	while ((res = PQgetResult(r->db))) {
 		ExecStatusType st = PQresultStatus(res);
-		if (st == PGRES_TUPLES_OK)
-			api_tenant_opened(r, res);
-		else if (st != PGRES_COMMAND_OK && ok)
+		if (st == PGRES_TUPLES_OK && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 1), "active") == 0 &&
+		    !r->tenant_settings) {
+			r->tenant_settings = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+			if (!r->tenant_settings)
+				r->tenant_settings = json_object();
+		} else if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && ok) {
 			ok = hr_db_fail(r->db, res, "query failed", err);
+		}
 		PQclear(res);
 	}
 	if (!ok) {
@@ -487,26 +461,6 @@ static bool tenant_open(api_req *r, bool begin, bool act, hr_err *err)
 		r->tenant_settings = NULL;
 	}
 	return ok;
-}
-
-void api_tenant_gone(api_req *r)
-{
-	api_problem(r, 404, "not-found", "Not found", "no such tenant", NULL);
-}
-
-/* tenant_open, or false with r's answer: 404 when the tenant is not active, else the error. */
-static bool tenant_open_answer(api_req *r, bool begin, bool act)
-{
-	hr_err err = {0};
-	if (!tenant_open(r, begin, act, &err)) {
-		api_problem_err(r, &err);
-		return false;
-	}
-	if (!r->tenant_settings) {
-		api_tenant_gone(r);
-		return false;
-	}
-	return true;
 }
 
 /*
@@ -521,7 +475,7 @@ static bool enter_tenant(api_req *r, bool begin)
 	hr_err err = {0};
 	const char *slug = api_header(r, "Herald-Tenant");
 	if (slug && !hr_slug_valid(slug, "Herald-Tenant", &err)) {
-		api_tenant_gone(r);
+		api_problem(r, 404, "not-found", "Not found", "no such tenant", NULL);
 		return false;
 	}
 	if (!hr_principal_tenant(r->db, &r->who, slug, &r->tenant, &err)) {
@@ -529,16 +483,20 @@ static bool enter_tenant(api_req *r, bool begin)
 			api_problem(r, 400, "tenant-required", "Tenant required",
 				    "an agency key must name the tenant in the Herald-Tenant header", NULL);
 		else if (err.kind == HR_ERR_NOTFOUND)
-			api_tenant_gone(r);
+			api_problem(r, 404, "not-found", "Not found", "no such tenant", NULL);
 		else
 			api_problem_err(r, &err);
 		return false;
 	}
-	if (begin && r->route->opens)
-		return true; /* the handler opens the transaction (api_tenant_enter, api_tenant_open_sql) */
 	bool act = begin && (!r->route->pre || r->route->pre_acts);
-	if (!tenant_open_answer(r, begin, act))
+	if (!tenant_open(r, begin, act, &err)) {
+		api_problem_err(r, &err);
 		return false;
+	}
+	if (!r->tenant_settings) {
+		api_problem(r, 404, "not-found", "Not found", "no such tenant", NULL);
+		return false;
+	}
 	if (!begin)
 		return true;
 	r->acting = act;
@@ -560,14 +518,6 @@ static bool enter_tenant(api_req *r, bool begin)
 			return false;
 		}
 	}
-	r->acting = true;
-	return true;
-}
-
-bool api_tenant_enter(api_req *r)
-{
-	if (!tenant_open_answer(r, true, true))
-		return false;
 	r->acting = true;
 	return true;
 }

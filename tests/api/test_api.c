@@ -652,14 +652,14 @@ END_TEST
 /* One event of events_large_batch_written_exactly: names with quotes, backslashes and
  * unicode; properties with tabs, newlines, CR, backslashes, COPY's own markers (\N, \.),
  * numbers; some with a time (with an offset, a fraction), some without; every
- * third for the contact (none when contact is 0). */
+ * third for the contact. */
 static void ev_item(char *o, size_t cap, int i, long long contact)
 {
 	char at[64] = "", who[64] = "";
 	if (i % 2)
 		snprintf(at, sizeof at, ", \"occurred_at\": \"2026-0%d-1%dT0%d:04:05.%03d+02:00\"", 1 + i % 9, i % 10,
 			 i % 10, i);
-	if (i % 3 == 0 && contact)
+	if (i % 3 == 0)
 		snprintf(who, sizeof who, ", \"contact\": {\"id\": %lld}", contact);
 	snprintf(o, cap,
 		 "{\"name\": \"ev \\\"%d\\\" \\\\ caf\\u00e9 \\u2603 \\\\N\"%s%s, \"properties\": {\"s\": "
@@ -668,22 +668,8 @@ static void ev_item(char *o, size_t cap, int i, long long contact)
 		 i, at, who, i);
 }
 
-/* A query counting the rows k (of the first n, by id) equal to row k + n, column by
- * column (occurred_at where ev_item sets it): a batch against the same events sent singly. */
-static const char *ev_same_rows(char *q, size_t cap, int n)
-{
-	snprintf(q, cap,
-		 "WITH e AS (SELECT row_number() OVER (ORDER BY id) - 1 AS k, * FROM %%s.events) "
-		 "SELECT count(*) FROM e a JOIN e b ON b.k = a.k + %d WHERE a.name = b.name "
-		 "AND a.properties::text = b.properties::text AND a.contact_id IS NOT DISTINCT FROM b.contact_id "
-		 "AND (mod(a.k, 2) = 0 OR a.occurred_at = b.occurred_at)",
-		 n);
-	return q;
-}
-
 START_TEST(events_large_batch_written_exactly)
 {
-	char q[1024];
 	/* A batch large enough for the COPY path writes exactly what single events (the INSERT
 	 * path) write; a bad event in such a batch still writes nothing. */
 	enum { N = 150 };
@@ -713,7 +699,14 @@ START_TEST(events_large_batch_written_exactly)
 	}
 	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.events"), 2 * N);
 	/* row k of the batch against row k of the singles, column by column */
-	ck_assert_int_eq(count(&f, ev_same_rows(q, sizeof q, N)), N);
+	char q[1024];
+	snprintf(q, sizeof q,
+		 "WITH e AS (SELECT row_number() OVER (ORDER BY id) - 1 AS k, * FROM %%s.events) "
+		 "SELECT count(*) FROM e a JOIN e b ON b.k = a.k + %d WHERE a.name = b.name "
+		 "AND a.properties::text = b.properties::text AND a.contact_id IS NOT DISTINCT FROM b.contact_id "
+		 "AND (mod(a.k, 2) = 0 OR a.occurred_at = b.occurred_at)",
+		 N);
+	ck_assert_int_eq(count(&f, q), N);
 	/* and against what was sent */
 	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.events WHERE name = 'ev \"7\" \\ café ☃ \\N' "
 				   "AND properties->>'s' = E'tab\\there\\nline\\r\\\\back\\\\.\\\\N \"q\" ü😀' "
@@ -744,89 +737,6 @@ START_TEST(events_large_batch_written_exactly)
 	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.events"), 2 * N);
 	hr_free(body);
 	fx_close(&f);
-}
-END_TEST
-
-/* A batch of n ev_item events (contact 0: anonymous), or with bad_at the n-th's
- * occurred_at on February 30th (heap). */
-static char *ev_batch(int n, long long contact, bool bad_at)
-{
-	size_t cap = (size_t)n * 512 + 64, len = 0;
-	char *body = hr_malloc(cap), one[512];
-	len += (size_t)snprintf(body, cap, "{\"events\": [");
-	for (int i = 0; i < n; i++) {
-		ev_item(one, sizeof one, i, contact);
-		len += (size_t)snprintf(body + len, cap - len, "%s%s", i ? ", " : "", one);
-	}
-	snprintf(body + len, cap - len, "%s]}", bad_at ? ", {\"name\": \"x\", \"occurred_at\": \"2026-02-30T00:00:00Z\"}" : "");
-	return body;
-}
-
-START_TEST(events_anonymous_batch_opens_the_tenant_with_its_copy)
-{
-	/* An anonymous batch of EVENTS_COPY_MIN (32) or more opens the tenant's transaction
-	 * in the COPY's own query (api/events.c): its rows are exactly what single events
-	 * write, they land in its tenant only, and a suspended tenant answers 404 with
-	 * nothing written -- an invalid body too. */
-	enum { N = 40 };
-	fx a, b;
-	fx_open(&a);
-	fx_open(&b);
-	char *body = ev_batch(N, 0, false), one[512];
-	resp *r = call("POST", "/v1/events", a.send, NULL, body);
-	ck_assert_msg(r->status == 202, "%s", r->body);
-	ck_assert_int_eq(jint(r, "accepted"), N);
-	resp_free(r);
-	for (int i = 0; i < N; i++) {
-		ev_item(one, sizeof one, i, 0);
-		r = call("POST", "/v1/events", i % 2 ? a.full : a.send, NULL, one);
-		ck_assert_msg(r->status == 202, "%s", r->body);
-		resp_free(r);
-	}
-	ck_assert_int_eq(count(&a, "SELECT count(*) FROM %s.events"), 2 * N);
-	ck_assert_int_eq(count(&b, "SELECT count(*) FROM %s.events"), 0);
-	char q[1024];
-	ck_assert_int_eq(count(&a, ev_same_rows(q, sizeof q, N)), N);
-	ck_assert_int_eq(count(&a, "SELECT count(*) FROM %s.events WHERE contact_id IS NOT NULL"), 0);
-	ck_assert_int_eq(count(&a, "SELECT count(*) FROM %s.events WHERE name = 'ev \"7\" \\ café ☃ \\N' "
-				   "AND properties->>'s' = E'tab\\there\\nline\\r\\\\back\\\\.\\\\N \"q\" ü😀' "
-				   "AND occurred_at = '2026-08-17T05:04:05.007+00:00'"),
-			 2);
-	ck_assert_int_eq(count(&a, "SELECT count(*) FROM %s.events "
-				   "WHERE occurred_at = received_at + (SELECT skew FROM herald_clock.state)"),
-			 N);
-	/* the agency's key naming the other tenant: the batch goes there, and only there */
-	r = call("POST", "/v1/events", b.agency_key, b.t.slug, body);
-	ck_assert_msg(r->status == 202, "%s", r->body);
-	resp_free(r);
-	ck_assert_int_eq(count(&b, "SELECT count(*) FROM %s.events"), N);
-	ck_assert_int_eq(count(&a, "SELECT count(*) FROM %s.events"), 2 * N);
-	/* a bad event at the end of an anonymous batch: its pointer, nothing written */
-	char *bad = ev_batch(N, 0, true);
-	r = call("POST", "/v1/events", a.send, NULL, bad);
-	expect_problem(r, 422, "/events/40/occurred_at");
-	resp_free(r);
-	/* suspended: 404 for the batch, for a bad batch, for a small one; nothing written */
-	char path[128];
-	snprintf(path, sizeof path, "/v1/tenants/%s/suspend", a.t.slug);
-	r = call("POST", path, a.agency_key, NULL, NULL);
-	ck_assert_int_eq(r->status, 200);
-	resp_free(r);
-	const char *bodies[] = {body, bad, "{\"events\": [{\"name\": \"x\"}]}", "{\"events\": 5}"};
-	for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
-		r = call("POST", "/v1/events", a.agency_key, a.t.slug, bodies[i]);
-		expect_problem(r, 404, NULL);
-		resp_free(r);
-		/* the tenant's own key: 404 while its key is cached, 401 after */
-		r = call("POST", "/v1/events", a.send, NULL, bodies[i]);
-		ck_assert_msg(r->status == 404 || r->status == 401, "%ld %s", r->status, r->body);
-		resp_free(r);
-	}
-	ck_assert_int_eq(count(&a, "SELECT count(*) FROM %s.events"), 2 * N);
-	hr_free(bad);
-	hr_free(body);
-	fx_close(&a);
-	fx_close(&b);
 }
 END_TEST
 
@@ -1174,7 +1084,6 @@ Suite *api_suite(void)
 	tcase_add_test(tc, another_tenants_ids_are_404);
 	tcase_add_test(tc, events_single_and_batch_validated_whole);
 	tcase_add_test(tc, events_large_batch_written_exactly);
-	tcase_add_test(tc, events_anonymous_batch_opens_the_tenant_with_its_copy);
 	tcase_add_test(tc, messages_enqueue_get_status_and_idempotency);
 	tcase_add_test(tc, messages_idempotency_replay_and_conflict);
 	tcase_add_test(tc, messages_blocked_by_suppression_and_consent);
