@@ -11,17 +11,13 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "jsonout.h"
 #include "api.h"
 #include "log.h"
 
 char *api_dump(const json_t *v)
 {
-	char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-	if (!t)
-		hr_panic("api: cannot encode a JSON response");
-	char *out = hr_strdup(t);
-	free(t);
-	return out;
+	return hr_json_dump(v);
 }
 
 void api_json(api_req *r, int status, json_t *body)

@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "alloc.h"
+#include "jsonout.h"
 #include "clock.h"
 #include "segment.h"
 
@@ -115,7 +116,7 @@ static bool int_in(px *x, json_t *o, const char *key, bool required, int64_t lo,
 /* Compile a segment condition (or a property condition) to check it; keep its text. */
 static bool condition(px *x, json_t *v, const char *key, bool props, char **out)
 {
-	char *text = json_dumps(v, JSON_COMPACT);
+	char *text = hr_json_dump(v);
 	hr_segment_opts o = {.now_unix = hr_clock_now() / 1000000};
 	hr_segment_sql sql;
 	hr_err e = {0};
@@ -127,11 +128,10 @@ static bool condition(px *x, json_t *v, const char *key, bool props, char **out)
 		snprintf(full, sizeof full, "%s%s", x->ptr, strcmp(e.field, "/") ? e.field : "");
 		hr_fail(x->err, HR_ERR_INVALID, full, "%s", e.msg);
 		pop(x, m);
-		free(text);
+		hr_free(text);
 		return false;
 	}
-	*out = hr_strdup(text);
-	free(text);
+	*out = text;
 	return true;
 }
 
@@ -275,9 +275,7 @@ static bool send_like(px *x, json_t *s, hr_rule_action *a, bool webhook)
 			if (!json_is_string(v))
 				return bad(x, k, "must be a string (a Liquid source)");
 		pop(x, m);
-		char *t = json_dumps(content, JSON_COMPACT);
-		a->content = hr_strdup(t);
-		free(t);
+		a->content = hr_json_dump(content);
 		return true;
 	}
 	static const char *const tkeys[] = {"id", "version", NULL};
@@ -343,9 +341,7 @@ static bool action(px *x, json_t *v, hr_rule_action *a)
 				bad(x, "value", "is required (null removes the attribute)");
 				break;
 			}
-			char *t = json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
-			a->value = hr_strdup(t);
-			free(t);
+			a->value = hr_json_dump(val);
 		} else {
 			a->by = 1;
 			if (val && (!json_is_number(val) || !isfinite(json_number_value(val)) ||
@@ -368,9 +364,7 @@ static bool action(px *x, json_t *v, hr_rule_action *a)
 			bad(x, "properties", "must be an object");
 			break;
 		}
-		char *t = p ? json_dumps(p, JSON_COMPACT) : NULL;
-		a->properties = hr_strdup(t ? t : "{}");
-		free(t);
+		a->properties = p ? hr_json_dump(p) : hr_strdup("{}");
 		ok = true;
 		break;
 	}

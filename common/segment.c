@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "alloc.h"
+#include "jsonout.h"
 
 /* ---- small buffers ---- */
 
@@ -205,10 +206,7 @@ static bool scalar_ok(cx *x, json_t *v, const char *key)
 
 static char *json_text(json_t *v)
 {
-	char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-	char *r = hr_strdup(s ? s : "null");
-	free(s); /* jansson's own allocation */
-	return r;
+	return hr_json_dump(v);
 }
 
 static bool number_text(cx *x, json_t *v, const char *key, char *out, size_t len)
@@ -218,7 +216,7 @@ static bool number_text(cx *x, json_t *v, const char *key, char *out, size_t len
 		return true;
 	}
 	if (json_is_real(v) && isfinite(json_real_value(v))) {
-		snprintf(out, len, "%.17g", json_real_value(v));
+		hr_json_real(out, len, json_real_value(v));
 		return true;
 	}
 	return fail_at(x, key, "expected a number");

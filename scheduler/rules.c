@@ -46,6 +46,7 @@
 #include "clock.h"
 #include "codes.h"
 #include "db.h"
+#include "jsonout.h"
 #include "log.h"
 #include "model.h"
 #include "rule.h"
@@ -585,7 +586,7 @@ static bool run_action(rlane *e, rtenant *t, const hr_rule_action *a, const char
 		break;
 	}
 	case HR_ACT_INCREMENT: {
-		snprintf(by, sizeof by, "%.17g", a->by);
+		hr_num_text(by, sizeof by, a->by);
 		int pa = pv_add(&p, a->attribute), pb = pv_add(&p, by);
 		/* k instances of one contact in this batch add k times. */
 		sb_add(&q,

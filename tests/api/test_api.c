@@ -668,6 +668,49 @@ static void ev_item(char *o, size_t cap, int i, long long contact)
 		 i, at, who, i);
 }
 
+/* Decimal numbers are stored and shown as the client sent them: 19.99, not jansson's
+ * 19.989999999999998 (common/jsonout.h); through an event alone, a batch by COPY, a
+ * contact's attributes and the answers that show them. */
+START_TEST(numbers_are_stored_and_shown_as_sent)
+{
+	fx f;
+	fx_open(&f);
+	static const char props[] = "{\"revenue\": 19.99, \"tax\": 0.1, \"x\": 0.30000000000000004, \"one\": 1.0, "
+				    "\"tiny\": 1e-7, \"n\": 3}";
+	char one[256], *batch = hr_malloc(40 * 256 + 32);
+	snprintf(one, sizeof one, "{\"name\": \"order\", \"properties\": %s}", props);
+	resp *r = call("POST", "/v1/events", f.send, NULL, one);
+	ck_assert_msg(r->status == 202, "%s", r->body);
+	resp_free(r);
+	size_t len = (size_t)sprintf(batch, "{\"events\": [");
+	for (int i = 0; i < 40; i++) /* 40: the COPY path */
+		len += (size_t)sprintf(batch + len, "%s%s", i ? ", " : "", one);
+	sprintf(batch + len, "]}");
+	r = call("POST", "/v1/events", f.send, NULL, batch);
+	ck_assert_msg(r->status == 202, "%s", r->body);
+	resp_free(r);
+	hr_free(batch);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.events WHERE properties->>'revenue' = '19.99' "
+				   "AND properties->>'tax' = '0.1' AND properties->>'x' = '0.30000000000000004' "
+				   "AND properties->>'one' = '1.0' AND (properties->>'tiny')::numeric = 0.0000001 "
+				   "AND properties->>'n' = '3'"),
+			 41);
+	ck_assert_int_eq(count(&f, "SELECT sum((properties->>'revenue')::numeric) * 100 FROM %s.events"), 41 * 1999);
+	r = call("PUT", "/v1/contacts", f.full, NULL, "{\"external_id\": \"num-1\", \"attributes\": {\"ltv\": 0.1, \"score\": 2.5e-5}}");
+	ck_assert_msg(r->status == 201, "%s", r->body);
+	ck_assert_msg(strstr(r->body, "\"ltv\":0.1,") && strstr(r->body, "\"score\":2.5e-05"), "%s", r->body);
+	char path[64];
+	snprintf(path, sizeof path, "/v1/contacts/%lld", jint(r, "id"));
+	resp_free(r);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.contacts WHERE attributes->>'ltv' = '0.1'"), 1);
+	r = call("GET", path, f.read, NULL, NULL);
+	ck_assert_int_eq(r->status, 200);
+	ck_assert_msg(strstr(r->body, "\"ltv\":0.1,"), "%s", r->body);
+	resp_free(r);
+	fx_close(&f);
+}
+END_TEST
+
 START_TEST(events_large_batch_written_exactly)
 {
 	/* A batch large enough for the COPY path writes exactly what single events (the INSERT
@@ -1084,6 +1127,7 @@ Suite *api_suite(void)
 	tcase_add_test(tc, another_tenants_ids_are_404);
 	tcase_add_test(tc, events_single_and_batch_validated_whole);
 	tcase_add_test(tc, events_large_batch_written_exactly);
+	tcase_add_test(tc, numbers_are_stored_and_shown_as_sent);
 	tcase_add_test(tc, messages_enqueue_get_status_and_idempotency);
 	tcase_add_test(tc, messages_idempotency_replay_and_conflict);
 	tcase_add_test(tc, messages_blocked_by_suppression_and_consent);

@@ -1,7 +1,9 @@
 /*
  * test_units.c -- table-driven unit tests of common/ that need no database:
- * settings table, crypto, slugs, migration file loading.
+ * settings table, crypto, slugs, migration file loading, JSON text.
  */
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,7 @@
 #include "config.h"
 #include "crypto.h"
 #include "harness.h"
+#include "jsonout.h"
 #include "migrate.h"
 #include "tenancy.h"
 
@@ -290,6 +293,96 @@ START_TEST(embedded_migrations_match_source_tree)
 }
 END_TEST
 
+/* ---- JSON text (jsonout.h) ---- */
+
+static const struct real_case {
+	double d;
+	const char *text;
+} real_cases[] = {
+	{19.99, "19.99"}, {0.1, "0.1"}, {1.0, "1.0"}, {100.0, "100.0"}, {-0.0, "-0.0"}, {-2.5, "-2.5"},
+	{0.30000000000000004, "0.30000000000000004"}, {1e300, "1e+300"}, {1e-7, "1e-07"},
+	{123456789.125, "123456789.125"}, {5e-324, "5e-324"}, {1.7976931348623157e308, "1.7976931348623157e+308"},
+};
+
+START_TEST(json_reals_shortest_text)
+{
+	const struct real_case *c = &real_cases[_i];
+	char out[40];
+	int n = hr_json_real(out, sizeof out, c->d);
+	ck_assert_str_eq(out, c->text);
+	ck_assert_int_eq(n, (int)strlen(c->text));
+	json_t *v = json_real(c->d);
+	char *t = hr_json_dump(v);
+	ck_assert_str_eq(t, c->text);
+	hr_free(t);
+	json_decref(v);
+}
+END_TEST
+
+START_TEST(json_reals_read_back_exactly)
+{
+	/* Random bit patterns: every finite double reads back from its text as itself, in no more
+	 * characters than jansson's 17 digits. */
+	uint64_t x = 0x9E3779B97F4A7C15u;
+	int tried = 0;
+	for (int i = 0; i < 200000; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		double d;
+		memcpy(&d, &x, sizeof d);
+		if (!isfinite(d))
+			continue;
+		tried++;
+		char out[40], ref[40];
+		hr_json_real(out, sizeof out, d);
+		snprintf(ref, sizeof ref, "%.17g", d);
+		ck_assert_msg(strtod(out, NULL) == d, "%s does not read back as %s", out, ref);
+		ck_assert_msg(strpbrk(out, ".e"), "%s would read as an integer", out);
+		ck_assert_msg(strlen(out) <= strlen(ref) + 2, "%s is longer than %s", out, ref);
+	}
+	ck_assert_int_gt(tried, 190000);
+	char out[40];
+	hr_num_text(out, sizeof out, 3.0);
+	ck_assert_str_eq(out, "3");
+	hr_num_text(out, sizeof out, 0.1);
+	ck_assert_str_eq(out, "0.1");
+}
+END_TEST
+
+START_TEST(json_dump_matches_jansson_but_reals)
+{
+	/* Without reals, the text is jansson's compact text byte for byte (keys in their order,
+	 * UTF-8 as is, the same escapes); with them, it reads back as an equal value. */
+	const char *src = "{\"z\": 1, \"a\": [true, false, null, -9223372036854775807, \"\"], "
+			  "\"s\": \"q\\\" b\\\\ \\/ t\\t n\\n r\\r \\b \\f \\u0001 \\u001f caf\u00e9 \u2603 \\ud83d\\ude00\", "
+			  "\"k\\n\\\"\": {\"deep\": [[[{}]]], \"e\": {}}, \"u\": \"\\u2028\"}";
+	json_error_t e;
+	json_t *v = json_loads(src, 0, &e);
+	ck_assert_msg(v != NULL, "%s", e.text);
+	char *ours = hr_json_dump(v), *theirs = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	ck_assert_str_eq(ours, theirs);
+	hr_free(ours);
+	free(theirs);
+	json_decref(v);
+	v = json_loads("{\"revenue\": 19.99, \"list\": [0.1, 2.0, -1e-300, 3], \"n\": {\"x\": 1e22}}", 0, &e);
+	ck_assert_ptr_nonnull(v);
+	ours = hr_json_dump(v);
+	ck_assert_str_eq(ours, "{\"revenue\":19.99,\"list\":[0.1,2.0,-1e-300,3],\"n\":{\"x\":1e+22}}");
+	json_t *back = json_loads(ours, 0, &e);
+	ck_assert_msg(back && json_equal(back, v), "%s", ours);
+	hr_free(ours);
+	json_decref(back);
+	json_decref(v);
+	char *null_text = hr_json_dump(NULL);
+	ck_assert_str_eq(null_text, "null");
+	hr_free(null_text);
+	json_t *str = json_string("top");
+	char *top = hr_json_dump(str);
+	ck_assert_str_eq(top, "\"top\"");
+	hr_free(top);
+	json_decref(str);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("common_units");
@@ -313,6 +406,11 @@ int main(void)
 	tcase_add_loop_test(tc, migrations_bad_files_refused, 0,
 			    sizeof bad_migration_cases / sizeof bad_migration_cases[0]);
 	tcase_add_test(tc, embedded_migrations_match_source_tree);
+	suite_add_tcase(s, tc);
+	tc = th_tcase("json_text");
+	tcase_add_loop_test(tc, json_reals_shortest_text, 0, sizeof real_cases / sizeof real_cases[0]);
+	tcase_add_test(tc, json_reals_read_back_exactly);
+	tcase_add_test(tc, json_dump_matches_jansson_but_reals);
 	suite_add_tcase(s, tc);
 	return th_run(s);
 }

@@ -33,7 +33,7 @@ static const char *fixture =
 	" '{\"city\":\"kyiv\",\"utm_source\":\"google\",\"lead_score\":\"90\",\"birthday\":\"1992-02-29\","
 	"   \"last_seen\":\"2024-06-01T10:00:00Z\"}'),"
 	"(4, NULL, '+380502222222', NULL, NULL, NULL, '2024-06-15T11:00:00Z', "
-	" '{\"city\":\"Odesa\",\"lead_score\":55.5,\"birthday\":\"2000-02-30\",\"last_seen\":\"2024-06-14\"}'),"
+	" '{\"city\":\"Odesa\",\"lead_score\":55.5,\"discount\":0.1,\"birthday\":\"2000-02-30\",\"last_seen\":\"2024-06-14\"}'),"
 	"(5, 'eve''\"@x.test', NULL, NULL, NULL, NULL, '2024-01-01T00:00:00Z', "
 	" '{\"note\":\"''; DROP TABLE contacts; --\",\"path''\\\"\\\\\":\"x\",\"city\":\"O''Brien\\\\town\","
 	"   \"lead_score\":null}'),"
@@ -154,6 +154,10 @@ static const struct golden {
 	{"lead score between", "{\"attribute\":\"lead_score\",\"op\":\"between\",\"value\":[30,60]}", "2,4", 0},
 	{"lead score lt", "{\"attribute\":\"lead_score\",\"op\":\"lt\",\"value\":40}", "2", 0},
 	{"number eq matches 55.5", "{\"attribute\":\"lead_score\",\"op\":\"eq\",\"value\":55.50}", "4", 0},
+	/* 0.1 as written, not jansson's 0.10000000000000001 (common/jsonout.h) */
+	{"decimal eq as written", "{\"attribute\":\"discount\",\"op\":\"eq\",\"value\":0.1}", "4", 0},
+	{"decimal gte as written", "{\"attribute\":\"discount\",\"op\":\"gte\",\"value\":0.1}", "4", 0},
+	{"decimal in as written", "{\"attribute\":\"discount\",\"op\":\"in\",\"value\":[0.2,0.1]}", "4", 0},
 	{"exists (null is absent)", "{\"attribute\":\"lead_score\",\"op\":\"exists\"}", "1,2,3,4", 0},
 	{"not_exists", "{\"attribute\":\"lead_score\",\"op\":\"not_exists\"}", "5,6,7", 0},
 	/* dates in attributes: bad ones ("2000-02-30", "2024-13-01", "not a date") never match, never fail */
