@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "alloc.h"
+#include "jsonout.h"
 #include "db.h"
 
 /* Append s as a quoted element of a Postgres text[] literal. */
@@ -75,9 +76,7 @@ bool hr_outbox_enqueue(PGconn *c, int64_t tenant_id, const hr_outbox_batch *b,
 			}
 			json_array_append_new(arr, o);
 		}
-		char *t = json_dumps(arr, JSON_COMPACT);
-		data = hr_strdup(t);
-		free(t);
+		data = hr_json_dump(arr);
 		json_decref(arr);
 	}
 	char tpl[32], ver[16], oid[32], tid[32];

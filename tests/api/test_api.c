@@ -671,6 +671,8 @@ static void ev_item(char *o, size_t cap, int i, long long contact)
 /* Decimal numbers are stored and shown as the client sent them: 19.99, not jansson's
  * 19.989999999999998 (common/jsonout.h); through an event alone, a batch by COPY, a
  * contact's attributes and the answers that show them. */
+static void provider(fx *f, const char *name, const char *channel);
+
 START_TEST(numbers_are_stored_and_shown_as_sent)
 {
 	fx f;
@@ -696,13 +698,28 @@ START_TEST(numbers_are_stored_and_shown_as_sent)
 				   "AND properties->>'n' = '3'"),
 			 41);
 	ck_assert_int_eq(count(&f, "SELECT sum((properties->>'revenue')::numeric) * 100 FROM %s.events"), 41 * 1999);
-	r = call("PUT", "/v1/contacts", f.full, NULL, "{\"external_id\": \"num-1\", \"attributes\": {\"ltv\": 0.1, \"score\": 2.5e-5}}");
+	r = call("PUT", "/v1/contacts", f.full, NULL, "{\"external_id\": \"num-1\", \"email\": \"n@example.com\", \"attributes\": {\"ltv\": 0.1, \"score\": 2.5e-5}}");
 	ck_assert_msg(r->status == 201, "%s", r->body);
 	ck_assert_msg(strstr(r->body, "\"ltv\":0.1,") && strstr(r->body, "\"score\":2.5e-05"), "%s", r->body);
 	char path[64];
 	snprintf(path, sizeof path, "/v1/contacts/%lld", jint(r, "id"));
 	resp_free(r);
 	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.contacts WHERE attributes->>'ltv' = '0.1'"), 1);
+	/* a message's data, as the outbox keeps it for the worker: to an address (one statement)
+	 * and to a contact (the general way, common/outbox.c) */
+	provider(&f, "mail", "email");
+	static const char *const sends[] = {"\"to\": \"n@example.com\"", "\"contact\": {\"external_id\": \"num-1\"}"};
+	for (int i = 0; i < 2; i++) {
+		char send[512];
+		snprintf(send, sizeof send,
+			 "{\"channel\": \"email\", \"provider\": \"mail\", %s, "
+			 "\"content\": {\"subject\": \"Order\", \"text\": \"{{ total }}\"}, \"data\": {\"total\": 19.99}}",
+			 sends[i]);
+		resp *m = call("POST", "/v1/messages", f.send, NULL, send);
+		ck_assert_msg(m->status == 202, "%s", m->body);
+		resp_free(m);
+	}
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.outbox WHERE data->0->>'total' = '19.99'"), 2);
 	r = call("GET", path, f.read, NULL, NULL);
 	ck_assert_int_eq(r->status, 200);
 	ck_assert_msg(strstr(r->body, "\"ltv\":0.1,"), "%s", r->body);
