@@ -9,22 +9,7 @@
 #include <string.h>
 
 #include "alloc.h"
-
-typedef struct jbuf {
-	char *p;
-	size_t len, cap;
-} jbuf;
-
-static void put(jbuf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		b->cap = (b->len + n + 1) * 2;
-		b->p = hr_realloc(b->p, b->cap);
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
+#include "strbuf.h"
 
 int hr_num_text(char *out, size_t cap, double d)
 {
@@ -56,10 +41,10 @@ int hr_json_real(char *out, size_t cap, double d)
 	return n;
 }
 
-static void put_string(jbuf *b, const char *s, size_t n)
+static void put_string(hr_sbuf *b, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	put(b, "\"", 1);
+	hr_sbuf_addn(b, "\"", 1);
 	size_t run = 0; /* bytes copied as they are, pending */
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
@@ -67,7 +52,7 @@ static void put_string(jbuf *b, const char *s, size_t n)
 			run++;
 			continue;
 		}
-		put(b, s + i - run, run);
+		hr_sbuf_addn(b, s + i - run, run);
 		run = 0;
 		char esc[7] = {'\\', 0};
 		size_t el = 2;
@@ -85,69 +70,69 @@ static void put_string(jbuf *b, const char *s, size_t n)
 			esc[5] = hex[c & 15];
 			el = 6;
 		}
-		put(b, esc, el);
+		hr_sbuf_addn(b, esc, el);
 	}
-	put(b, s + n - run, run);
-	put(b, "\"", 1);
+	hr_sbuf_addn(b, s + n - run, run);
+	hr_sbuf_addn(b, "\"", 1);
 }
 
-static void put_value(jbuf *b, const json_t *v)
+static void put_value(hr_sbuf *b, const json_t *v)
 {
 	char num[40];
 	switch (json_typeof(v)) {
 	case JSON_OBJECT: {
-		put(b, "{", 1);
+		hr_sbuf_addn(b, "{", 1);
 		const char *k;
 		json_t *x;
 		bool first = true;
 		/* json_object_foreach takes a non-const object; it does not change it. */
 		json_object_foreach ((json_t *)v, k, x) {
 			if (!first)
-				put(b, ",", 1);
+				hr_sbuf_addn(b, ",", 1);
 			first = false;
 			put_string(b, k, strlen(k));
-			put(b, ":", 1);
+			hr_sbuf_addn(b, ":", 1);
 			put_value(b, x);
 		}
-		put(b, "}", 1);
+		hr_sbuf_addn(b, "}", 1);
 		break;
 	}
 	case JSON_ARRAY:
-		put(b, "[", 1);
+		hr_sbuf_addn(b, "[", 1);
 		for (size_t i = 0; i < json_array_size(v); i++) {
 			if (i)
-				put(b, ",", 1);
+				hr_sbuf_addn(b, ",", 1);
 			put_value(b, json_array_get(v, i));
 		}
-		put(b, "]", 1);
+		hr_sbuf_addn(b, "]", 1);
 		break;
 	case JSON_STRING:
 		put_string(b, json_string_value(v), json_string_length(v));
 		break;
 	case JSON_INTEGER:
-		put(b, num, (size_t)snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v)));
+		hr_sbuf_addn(b, num, (size_t)snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v)));
 		break;
 	case JSON_REAL:
-		put(b, num, (size_t)hr_json_real(num, sizeof num, json_real_value(v)));
+		hr_sbuf_addn(b, num, (size_t)hr_json_real(num, sizeof num, json_real_value(v)));
 		break;
 	case JSON_TRUE:
-		put(b, "true", 4);
+		hr_sbuf_addn(b, "true", 4);
 		break;
 	case JSON_FALSE:
-		put(b, "false", 5);
+		hr_sbuf_addn(b, "false", 5);
 		break;
 	case JSON_NULL:
-		put(b, "null", 4);
+		hr_sbuf_addn(b, "null", 4);
 		break;
 	}
 }
 
 char *hr_json_dump(const json_t *v)
 {
-	jbuf b = {0};
+	hr_sbuf b = {0};
 	if (v)
 		put_value(&b, v);
 	else
-		put(&b, "null", 4);
+		hr_sbuf_addn(&b, "null", 4);
 	return b.p;
 }

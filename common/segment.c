@@ -18,53 +18,7 @@
 
 #include "alloc.h"
 #include "jsonout.h"
-
-/* ---- small buffers ---- */
-
-typedef struct sbuf {
-	char *p;
-	size_t n, cap;
-} sbuf;
-
-static void sb_addn(sbuf *b, const char *s, size_t n)
-{
-	if (b->n + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-		while (cap < b->n + n + 1)
-			cap *= 2;
-		b->p = hr_realloc(b->p, cap);
-		b->cap = cap;
-	}
-	memcpy(b->p + b->n, s, n);
-	b->n += n;
-	b->p[b->n] = '\0';
-}
-
-static void sb_add(sbuf *b, const char *s)
-{
-	sb_addn(b, s, strlen(s));
-}
-
-static void sb_addf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_addf(sbuf *b, const char *fmt, ...)
-{
-	char tmp[512];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-	va_end(ap);
-	if (n >= 0 && (size_t)n < sizeof tmp) {
-		sb_addn(b, tmp, (size_t)n);
-		return;
-	}
-	/* Our own format strings only; a long one is a bug, not input. */
-	char *big = hr_malloc((size_t)n + 1);
-	va_start(ap, fmt);
-	vsnprintf(big, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	sb_addn(b, big, (size_t)n);
-	hr_free(big);
-}
+#include "strbuf.h"
 
 /* ---- compile context ---- */
 
@@ -73,7 +27,7 @@ static void sb_addf(sbuf *b, const char *fmt, ...)
 typedef struct cx {
 	const hr_segment_opts *o;
 	hr_err *err;
-	sbuf sql;
+	hr_sbuf sql;
 	char **params;
 	int nparams, cap;
 	int nconds;
@@ -225,18 +179,18 @@ static bool number_text(cx *x, json_t *v, const char *key, char *out, size_t len
 /* A PostgreSQL array literal of text elements: every element quoted, \ and " escaped. */
 static char *text_array(const char *const *elems, size_t n)
 {
-	sbuf b = {0};
-	sb_add(&b, "{");
+	hr_sbuf b = {0};
+	hr_sbuf_add(&b, "{");
 	for (size_t i = 0; i < n; i++) {
-		sb_add(&b, i ? ",\"" : "\"");
+		hr_sbuf_add(&b, i ? ",\"" : "\"");
 		for (const char *p = elems[i]; *p; p++) {
 			if (*p == '"' || *p == '\\')
-				sb_add(&b, "\\");
-			sb_addn(&b, p, 1);
+				hr_sbuf_add(&b, "\\");
+			hr_sbuf_addn(&b, p, 1);
 		}
-		sb_add(&b, "\"");
+		hr_sbuf_add(&b, "\"");
 	}
-	sb_add(&b, "}");
+	hr_sbuf_add(&b, "}");
 	return b.p;
 }
 
@@ -587,36 +541,36 @@ static const char *cmp_sql(op o)
 /* The jsonb at the path / its text (numbers and strings alike) -- appended to the SQL. */
 static void X(cx *x, const operand *od)
 {
-	sb_addf(&x->sql, "(%s #> $%d::text[])", od->base, od->path);
+	hr_sbuf_addf(&x->sql, "(%s #> $%d::text[])", od->base, od->path);
 }
 
 static void S(cx *x, const operand *od)
 {
-	sb_addf(&x->sql, "(%s #>> $%d::text[])", od->base, od->path);
+	hr_sbuf_addf(&x->sql, "(%s #>> $%d::text[])", od->base, od->path);
 }
 
 /* The value as text, only when it is a JSON string (or the text column). */
 static void T(cx *x, const operand *od)
 {
 	if (od->kind != K_JSON) {
-		sb_add(&x->sql, od->col);
+		hr_sbuf_add(&x->sql, od->col);
 		return;
 	}
-	sb_add(&x->sql, "(CASE WHEN jsonb_typeof(");
+	hr_sbuf_add(&x->sql, "(CASE WHEN jsonb_typeof(");
 	X(x, od);
-	sb_add(&x->sql, ") = 'string' THEN ");
+	hr_sbuf_add(&x->sql, ") = 'string' THEN ");
 	S(x, od);
-	sb_add(&x->sql, " END)");
+	hr_sbuf_add(&x->sql, " END)");
 }
 
 /* The value as numeric, only when it is a JSON number. */
 static void N(cx *x, const operand *od)
 {
-	sb_add(&x->sql, "(CASE WHEN jsonb_typeof(");
+	hr_sbuf_add(&x->sql, "(CASE WHEN jsonb_typeof(");
 	X(x, od);
-	sb_add(&x->sql, ") = 'number' THEN ");
+	hr_sbuf_add(&x->sql, ") = 'number' THEN ");
 	X(x, od);
-	sb_add(&x->sql, "::numeric END)");
+	hr_sbuf_add(&x->sql, "::numeric END)");
 }
 
 /*
@@ -632,28 +586,28 @@ static void N(cx *x, const operand *od)
 static void TS(cx *x, const operand *od)
 {
 	if (od->kind != K_JSON) {
-		sb_add(&x->sql, od->col);
+		hr_sbuf_add(&x->sql, od->col);
 		return;
 	}
-	sb_add(&x->sql, "(CASE WHEN ");
+	hr_sbuf_add(&x->sql, "(CASE WHEN ");
 	S(x, od);
-	sb_add(&x->sql, " ~ " DATE_RE " THEN CASE WHEN substr(");
+	hr_sbuf_add(&x->sql, " ~ " DATE_RE " THEN CASE WHEN substr(");
 	S(x, od);
-	sb_add(&x->sql, ", 9, 2)::int <= extract(day from (substr(");
+	hr_sbuf_add(&x->sql, ", 9, 2)::int <= extract(day from (substr(");
 	S(x, od);
-	sb_add(&x->sql, ", 1, 8) || '01')::date + interval '1 month' - interval '1 day')::int THEN CASE WHEN ");
+	hr_sbuf_add(&x->sql, ", 1, 8) || '01')::date + interval '1 month' - interval '1 day')::int THEN CASE WHEN ");
 	S(x, od);
-	sb_add(&x->sql, " ~ '[T ][0-9:.]+[Z+-]' THEN ");
+	hr_sbuf_add(&x->sql, " ~ '[T ][0-9:.]+[Z+-]' THEN ");
 	S(x, od);
-	sb_add(&x->sql, "::timestamptz ELSE ");
+	hr_sbuf_add(&x->sql, "::timestamptz ELSE ");
 	S(x, od);
-	sb_add(&x->sql, "::timestamp AT TIME ZONE 'UTC' END END END)");
+	hr_sbuf_add(&x->sql, "::timestamp AT TIME ZONE 'UTC' END END END)");
 }
 
 /* `matches`: a case-insensitive glob (* any run, ? one character, \ quotes) to an ILIKE pattern. */
 static bool like_pattern(cx *x, const char *glob, char **out)
 {
-	sbuf b = {0};
+	hr_sbuf b = {0};
 	int stars = 0;
 	if (strlen(glob) > HR_SEGMENT_MAX_PATTERN)
 		return fail_at(x, "value", "pattern longer than %d bytes", HR_SEGMENT_MAX_PATTERN);
@@ -665,19 +619,19 @@ static bool like_pattern(cx *x, const char *glob, char **out)
 				hr_free(b.p);
 				return fail_at(x, "value", "pattern has more than %d '*'", HR_SEGMENT_MAX_STARS);
 			}
-			sb_add(&b, "%");
+			hr_sbuf_add(&b, "%");
 		} else if (*p == '?') {
-			sb_add(&b, "_");
+			hr_sbuf_add(&b, "_");
 		} else {
 			if (*p == '\\' && p[1])
 				p++;
 			if (*p == '%' || *p == '_' || *p == '\\')
-				sb_add(&b, "\\");
-			sb_addn(&b, p, 1);
+				hr_sbuf_add(&b, "\\");
+			hr_sbuf_addn(&b, p, 1);
 		}
 	}
 	if (!b.p)
-		sb_add(&b, "");
+		hr_sbuf_add(&b, "");
 	*out = b.p;
 	return true;
 }
@@ -755,7 +709,7 @@ static bool leaf(cx *x, json_t *node, const operand *od, const char *const *keys
 {
 	json_t *opj = json_object_get(node, "op");
 	const struct opdef *def = NULL;
-	sbuf *q = &x->sql;
+	hr_sbuf *q = &x->sql;
 
 	if (!only_keys(x, node, keys))
 		return false;
@@ -797,16 +751,16 @@ static bool leaf(cx *x, json_t *node, const operand *od, const char *const *keys
 		if (od->kind == K_TEXT) {
 			if (!string_value(x, val, "value", true, &s))
 				return false;
-			sb_addf(q, def->op == OP_EQ ? "(%s = $%d::text)" : "(%s IS DISTINCT FROM $%d::text)",
+			hr_sbuf_addf(q, def->op == OP_EQ ? "(%s = $%d::text)" : "(%s IS DISTINCT FROM $%d::text)",
 				od->col, param(x, s));
 			return true;
 		}
 		if (!scalar_ok(x, val, "value"))
 			return false;
 		int p = param_own(x, json_text(val));
-		sb_add(q, "(");
+		hr_sbuf_add(q, "(");
 		X(x, od);
-		sb_addf(q, def->op == OP_EQ ? " = $%d::jsonb)" : " IS DISTINCT FROM $%d::jsonb)", p);
+		hr_sbuf_addf(q, def->op == OP_EQ ? " = $%d::jsonb)" : " IS DISTINCT FROM $%d::jsonb)", p);
 		return true;
 	}
 	case OP_IN:
@@ -835,14 +789,14 @@ static bool leaf(cx *x, json_t *node, const operand *od, const char *const *keys
 		}
 		ptr_pop(x, m);
 		int p = param_own(x, json_text(val));
-		sb_add(q, def->op == OP_IN ? "(" : "NOT COALESCE(");
+		hr_sbuf_add(q, def->op == OP_IN ? "(" : "NOT COALESCE(");
 		if (od->kind == K_TEXT)
-			sb_addf(q, "%s IN (SELECT jsonb_array_elements_text($%d::jsonb))", od->col, p);
+			hr_sbuf_addf(q, "%s IN (SELECT jsonb_array_elements_text($%d::jsonb))", od->col, p);
 		else {
 			X(x, od);
-			sb_addf(q, " IN (SELECT jsonb_array_elements($%d::jsonb))", p);
+			hr_sbuf_addf(q, " IN (SELECT jsonb_array_elements($%d::jsonb))", p);
 		}
-		sb_add(q, def->op == OP_IN ? ")" : ", false)");
+		hr_sbuf_add(q, def->op == OP_IN ? ")" : ", false)");
 		return true;
 	}
 	case OP_GT: case OP_GTE: case OP_LT: case OP_LTE:
@@ -850,9 +804,9 @@ static bool leaf(cx *x, json_t *node, const operand *od, const char *const *keys
 		cmpv v;
 		if (!cmp_value(x, od, val, "value", def->op == OP_BEFORE || def->op == OP_AFTER, &v))
 			return false;
-		sb_add(q, "(");
+		hr_sbuf_add(q, "(");
 		cmp_subject(x, od, v.is_date);
-		sb_addf(q, " %s $%d::%s)", cmp_sql(def->op), v.p, v.is_date ? "timestamptz" : "numeric");
+		hr_sbuf_addf(q, " %s $%d::%s)", cmp_sql(def->op), v.p, v.is_date ? "timestamptz" : "numeric");
 		return true;
 	}
 	case OP_BETWEEN: {
@@ -870,21 +824,21 @@ static bool leaf(cx *x, json_t *node, const operand *od, const char *const *keys
 		if (!ok)
 			return false;
 		const char *ty = lo.is_date ? "timestamptz" : "numeric";
-		sb_add(q, "(");
+		hr_sbuf_add(q, "(");
 		cmp_subject(x, od, lo.is_date);
-		sb_addf(q, " >= $%d::%s AND ", lo.p, ty);
+		hr_sbuf_addf(q, " >= $%d::%s AND ", lo.p, ty);
 		cmp_subject(x, od, lo.is_date);
-		sb_addf(q, " <= $%d::%s)", hi.p, ty);
+		hr_sbuf_addf(q, " <= $%d::%s)", hi.p, ty);
 		return true;
 	}
 	case OP_EXISTS:
 	case OP_NOT_EXISTS:
 		if (od->kind == K_JSON) {
-			sb_add(q, def->op == OP_EXISTS ? "COALESCE(jsonb_typeof(" : "NOT COALESCE(jsonb_typeof(");
+			hr_sbuf_add(q, def->op == OP_EXISTS ? "COALESCE(jsonb_typeof(" : "NOT COALESCE(jsonb_typeof(");
 			X(x, od);
-			sb_add(q, ") <> 'null', false)");
+			hr_sbuf_add(q, ") <> 'null', false)");
 		} else {
-			sb_addf(q, def->op == OP_EXISTS ? "(%s IS NOT NULL)" : "(%s IS NULL)", od->col);
+			hr_sbuf_addf(q, def->op == OP_EXISTS ? "(%s IS NOT NULL)" : "(%s IS NULL)", od->col);
 		}
 		return true;
 	case OP_CONTAINS:
@@ -903,24 +857,24 @@ static bool leaf(cx *x, json_t *node, const operand *od, const char *const *keys
 		} else {
 			p = param(x, s);
 		}
-		sb_add(q, "(");
+		hr_sbuf_add(q, "(");
 		if (def->op == OP_CONTAINS) {
-			sb_add(q, "strpos(");
+			hr_sbuf_add(q, "strpos(");
 			T(x, od);
-			sb_addf(q, ", $%d::text) > 0", p);
+			hr_sbuf_addf(q, ", $%d::text) > 0", p);
 		} else if (def->op == OP_STARTS_WITH) {
-			sb_add(q, "starts_with(");
+			hr_sbuf_add(q, "starts_with(");
 			T(x, od);
-			sb_addf(q, ", $%d::text)", p);
+			hr_sbuf_addf(q, ", $%d::text)", p);
 		} else if (def->op == OP_ENDS_WITH) {
-			sb_add(q, "right(");
+			hr_sbuf_add(q, "right(");
 			T(x, od);
-			sb_addf(q, ", length($%d::text)) = $%d::text", p, p);
+			hr_sbuf_addf(q, ", length($%d::text)) = $%d::text", p, p);
 		} else {
 			T(x, od);
-			sb_addf(q, " ILIKE $%d::text", p);
+			hr_sbuf_addf(q, " ILIKE $%d::text", p);
 		}
-		sb_add(q, ")");
+		hr_sbuf_add(q, ")");
 		return true;
 	}
 	case OP_INCLUDES: {
@@ -928,11 +882,11 @@ static bool leaf(cx *x, json_t *node, const operand *od, const char *const *keys
 			return false;
 		int p = param_own(x, json_text(val));
 		/* Containment is exact for a scalar element: ["a"] @> [["a"]] is false. */
-		sb_add(q, "COALESCE(jsonb_typeof(");
+		hr_sbuf_add(q, "COALESCE(jsonb_typeof(");
 		X(x, od);
-		sb_add(q, ") = 'array' AND ");
+		hr_sbuf_add(q, ") = 'array' AND ");
 		X(x, od);
-		sb_addf(q, " @> jsonb_build_array($%d::jsonb), false)", p);
+		hr_sbuf_addf(q, " @> jsonb_build_array($%d::jsonb), false)", p);
 		return true;
 	}
 	case OP_WITHIN_LAST:
@@ -943,11 +897,11 @@ static bool leaf(cx *x, json_t *node, const operand *od, const char *const *keys
 		ts a = now_plus_days(x, def->op == OP_WITHIN_LAST ? -d : 0);
 		ts b = now_plus_days(x, def->op == OP_WITHIN_LAST ? 0 : d);
 		int pa = ts_param(x, a), pb = ts_param(x, b);
-		sb_add(q, "(");
+		hr_sbuf_add(q, "(");
 		TS(x, od);
-		sb_addf(q, " >= $%d::timestamptz AND ", pa);
+		hr_sbuf_addf(q, " >= $%d::timestamptz AND ", pa);
 		TS(x, od);
-		sb_addf(q, " <= $%d::timestamptz)", pb);
+		hr_sbuf_addf(q, " <= $%d::timestamptz)", pb);
 		return true;
 	}
 	case OP_ANNIVERSARY: {
@@ -956,13 +910,13 @@ static bool leaf(cx *x, json_t *node, const operand *od, const char *const *keys
 			return false;
 		int p = anniversary_param(x, d);
 		if (od->kind == K_JSON) {
-			sb_add(q, "((CASE WHEN ");
+			hr_sbuf_add(q, "((CASE WHEN ");
 			S(x, od);
-			sb_add(q, " ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}' THEN substr(");
+			hr_sbuf_add(q, " ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}' THEN substr(");
 			S(x, od);
-			sb_addf(q, ", 6, 5) END) = ANY($%d::text[]))", p);
+			hr_sbuf_addf(q, ", 6, 5) END) = ANY($%d::text[]))", p);
 		} else {
-			sb_addf(q, "(to_char(%s AT TIME ZONE 'UTC', 'MM-DD') = ANY($%d::text[]))", od->col, p);
+			hr_sbuf_addf(q, "(to_char(%s AT TIME ZONE 'UTC', 'MM-DD') = ANY($%d::text[]))", od->col, p);
 		}
 		return true;
 	}
@@ -983,7 +937,7 @@ static bool leaf(cx *x, json_t *node, const operand *od, const char *const *keys
 		int pd = param(x, dd);
 		/* The first occurrence of the anchor event; no anchor -> NULL -> no event matches. */
 #define FIRST "(SELECT min(ea.occurred_at) FROM events ea WHERE ea.contact_id = c.id AND ea.name = $%d::text)"
-		sb_addf(q, "(e.occurred_at > " FIRST " AND e.occurred_at <= " FIRST
+		hr_sbuf_addf(q, "(e.occurred_at > " FIRST " AND e.occurred_at <= " FIRST
 			   " + $%d::int * interval '86400 seconds')", anchor, anchor, pd);
 #undef FIRST
 		return true;
@@ -1007,16 +961,16 @@ static bool junction(cx *x, json_t *list, const char *key, scope sc)
 	size_t m = ptr_push(x, key);
 	size_t i;
 	json_t *e;
-	sb_add(&x->sql, "(");
+	hr_sbuf_add(&x->sql, "(");
 	json_array_foreach(list, i, e) {
 		if (i)
-			sb_add(&x->sql, !strcmp(key, "and") ? " AND " : " OR ");
+			hr_sbuf_add(&x->sql, !strcmp(key, "and") ? " AND " : " OR ");
 		size_t mi = ptr_push_idx(x, i);
 		if (!node(x, e, sc))
 			return false;
 		ptr_pop(x, mi);
 	}
-	sb_add(&x->sql, ")");
+	hr_sbuf_add(&x->sql, ")");
 	ptr_pop(x, m);
 	return true;
 }
@@ -1028,7 +982,7 @@ static bool count_or_sum(cx *x, json_t *o, const char *key, bool is_sum, int *pa
 	static const struct { const char *name; const char *sql; } cmps[] = {
 		{"eq", "="}, {"ne", "<>"}, {"gt", ">"}, {"gte", ">="}, {"lt", "<"}, {"lte", "<="}, {"between", NULL},
 	};
-	sbuf *q = &x->sql;
+	hr_sbuf *q = &x->sql;
 	bool ok = false;
 	size_t m = ptr_push(x, key);
 	if (!json_is_object(o)) {
@@ -1101,14 +1055,14 @@ static bool count_or_sum(cx *x, json_t *o, const char *key, bool is_sum, int *pa
 	const char *ty = is_sum ? "numeric" : "bigint";
 	for (int b = 0; b < nb; b++) {
 		if (b)
-			sb_add(q, " AND ");
+			hr_sbuf_add(q, " AND ");
 		if (is_sum)
-			sb_addf(q, "COALESCE(sum(CASE WHEN jsonb_typeof(e.properties #> $%d::text[]) = 'number' "
+			hr_sbuf_addf(q, "COALESCE(sum(CASE WHEN jsonb_typeof(e.properties #> $%d::text[]) = 'number' "
 				   "THEN (e.properties #> $%d::text[])::numeric END), 0)",
 				*path_p, *path_p);
 		else
-			sb_add(q, "count(*)");
-		sb_addf(q, " %s $%d::%s", between ? (b ? "<=" : ">=") : cmp, p[b], ty);
+			hr_sbuf_add(q, "count(*)");
+		hr_sbuf_addf(q, " %s $%d::%s", between ? (b ? "<=" : ">=") : cmp, p[b], ty);
 	}
 	ok = true;
 fail:
@@ -1128,7 +1082,7 @@ static bool event(cx *x, json_t *n)
 {
 	static const char *const keys[] = {"event", "did", "where", "when", "count", "sum", NULL};
 	static const char *const when_keys[] = {"op", "value", "days", "event", NULL};
-	sbuf *q = &x->sql;
+	hr_sbuf *q = &x->sql;
 	const char *name;
 	if (!only_keys(x, n, keys) || !count_condition(x))
 		return false;
@@ -1142,28 +1096,28 @@ static bool event(cx *x, json_t *n)
 	bool negate = did && json_is_false(did);
 	int pname = param(x, name);
 
-	sb_add(q, negate ? "NOT (" : "(");
+	hr_sbuf_add(q, negate ? "NOT (" : "(");
 	if (cnt || sum)
-		sb_add(q, "SELECT ");
+		hr_sbuf_add(q, "SELECT ");
 	else
-		sb_add(q, "EXISTS (SELECT 1");
+		hr_sbuf_add(q, "EXISTS (SELECT 1");
 	/* The aggregate's select list goes before FROM: compile it first, into place. */
 	if (cnt || sum) {
 		int unused = 0, sum_path = 0;
 		if (cnt && !count_or_sum(x, cnt, "count", false, &unused))
 			return false;
 		if (cnt && sum)
-			sb_add(q, " AND ");
+			hr_sbuf_add(q, " AND ");
 		if (sum && !count_or_sum(x, sum, "sum", true, &sum_path))
 			return false;
 	}
-	sb_addf(q, " FROM events e WHERE e.contact_id = c.id AND e.name = $%d::text", pname);
+	hr_sbuf_addf(q, " FROM events e WHERE e.contact_id = c.id AND e.name = $%d::text", pname);
 	if (when) {
 		size_t m = ptr_push(x, "when");
 		if (!json_is_object(when))
 			return fail(x, "expected {\"op\": ..., ...}");
 		operand od = {.kind = K_TIME, .col = "e.occurred_at", .what = "the event time"};
-		sb_add(q, " AND ");
+		hr_sbuf_add(q, " AND ");
 		if (!leaf(x, when, &od, when_keys, true, pname))
 			return false;
 		x->nconds--; /* part of this event condition, not another one */
@@ -1171,7 +1125,7 @@ static bool event(cx *x, json_t *n)
 	}
 	if (where) {
 		size_t m = ptr_push(x, "where");
-		sb_add(q, " AND ");
+		hr_sbuf_add(q, " AND ");
 		if (++x->depth > HR_SEGMENT_MAX_DEPTH)
 			return fail(x, "nested deeper than %d levels", HR_SEGMENT_MAX_DEPTH);
 		if (!node(x, where, SC_EVENT))
@@ -1179,7 +1133,7 @@ static bool event(cx *x, json_t *n)
 		x->depth--;
 		ptr_pop(x, m);
 	}
-	sb_add(q, cnt || sum ? ")" : " OFFSET 0))");
+	hr_sbuf_add(q, cnt || sum ? ")" : " OFFSET 0))");
 	return true;
 }
 
@@ -1275,9 +1229,9 @@ static bool node(cx *x, json_t *n, scope sc)
 			return fail(x, "nested deeper than %d levels", HR_SEGMENT_MAX_DEPTH);
 		size_t m = ptr_push(x, "not");
 		/* A condition that is NULL (unknown) counts as false, so its negation is true. */
-		sb_add(&x->sql, "NOT COALESCE(");
+		hr_sbuf_add(&x->sql, "NOT COALESCE(");
 		ok = node(x, v, sc);
-		sb_add(&x->sql, ", false)");
+		hr_sbuf_add(&x->sql, ", false)");
 		if (ok)
 			ptr_pop(x, m);
 		x->depth--;
@@ -1320,9 +1274,9 @@ static bool node(cx *x, json_t *n, scope sc)
 	if (json_object_get(n, "segment")) {
 		if (++x->depth > HR_SEGMENT_MAX_DEPTH)
 			return fail(x, "nested deeper than %d levels", HR_SEGMENT_MAX_DEPTH);
-		sb_add(&x->sql, "(");
+		hr_sbuf_add(&x->sql, "(");
 		ok = segment_ref(x, n);
-		sb_add(&x->sql, ")");
+		hr_sbuf_add(&x->sql, ")");
 		x->depth--;
 		return ok;
 	}
