@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "jsonout.h"
 #include "api.h"
+#include "jsonout.h"
 #include "log.h"
 
 char *api_dump(const json_t *v)

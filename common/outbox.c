@@ -10,8 +10,8 @@
 #include <jansson.h>
 
 #include "alloc.h"
-#include "jsonout.h"
 #include "db.h"
+#include "jsonout.h"
 
 /* Append s as a quoted element of a Postgres text[] literal. */
 static void array_elem(char **buf, size_t *len, size_t *cap, const char *s)

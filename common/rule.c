@@ -13,8 +13,8 @@
 #include <jansson.h>
 
 #include "alloc.h"
-#include "jsonout.h"
 #include "clock.h"
+#include "jsonout.h"
 #include "segment.h"
 
 #define PTR_MAX 128
