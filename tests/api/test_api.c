@@ -668,11 +668,11 @@ static void ev_item(char *o, size_t cap, int i, long long contact)
 		 i, at, who, i);
 }
 
-/* Decimal numbers are stored and shown as the client sent them: 19.99, not jansson's
- * 19.989999999999998 (common/jsonout.h); through an event alone, a batch by COPY, a
- * contact's attributes and the answers that show them. */
 static void provider(fx *f, const char *name, const char *channel);
 
+/* Decimal numbers are stored and shown as the client sent them: 19.99, not jansson's
+ * 19.989999999999998 (common/jsonout.h); through an event alone, a batch by COPY, a
+ * contact's attributes and the answers that show them, and a message's data. */
 START_TEST(numbers_are_stored_and_shown_as_sent)
 {
 	fx f;
