@@ -91,6 +91,10 @@ typedef struct api_route {
 	 * steps out of the tenant's role for that read), so the transaction may act
 	 * as the tenant from its first round trip: one round trip fewer */
 	bool pre_acts;
+	/* optional: reads the body before api_body_json does (the Content-Type
+	 * checked); true when it took it (r->json then stays NULL, the handler
+	 * finds what it read in r->state), false to leave it to api_body_json */
+	bool (*scan)(api_req *r, const char *buf, size_t len);
 } api_route;
 
 /* The route table (routes.c); the OpenAPI test compares it with docs/openapi.yaml. */
@@ -344,6 +348,8 @@ void contacts_get(api_req *r);
 void consents_post(api_req *r);
 void consents_list(api_req *r);
 void events_post(api_req *r);
+/* POST /v1/events' scan hook: the common batch without a JSON tree (eventscan.h). */
+bool events_scan(api_req *r, const char *buf, size_t len);
 void messages_pre(api_req *r);
 void messages_post(api_req *r);
 void messages_get(api_req *r);

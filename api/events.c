@@ -13,6 +13,11 @@
  * `herald_events` with the tenant id (api/notify.h: not in the transaction,
  * where the NOTIFY lock serialised every batch's commit): the rule engine
  * hears of committed events at once and never polls a tenant that has none.
+ *
+ * The common batch (anonymous events: no contact reference) is read without
+ * a JSON tree by events_scan, the route's scan hook (eventscan.h); any other
+ * body, and every body with something wrong, is parsed and validated by
+ * jansson and parse_item as before.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,8 +27,9 @@
 #include "api.h"
 #include "copytext.h"
 #include "db.h"
+#include "eventscan.h"
 
-#define API_MAX_EVENTS 1000
+#define API_MAX_EVENTS EVSCAN_MAX_EVENTS
 /* From this many events a batch goes in by COPY (copy_commit), below by the
  * prepared INSERT: one round trip more, less work per event (docs/benchmarks.md). */
 #define EVENTS_COPY_MIN 32
@@ -165,30 +171,78 @@ static bool copy_commit(api_req *r, const item *it, size_t n, hr_err *err)
 	return ok;
 }
 
-void events_post(api_req *r)
+static void scan_free(void *p)
+{
+	evscan_free(p);
+	hr_free(p);
+}
+
+bool events_scan(api_req *r, const char *buf, size_t len)
+{
+	evscan *s = hr_malloc(sizeof *s);
+	s->text = (hr_sbuf){0};
+	if (!evscan_read(s, buf, len)) {
+		scan_free(s);
+		return false;
+	}
+	r->state = s;
+	r->state_free = scan_free;
+	return true;
+}
+
+/* The events events_scan read, as items (pointing into its text). */
+static item *scanned_items(const evscan *s)
+{
+	item *it = hr_calloc(s->n, sizeof *it);
+	for (size_t i = 0; i < s->n; i++) {
+		const evscan_event *e = &s->ev[i];
+		it[i].name = s->text.p + e->name;
+		it[i].props = e->props == EVSCAN_NONE ? NULL : s->text.p + e->props;
+		it[i].at = e->at == EVSCAN_NONE ? NULL : s->text.p + e->at;
+	}
+	return it;
+}
+
+/* The events of a body jansson read, validated (bad ones reported in v); NULL when the
+ * body is no list of events at all (r then holds the answer). */
+static item *parsed_items(api_req *r, jv *v, size_t *n)
 {
 	const char *cc = json_string_value(json_object_get(r->tenant_settings, "default_country_code"));
 	json_t *list = json_object_get(r->json, "events");
 	bool batch = list != NULL;
-	jv v;
-	jv_init(&v);
-	size_t n = 1;
+	*n = 1;
 	if (batch) {
 		static const char *const allowed[] = {"events", NULL};
-		jv_only(&v, r->json, "", allowed);
-		n = json_array_size(list);
-		if (!json_is_array(list) || n < 1 || n > API_MAX_EVENTS)
-			jv_add(&v, "", "events", "must be an array of 1 to %d events", API_MAX_EVENTS);
-		if (!jv_ok(&v)) {
-			api_problem_invalid(r, v.errors);
-			return;
+		jv_only(v, r->json, "", allowed);
+		*n = json_array_size(list);
+		if (!json_is_array(list) || *n < 1 || *n > API_MAX_EVENTS)
+			jv_add(v, "", "events", "must be an array of 1 to %d events", API_MAX_EVENTS);
+		if (!jv_ok(v)) {
+			api_problem_invalid(r, v->errors);
+			v->errors = NULL;
+			return NULL;
 		}
 	}
-	item *it = hr_calloc(n, sizeof *it);
-	for (size_t i = 0; i < n; i++) {
+	item *it = hr_calloc(*n, sizeof *it);
+	for (size_t i = 0; i < *n; i++) {
 		char base[32];
 		snprintf(base, sizeof base, "/events/%zu", i);
-		parse_item(&v, batch ? json_array_get(list, i) : r->json, batch ? base : "", cc, &it[i]);
+		parse_item(v, batch ? json_array_get(list, i) : r->json, batch ? base : "", cc, &it[i]);
+	}
+	return it;
+}
+
+void events_post(api_req *r)
+{
+	const evscan *scanned = r->state; /* only events_scan sets it on this route */
+	bool batch = scanned || json_object_get(r->json, "events");
+	jv v;
+	jv_init(&v);
+	size_t n = scanned ? scanned->n : 0;
+	item *it = scanned ? scanned_items(scanned) : parsed_items(r, &v, &n);
+	if (!it) {
+		jv_free(&v);
+		return;
 	}
 	pga kinds = {0}, refs = {0}, names = {0}, props = {0}, ats = {0}, ids = {0};
 	char *ka = NULL, *ra = NULL;
@@ -264,8 +318,8 @@ fail:
 done:
 	PQclear(res);
 	PQclear(ins);
-	for (size_t i = 0; i < n; i++)
-		hr_free(it[i].props);
+	for (size_t i = 0; i < n && !scanned; i++)
+		hr_free(it[i].props); /* api_dump's; a scanned batch's are in its text */
 	hr_free(it);
 	hr_free(ids.p);
 	hr_free(names.p);

@@ -7,11 +7,12 @@
  * object.  `read` keys may call every
  * GET of the tenant API; `full` keys and agency keys (with Herald-Tenant)
  * everything of the tenant API.  stream: the body goes to the handler piece
- * by piece as it arrives (api_stream; the contact import).
+ * by piece as it arrives (api_stream; the contact import); scan: reads the
+ * body before jansson may (the event batch, api/eventscan.h).
  */
 #include "api.h"
 
-/* The trailing `stream` member is optional: rows that do not stream leave it out. */
+/* The trailing members are optional: rows that do not stream or scan leave them out. */
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
 static const api_route routes[] = {
@@ -29,7 +30,7 @@ static const api_route routes[] = {
 	{"GET", "/v1/contacts/{id}", API_AUTH_TENANT, false, false, contacts_get, NULL},
 	{"GET", "/v1/contacts/{id}/consents", API_AUTH_TENANT, false, false, consents_list, NULL},
 	{"POST", "/v1/contacts/{id}/consents", API_AUTH_TENANT, false, true, consents_post, NULL},
-	{"POST", "/v1/events", API_AUTH_TENANT, true, true, events_post, NULL},
+	{"POST", "/v1/events", API_AUTH_TENANT, true, true, events_post, NULL, .scan = events_scan},
 	{"POST", "/v1/messages", API_AUTH_TENANT, true, true, messages_post, messages_pre, NULL, true},
 	{"GET", "/v1/messages/{id}", API_AUTH_TENANT, true, false, messages_get, cascade_prices_pre},
 	{"GET", "/v1/imports", API_AUTH_TENANT, false, false, imports_list, NULL},

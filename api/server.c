@@ -351,6 +351,8 @@ static void parse_body(api_req *r, const upload *u)
 			    "send the body as Content-Type: application/json", NULL);
 		return;
 	}
+	if (r->route->scan && r->route->scan(r, u->buf ? u->buf : "", u->len))
+		return;
 	api_body_json(r, u->buf ? u->buf : "", u->len);
 }
 

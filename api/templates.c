@@ -164,7 +164,7 @@ bool api_list_args(api_req *r, const char *prefix, char *after, size_t after_siz
 		bool ok = n % 2 == 0 && n / 2 > pl && n / 2 < after_size + pl;
 		char *plain = hr_malloc(n / 2 + 1);
 		for (size_t i = 0; ok && i < n / 2; i++) {
-			unsigned x;
+			unsigned x = 0;
 			ok = isxdigit((unsigned char)cur[2 * i]) && isxdigit((unsigned char)cur[2 * i + 1]) &&
 			     sscanf(cur + 2 * i, "%2x", &x) == 1 && x >= 0x20 && x < 0x7f;
 			plain[i] = (char)x;

@@ -15,6 +15,7 @@
 #include "db.h"
 #include "harness.h"
 #include "providers.h"
+#include "strbuf.h"
 
 #define CONTACTS "SELECT count(*) FROM %s.contacts"
 
@@ -728,6 +729,60 @@ START_TEST(numbers_are_stored_and_shown_as_sent)
 }
 END_TEST
 
+/*
+ * A batch of anonymous events is read without a JSON tree (api/eventscan.c), an event alone
+ * by jansson: the jsonb stored must be the same, to the text PostgreSQL shows -- numbers'
+ * digits, escapes, nesting, whitespace.  test_eventscan.c holds the reader against jansson;
+ * this holds what reaches the database.
+ */
+START_TEST(events_scanned_as_parsed)
+{
+	static const char *const props[] = {
+		"{\"k\":1,\"revenue\":19.99,\"r\":1.0,\"e\":1E2,\"t\":1e-7,\"neg\":-0.5,\"big\":123456789012345678}",
+		"{\"k\":2,\"s\":\"caf\\u00e9 \\ud83d\\ude00 \\n\\t\\\"\\\\\\/ \\u007f\",\"raw\":\"caf\xc3\xa9 \xf0\x9f\x98\x80\"}",
+		"{\"k\":3,\"nested\":{\"a\":[1,{\"b\":[true,false,null]}],\"c\":{}},\"arr\":[]}",
+		" { \"k\" : 4 , \"ws\" : [ 1 , 2.25 ] } ",
+		"{\"k\":5,\"u\":2.50,\"z\":0.0,\"under\":1e-400}",
+	};
+	enum { KINDS = sizeof props / sizeof *props, REPEAT = 8 }; /* 40 in the batch: the COPY path */
+	fx f;
+	fx_open(&f);
+	hr_sbuf batch = {0};
+	hr_sbuf_add(&batch, "{\"events\": [");
+	for (int i = 0; i < KINDS; i++) {
+		char one[512];
+		snprintf(one, sizeof one, "{\"name\": \"single\", \"properties\": %s}", props[i]);
+		resp *r = call("POST", "/v1/events", f.send, NULL, one);
+		ck_assert_msg(r->status == 202, "%s: %s", one, r->body);
+		resp_free(r);
+		for (int j = 0; j < REPEAT; j++)
+			hr_sbuf_addf(&batch, "%s{\"name\":\"batch\",\"properties\":%s}", i || j ? "," : "", props[i]);
+	}
+	hr_sbuf_add(&batch, "]}");
+	resp *r = call("POST", "/v1/events", f.send, NULL, batch.p);
+	ck_assert_msg(r->status == 202, "%s", r->body);
+	ck_assert_int_eq(jint(r, "accepted"), KINDS * REPEAT);
+	resp_free(r);
+	hr_free(batch.p);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.events s JOIN %s.events b "
+				   "ON s.properties->'k' = b.properties->'k' AND s.properties::text = b.properties::text "
+				   "WHERE s.name = 'single' AND b.name = 'batch'"),
+			 KINDS * REPEAT);
+	/* and the values themselves, as sent */
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.events WHERE properties->>'revenue' = '19.99' "
+				   "AND properties->>'e' = '100.0'"),
+			 1 + REPEAT);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.events WHERE properties->>'u' = '2.5' "
+				   "AND properties->>'under' = '0.0'"),
+			 1 + REPEAT);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.events WHERE properties->>'s' = "
+				   "E'caf\\u00e9 \\U0001F600 \\n\\t\"\\\\/ \\u007f' AND properties->>'raw' = "
+				   "E'caf\\u00e9 \\U0001F600'"),
+			 1 + REPEAT);
+	fx_close(&f);
+}
+END_TEST
+
 START_TEST(events_large_batch_written_exactly)
 {
 	/* A batch large enough for the COPY path writes exactly what single events (the INSERT
@@ -1145,6 +1200,7 @@ Suite *api_suite(void)
 	tcase_add_test(tc, events_single_and_batch_validated_whole);
 	tcase_add_test(tc, events_large_batch_written_exactly);
 	tcase_add_test(tc, numbers_are_stored_and_shown_as_sent);
+	tcase_add_test(tc, events_scanned_as_parsed);
 	tcase_add_test(tc, messages_enqueue_get_status_and_idempotency);
 	tcase_add_test(tc, messages_idempotency_replay_and_conflict);
 	tcase_add_test(tc, messages_blocked_by_suppression_and_consent);

@@ -9,16 +9,22 @@
  * validators (jv_*), every string through the normalisers (email, E.164
  * phone, time zone, locale, RFC 3339) and every object through the contact
  * reference parser, and the collected errors through the problem+json
- * renderer.  Sanitizers turn any memory error, leak or UB into a crash.
+ * renderer.  The body also goes through the event batch's fast reader
+ * (api/eventscan.c): whatever it takes, the usual way must take and read the
+ * same (tests/api/evoracle.c), else the target aborts.  Sanitizers turn any
+ * memory error, leak or UB into a crash.
  *
  * Build and run: see docs/api.md ("Fuzzing").
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "api.h"
+#include "eventscan.h"
+#include "evoracle.h"
 
 static void strings(json_t *v, jv *val, int depth)
 {
@@ -77,6 +83,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int i = 0; i < API_MAX_PARAMS; i++)
 		hr_free(r.param[i]);
 	hr_free(r.resp);
+
+	evscan *es = hr_malloc(sizeof *es);
+	es->text = (hr_sbuf){0};
+	if (evscan_read(es, nl2 + 1, (size_t)(end - nl2 - 1))) {
+		const char *bad = evoracle_compare(es, nl2 + 1, (size_t)(end - nl2 - 1));
+		if (bad) {
+			fprintf(stderr, "eventscan: %s\n", bad);
+			abort();
+		}
+	}
+	evscan_free(es);
+	hr_free(es);
 
 	api_req b = {0};
 	api_body_json(&b, nl2 + 1, (size_t)(end - nl2 - 1));
