@@ -149,9 +149,13 @@ static bool string(rd *r, const char **s, size_t *n, bool *esc, bool del)
 	return true;
 }
 
-static bool digit(const char *p, const char *end)
+/* Past a run of one or more digits at p, or NULL when there is none. */
+static const char *digits(const char *p, const char *end)
 {
-	return p < end && *p >= '0' && *p <= '9';
+	const char *q = p;
+	while (q < end && *q >= '0' && *q <= '9')
+		q++;
+	return q > p ? q : NULL;
 }
 
 /* A number at r->p, written as hr_json_dump writes what jansson reads of it. */
@@ -160,31 +164,23 @@ static bool number(rd *r)
 	const char *p = r->p, *end = r->end, *start = p;
 	if (p < end && *p == '-')
 		p++;
-	if (!digit(p, end))
-		return false;
-	if (*p == '0')
+	if (p < end && *p == '0')
 		p++;
-	else
-		while (digit(p, end))
-			p++;
+	else if (!(p = digits(p, end)))
+		return false;
 	size_t intlen = (size_t)(p - start);
 	bool real = false;
 	if (p < end && *p == '.') {
-		p++;
-		if (!digit(p, end))
+		if (!(p = digits(p + 1, end)))
 			return false;
-		while (digit(p, end))
-			p++;
 		real = true;
 	}
 	if (p < end && (*p == 'e' || *p == 'E')) {
 		p++;
 		if (p < end && (*p == '+' || *p == '-'))
 			p++;
-		if (!digit(p, end))
+		if (!(p = digits(p, end)))
 			return false;
-		while (digit(p, end))
-			p++;
 		real = true;
 	}
 	size_t len = (size_t)(p - start);
@@ -212,6 +208,30 @@ static bool number(rd *r)
 
 static bool value(rd *r, int depth);
 
+/* At an object's or array's opening bracket: copy it; true when the closing one follows at once (copied too). */
+static bool empty(rd *r, char close)
+{
+	hr_sbuf_addn(r->out, r->p++, 1);
+	if (!take(r, close))
+		return false;
+	hr_sbuf_addn(r->out, &close, 1);
+	return true;
+}
+
+/* After a member or an element: 1 at the closing bracket, 0 after a comma (another follows), -1 at
+ * anything else.  Copies what it takes. */
+static int next(rd *r, char close)
+{
+	if (take(r, close)) {
+		hr_sbuf_addn(r->out, &close, 1);
+		return 1;
+	}
+	if (!take(r, ','))
+		return -1;
+	hr_sbuf_addn(r->out, ",", 1);
+	return 0;
+}
+
 static bool object(rd *r, int depth)
 {
 	struct {
@@ -219,13 +239,10 @@ static bool object(rd *r, int depth)
 		size_t n;
 	} keys[EVSCAN_MAX_KEYS];
 	size_t nkeys = 0;
-	r->p++; /* '{' */
-	hr_sbuf_addn(r->out, "{", 1);
-	if (take(r, '}')) {
-		hr_sbuf_addn(r->out, "}", 1);
+	if (empty(r, '}'))
 		return true;
-	}
-	for (;;) {
+	int more = 0;
+	while (!more) {
 		ws(r);
 		const char *k;
 		size_t kn;
@@ -243,35 +260,22 @@ static bool object(rd *r, int depth)
 		hr_sbuf_addn(r->out, ":", 1);
 		if (!value(r, depth + 1))
 			return false;
-		if (take(r, '}')) {
-			hr_sbuf_addn(r->out, "}", 1);
-			return true;
-		}
-		if (!take(r, ','))
-			return false;
-		hr_sbuf_addn(r->out, ",", 1);
+		more = next(r, '}');
 	}
+	return more > 0;
 }
 
 static bool array(rd *r, int depth)
 {
-	r->p++; /* '[' */
-	hr_sbuf_addn(r->out, "[", 1);
-	if (take(r, ']')) {
-		hr_sbuf_addn(r->out, "]", 1);
+	if (empty(r, ']'))
 		return true;
-	}
-	for (;;) {
+	int more = 0;
+	while (!more) {
 		if (!value(r, depth + 1))
 			return false;
-		if (take(r, ']')) {
-			hr_sbuf_addn(r->out, "]", 1);
-			return true;
-		}
-		if (!take(r, ','))
-			return false;
-		hr_sbuf_addn(r->out, ",", 1);
+		more = next(r, ']');
 	}
+	return more > 0;
 }
 
 static bool word(rd *r, const char *w, size_t n)
