@@ -34,6 +34,7 @@
 #include "config.h"
 #include "crypto.h"
 #include "err.h"
+#include "limits.h"
 #include "migrate.h"
 #include "tenancy.h"
 
@@ -97,6 +98,17 @@ typedef struct api_route {
 	bool (*scan)(api_req *r, const char *buf, size_t len);
 } api_route;
 
+/*
+ * Count limits (quota.c), in the request's transaction as the tenant.  Each
+ * returns true when the limit in effect allows it (or there is none); false
+ * with the answer in r: 429 quota-exceeded with Retry-After (messages of a
+ * UTC day), 409 quota-exceeded (contacts), or the database error.
+ */
+/* Count one message of `channel` against messages_per_day. */
+bool api_quota_send(api_req *r, const char *channel);
+/* After a contact was created: is the tenant still within its contacts limit? */
+bool api_quota_contacts(api_req *r);
+
 /* The route table (routes.c); the OpenAPI test compares it with docs/openapi.yaml. */
 const api_route *api_routes(size_t *n);
 
@@ -121,6 +133,9 @@ struct api_req {
 	hr_principal who;            /* the authenticated key */
 	hr_tenant tenant;            /* tenant routes: the tenant acted on */
 	json_t *tenant_settings;     /* tenant routes: herald.tenants.settings */
+	hr_limits limits;            /* tenant routes: the limits in effect (tenant's and agency's) */
+	hr_limits agency_limits;     /* tenant routes: the agency's own (its api_rps is shared by its tenants) */
+	int64_t tenant_api_rps;      /* tenant routes: the tenant's own api_rps, -1 = none */
 	void *state;                 /* a handler's parsed request, freed with state_free */
 	void (*state_free)(void *);
 	/* the response */
@@ -342,6 +357,8 @@ void tenants_suspend(api_req *r);
 void tenants_resume(api_req *r);
 void tenants_key_create(api_req *r);
 void tenants_provider_put(api_req *r);
+void tenants_limits_get(api_req *r);
+void tenants_limits_put(api_req *r);
 void contacts_put(api_req *r);
 void contacts_list(api_req *r);
 void contacts_get(api_req *r);

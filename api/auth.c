@@ -97,33 +97,73 @@ bool api_keys_verify(api_keys *k, PGconn *c, const char *key, hr_principal *out,
 	return true;
 }
 
+/* The bucket of `id` (a key's pk; a tenant's or agency's id mapped below 0), refilled at rps; k->mu held. */
+static bucket *bucket_at(api_keys *k, int64_t id, double rps, int64_t now)
+{
+	size_t i = (size_t)((uint64_t)id % BUCKET_SLOTS), probes = 0;
+	while (k->buckets[i].key_pk && k->buckets[i].key_pk != id && probes++ < BUCKET_SLOTS)
+		i = (i + 1) % BUCKET_SLOTS;
+	bucket *b = &k->buckets[i];
+	if (b->key_pk != id) {
+		/* New key, or the table is full and we take over a slot: a fresh, full bucket. */
+		b->key_pk = id;
+		b->tokens = rps;
+		b->at_us = now;
+	}
+	b->tokens += (double)(now - b->at_us) * rps / 1e6;
+	if (b->tokens > rps)
+		b->tokens = rps;
+	b->at_us = now;
+	return b;
+}
+
+static int retry_of(const bucket *b, double rps)
+{
+	int s = (int)ceil((1.0 - b->tokens) / rps);
+	return s < 1 ? 1 : s;
+}
+
 bool api_keys_take(api_keys *k, int64_t key_pk, int *retry_after)
 {
 	if (k->rps <= 0)
 		return true;
 	pthread_mutex_lock(&k->mu);
-	size_t i = (size_t)key_pk % BUCKET_SLOTS, probes = 0;
-	while (k->buckets[i].key_pk && k->buckets[i].key_pk != key_pk && probes++ < BUCKET_SLOTS)
-		i = (i + 1) % BUCKET_SLOTS;
-	bucket *b = &k->buckets[i];
-	int64_t now = now_us();
-	if (b->key_pk != key_pk) {
-		/* New key, or the table is full and we take over a slot: a fresh, full bucket. */
-		b->key_pk = key_pk;
-		b->tokens = (double)k->rps;
-		b->at_us = now;
-	}
-	b->tokens += (double)(now - b->at_us) * (double)k->rps / 1e6;
-	if (b->tokens > (double)k->rps)
-		b->tokens = (double)k->rps;
-	b->at_us = now;
+	bucket *b = bucket_at(k, key_pk, (double)k->rps, now_us());
 	bool ok = b->tokens >= 1.0;
 	if (ok)
 		b->tokens -= 1.0;
 	else
-		*retry_after = (int)ceil((1.0 - b->tokens) / (double)k->rps);
+		*retry_after = retry_of(b, (double)k->rps);
 	pthread_mutex_unlock(&k->mu);
-	if (!ok && *retry_after < 1)
-		*retry_after = 1;
+	return ok;
+}
+
+bool api_limits_take(api_keys *k, int64_t tenant_id, int64_t tenant_rps, int64_t agency_id, int64_t agency_rps,
+		     int *retry_after, const char **which)
+{
+	if (tenant_rps < 0 && agency_rps < 0)
+		return true;
+	pthread_mutex_lock(&k->mu);
+	int64_t now = now_us();
+	/* Keys' pks are above 0; tenants and agencies get the ids below it, apart. */
+	bucket *t = tenant_rps >= 0 ? bucket_at(k, -2 * tenant_id, (double)tenant_rps, now) : NULL;
+	bucket *a = agency_rps >= 0 ? bucket_at(k, -2 * agency_id - 1, (double)agency_rps, now) : NULL;
+	bool ok = true;
+	if (t && t->tokens < 1.0) {
+		ok = false;
+		*which = "this tenant";
+		*retry_after = retry_of(t, (double)tenant_rps);
+	} else if (a && a->tokens < 1.0) {
+		ok = false;
+		*which = "this agency";
+		*retry_after = retry_of(a, (double)agency_rps);
+	}
+	if (ok) {
+		if (t)
+			t->tokens -= 1.0;
+		if (a)
+			a->tokens -= 1.0;
+	}
+	pthread_mutex_unlock(&k->mu);
 	return ok;
 }

@@ -9,8 +9,9 @@
  * cached (a key that starts working does so at once).
  *
  * Rate limit: a token bucket per key (api_key_rps per second, burst of one
- * second's worth), in this process's memory only -- a cluster of N API
- * servers admits up to N times the rate.
+ * second's worth), and per tenant and agency with an api_rps limit, in this
+ * process's memory only -- a cluster of N API servers admits up to N times
+ * the rate.
  *
  * Thread safety: all functions may be called from any thread.
  */
@@ -35,5 +36,16 @@ bool api_keys_verify(api_keys *k, PGconn *c, const char *key, hr_principal *out,
 
 /* Take one request from the key's bucket; false = over the limit, *retry_after in seconds. */
 bool api_keys_take(api_keys *k, int64_t key_pk, int *retry_after);
+
+/*
+ * The api_rps limits (common/limits.h), buckets like the keys': one request
+ * from the tenant's bucket (tenant_rps: the tenant's own limit) and from its
+ * agency's (agency_rps: the agency's own, shared by all its tenants); a
+ * limit below 0 is none.  false = over one of them: *which names it ("this
+ * tenant" / "this agency") and *retry_after is in seconds; no token is taken
+ * from either bucket then.
+ */
+bool api_limits_take(api_keys *k, int64_t tenant_id, int64_t tenant_rps, int64_t agency_id, int64_t agency_rps,
+		     int *retry_after, const char **which);
 
 #endif

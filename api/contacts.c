@@ -280,6 +280,10 @@ void contacts_put(api_req *r)
 		api_problem_err(r, &err);
 		return;
 	}
+	if (created && !api_quota_contacts(r)) { /* over the contacts limit: rolled back (api/quota.c) */
+		json_decref(c);
+		return;
+	}
 	if (created)
 		snprintf(r->location, sizeof r->location, "/v1/contacts/%lld",
 			 (long long)json_integer_value(json_object_get(c, "id")));

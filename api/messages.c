@@ -23,6 +23,9 @@
  * else its result (sent, failed, bounced, dead) or queued -- and `events`:
  * every receipt and engagement event recorded for it (events.message_id).
  *
+ * Quotas: a channel with a messages_per_day limit (common/limits.h) takes the
+ * general way, and the send is counted after every check (api/quota.c).
+ *
  * Idempotency: the key goes to outbox.idempotency_key (unique) and the SHA-256
  * of the canonical body (keys sorted) to outbox.request_hash.  Same key, same
  * body: the same 202 again (Idempotent-Replayed); same key, other body: 409.
@@ -299,7 +302,10 @@ void messages_post(api_req *r)
 	PGresult *supp = NULL; /* the suppression lookup, when it went with the contact's */
 	/* The common send in one statement; an invalid `to` goes the general way (a replay comes first). */
 	hr_err nerr = {0};
-	if (m->to && !m->cascade && to_address(m, cc, addr, &nerr)) {
+	/* A channel with a daily limit goes the general way: a replay must come before the count. */
+	int ch = hr_limit_channel(m->channel);
+	bool counted = ch >= 0 && r->limits.per_day[ch] >= 0;
+	if (m->to && !m->cascade && !counted && to_address(m, cc, addr, &nerr)) {
 		send_direct(r, m, addr, check_supp, check_consent);
 		return;
 	}
@@ -441,6 +447,9 @@ void messages_post(api_req *r)
 			return;
 		}
 	}
+	/* Counted last: a send refused above counts nothing (and its transaction is rolled back). */
+	if (!api_quota_send(r, m->channel))
+		return;
 	if (!cascade_prepare(r, m->cascade, cid))
 		return;
 	const char *addrs[] = {addr};

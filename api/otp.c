@@ -262,6 +262,8 @@ void otp_post(api_req *r)
 		hr_free(d);
 		return;
 	}
+	if (!api_quota_send(r, m->channel)) /* the channel's messages_per_day (api/quota.c) */
+		return;
 	const char *psup[] = {addr, m->purpose};
 	if (!hr_db_query(r->db,
 			 "UPDATE otp_codes SET status = 'superseded' WHERE recipient = $1 AND purpose = $2 "

@@ -24,6 +24,8 @@ static const api_route routes[] = {
 	{"POST", "/v1/tenants/{slug}/resume", API_AUTH_AGENCY, false, false, tenants_resume, NULL},
 	{"POST", "/v1/tenants/{slug}/keys", API_AUTH_AGENCY, false, true, tenants_key_create, NULL},
 	{"PUT", "/v1/tenants/{slug}/providers/{name}", API_AUTH_AGENCY, false, true, tenants_provider_put, NULL},
+	{"GET", "/v1/tenants/{slug}/limits", API_AUTH_AGENCY, false, false, tenants_limits_get, NULL},
+	{"PUT", "/v1/tenants/{slug}/limits", API_AUTH_AGENCY, false, true, tenants_limits_put, NULL},
 	/* tenant API */
 	{"GET", "/v1/contacts", API_AUTH_TENANT, false, false, contacts_list, NULL},
 	{"PUT", "/v1/contacts", API_AUTH_TENANT, false, true, contacts_put, NULL},

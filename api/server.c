@@ -436,7 +436,8 @@ static bool authenticate(api_req *r)
 static bool tenant_open(api_req *r, bool begin, bool act, hr_err *err)
 {
 	char *qs = hr_db_ident(r->db, r->tenant.schema), *qr = hr_db_ident(r->db, r->tenant.role);
-	char *sql = hr_sprintf("%sSELECT settings, status FROM herald.tenants WHERE id = %lld%s%s%s%s",
+	char *sql = hr_sprintf("%sSELECT t.settings, t.status, t.limits, a.limits FROM herald.tenants t "
+			       "JOIN herald.agencies a ON a.id = t.agency_id WHERE t.id = %lld%s%s%s%s",
 			       begin ? "BEGIN; " : "", (long long)r->tenant.id, act ? "; SET LOCAL ROLE " : "",
 			       act ? qr : "", act ? "; SET LOCAL search_path TO " : "", act ? qs : "");
 	hr_free(qs);
@@ -453,6 +454,13 @@ static bool tenant_open(api_req *r, bool begin, bool act, hr_err *err)
 			r->tenant_settings = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
 			if (!r->tenant_settings)
 				r->tenant_settings = json_object();
+			/* The limits in effect: the smaller of the tenant's and its agency's (common/limits.h). */
+			hr_limits_none(&r->limits);
+			hr_limits_fold(&r->limits, PQgetvalue(res, 0, 2));
+			r->tenant_api_rps = r->limits.api_rps;
+			hr_limits_none(&r->agency_limits);
+			hr_limits_fold(&r->agency_limits, PQgetvalue(res, 0, 3));
+			hr_limits_fold(&r->limits, PQgetvalue(res, 0, 3));
 		} else if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && ok) {
 			ok = hr_db_fail(r->db, res, "query failed", err);
 		}
@@ -497,6 +505,15 @@ static bool enter_tenant(api_req *r, bool begin)
 	}
 	if (!r->tenant_settings) {
 		api_problem(r, 404, "not-found", "Not found", "no such tenant", NULL);
+		return false;
+	}
+	const char *which = NULL;
+	/* The tenant's own api_rps and the agency's, each its own bucket: the agency's is shared. */
+	if (!api_limits_take(r->srv->keys, r->tenant.id, r->tenant_api_rps, r->tenant.agency_id,
+			     r->agency_limits.api_rps, &r->retry_after, &which)) {
+		char *d = hr_sprintf("%s is over its api_rps limit; retry after the Retry-After seconds", which);
+		api_problem(r, 429, "rate-limited", "Too many requests", d, NULL);
+		hr_free(d);
 		return false;
 	}
 	if (!begin)

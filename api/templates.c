@@ -750,6 +750,8 @@ void templates_test(api_req *r)
 	const char *addrs[] = {addr};
 	int64_t cids[] = {cid[0] ? strtoll(cid, NULL, 10) : 0};
 	const char *datas[] = {data};
+	if (!api_quota_send(r, ch)) /* a test send is a message too (api/quota.c) */
+		goto out;
 	hr_outbox_batch b = {.channel = ch, .lane = "transactional", .template_id = strtoll(r->param[0], NULL, 10),
 			     .template_version = t.version, .provider = m->provider, .origin = "test", .n = 1,
 			     .addresses = addrs, .contact_ids = cid[0] ? cids : NULL, .data = data ? datas : NULL};

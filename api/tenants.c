@@ -1,6 +1,6 @@
 /*
  * tenants.c -- the agency API: create and list tenants, suspend and resume
- * them, hand out their keys, store their provider accounts.
+ * them, hand out their keys, store their provider accounts, set their limits.
  *
  * Only agency keys reach these handlers (routes.c).  A tenant of another
  * agency answers 404 exactly like a missing one (hr_principal_tenant).
@@ -267,4 +267,56 @@ void tenants_provider_put(api_req *r)
 				transport, "has_secret", secret != NULL);
 	json_object_set_new(out, "rate_per_s", has_rate ? json_integer(rate) : json_null());
 	api_json(r, 200, out);
+}
+
+/*
+ * GET/PUT /v1/tenants/{slug}/limits: the tenant's own limits (PUT replaces
+ * them), its agency's (set by the operator: heraldctl agency limits) and the
+ * ones in effect -- for each, the smaller of the two (common/limits.h).
+ */
+static void limits_answer(api_req *r, const hr_tenant *t)
+{
+	const char *p[] = {t->slug};
+	PGresult *res;
+	hr_err err = {0};
+	if (!hr_db_query(r->db,
+			 "SELECT t.limits, a.limits FROM herald.tenants t JOIN herald.agencies a ON a.id = t.agency_id "
+			 "WHERE t.slug = $1",
+			 1, p, &res, &err)) {
+		api_problem_err(r, &err);
+		return;
+	}
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		api_problem(r, 404, "not-found", "Not found", "no such tenant", NULL);
+		return;
+	}
+	json_t *own = json_loads(PQgetvalue(res, 0, 0), 0, NULL), *agency = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
+	hr_limits eff;
+	hr_limits_none(&eff);
+	hr_limits_fold(&eff, PQgetvalue(res, 0, 0));
+	hr_limits_fold(&eff, PQgetvalue(res, 0, 1));
+	PQclear(res);
+	api_json(r, 200, json_pack("{s:s, s:o, s:o, s:o}", "tenant", t->slug, "limits", own ? own : json_object(),
+				   "agency", agency ? agency : json_object(), "effective", hr_limits_json(&eff)));
+}
+
+void tenants_limits_get(api_req *r)
+{
+	hr_tenant t;
+	if (own_tenant(r, &t))
+		limits_answer(r, &t);
+}
+
+void tenants_limits_put(api_req *r)
+{
+	hr_tenant t;
+	if (!own_tenant(r, &t))
+		return;
+	hr_err err = {0};
+	if (!hr_limits_store(r->db, "tenant", t.slug, r->json, &err)) {
+		api_problem_err(r, &err);
+		return;
+	}
+	limits_answer(r, &t);
 }

@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "config.h"
 #include "db.h"
+#include "limits.h"
 #include "log.h"
 #include "migrate.h"
 #include "outbox.h"
@@ -37,10 +38,13 @@ static const char usage_text[] =
 	"  status                               database, schema versions, tenants\n"
 	"  agency create SLUG [--name NAME]     create an agency\n"
 	"  agency list                          list agencies\n"
+	"  agency limits SLUG [JSON]            show or replace an agency's limits, e.g.\n"
+	"                                       '{\"api_rps\": 200, \"messages_per_day\": {\"sms\": 5000}}'\n"
 	"  tenant create AGENCY SLUG [--name NAME]\n"
 	"                                       create a tenant (schema + role) of an agency\n"
 	"  tenant list [AGENCY]                 list tenants\n"
 	"  tenant suspend|resume SLUG           stop / restart a tenant's API access and sends\n"
+	"  tenant limits SLUG [JSON]            show or replace a tenant's limits (docs/api.md)\n"
 	"  apikey create AGENCY [TENANT] [--scope agency|full|send|read] [--name NAME]\n"
 	"                                       create a key; the secret is printed once\n"
 	"  apikey list [AGENCY]                 list keys (never the secrets)\n"
@@ -219,6 +223,43 @@ static int cmd_status(ctx *x)
 	return 0;
 }
 
+/* `agency|tenant limits SLUG [JSON]`: show the stored limits, or replace them (common/limits.h). */
+static int limits_cmd(ctx *x, const char *kind)
+{
+	expect_words(x, 1, 2, "SLUG and optionally the limits as JSON");
+	hr_err err = {0};
+	PGconn *c = connect_control(x, true);
+	if (x->argc == 2) {
+		json_error_t je;
+		json_t *lim = json_loads(x->argv[1], JSON_REJECT_DUPLICATES, &je);
+		if (!lim) {
+			hr_fail(&err, HR_ERR_INVALID, "limits", "not JSON: %s (column %d)", je.text, je.column);
+			die(&err);
+		}
+		bool ok = hr_limits_store(c, kind, x->argv[0], lim, &err);
+		json_decref(lim);
+		if (!ok)
+			die(&err);
+	} else if (!hr_slug_valid(x->argv[0], kind, &err)) {
+		die(&err);
+	}
+	const char *p[] = {x->argv[0]};
+	PGresult *r;
+	if (!hr_db_query(c,
+			 strcmp(kind, "agency") == 0 ? "SELECT limits FROM herald.agencies WHERE slug = $1"
+						     : "SELECT limits FROM herald.tenants WHERE slug = $1",
+			 1, p, &r, &err))
+		die(&err);
+	if (PQntuples(r) != 1) {
+		hr_fail(&err, HR_ERR_NOTFOUND, kind, "no %s '%s'", kind, x->argv[0]);
+		die(&err);
+	}
+	printf("%s\n", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	PQfinish(c);
+	return 0;
+}
+
 static int cmd_agency(ctx *x, const char *verb)
 {
 	if (strcmp(verb, "create") == 0) {
@@ -242,6 +283,8 @@ static int cmd_agency(ctx *x, const char *verb)
 			    "GROUP BY a.id ORDER BY a.slug",
 			    0, NULL);
 	}
+	if (strcmp(verb, "limits") == 0)
+		return limits_cmd(x, "agency");
 	usage_error("unknown agency command '%s'", verb);
 }
 
@@ -281,6 +324,8 @@ static int cmd_tenant(ctx *x, const char *verb)
 		PQfinish(c);
 		return 0;
 	}
+	if (strcmp(verb, "limits") == 0)
+		return limits_cmd(x, "tenant");
 	usage_error("unknown tenant command '%s'", verb);
 }
 

@@ -66,6 +66,10 @@ static const sample samples[] = {
 	 "{\"channel\": \"sms\", \"transport\": \"sink\", \"config\": {\"url\": \"http://127.0.0.1:1/\"}, "
 	 "\"secret\": {\"token\": \"t\"}, \"rate_per_s\": 10}",
 	 K_AGENCY, false},
+	{"GET", "/v1/tenants/{slug}/limits", "/v1/tenants/{tenant}/limits", NULL, K_AGENCY, false},
+	{"PUT", "/v1/tenants/{slug}/limits", "/v1/tenants/{tenant}/limits",
+	 "{\"api_rps\": 500, \"contacts\": 100000, \"messages_per_day\": {\"email\": 100000, \"sms\": 1000}}",
+	 K_AGENCY, false},
 	{"PUT", "/v1/contacts", "/v1/contacts",
 	 "{\"external_id\": \"inj-1\", \"email\": \"inj@example.com\", \"phone\": \"+447700900123\", "
 	 "\"attributes\": {\"city\": \"Leeds\", \"score\": 3}, \"time_zone\": \"Europe/London\", \"locale\": \"en-GB\"}",
