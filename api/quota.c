@@ -12,7 +12,8 @@
  * locked until the send commits, so a limited tenant's concurrent sends of
  * one channel commit one after another (hundreds to thousands a second; no
  * limit, no lock).  Contacts: after an upsert created a contact, the live
- * contacts are counted (at most limit + 1 rows read).
+ * contacts are counted (at most limit + 1 rows read) under a per-tenant
+ * transaction lock, so concurrent creations never pass the limit together.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,7 +75,11 @@ bool api_quota_contacts(api_req *r)
 	const char *p[] = {lim};
 	PGresult *res;
 	hr_err err = {0};
-	if (!hr_db_query(r->db,
+	/* The tenant's creations count one at a time: after the lock, this statement's snapshot sees every
+	 * contact committed before it, so two at the limit's edge cannot both pass. */
+	if (!hr_db_query(r->db, "SELECT pg_advisory_xact_lock(hashtext('herald.contacts'), hashtext(current_schema()))",
+			 0, NULL, NULL, &err) ||
+	    !hr_db_query(r->db,
 			 "SELECT count(*) FROM (SELECT 1 FROM contacts WHERE merged_into IS NULL LIMIT $1::bigint) c", 1,
 			 p, &res, &err)) {
 		api_problem_err(r, &err);

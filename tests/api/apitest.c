@@ -6,6 +6,7 @@
 #include <check.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include "alloc.h"
 #include "db.h"
 #include "harness.h"
+#include "providers.h"
 
 srv the_srv;
 const char *extra_header;
@@ -287,4 +289,62 @@ long count(fx *f, const char *fmt)
 	long n = atol(PQgetvalue(r, 0, 0));
 	PQclear(r);
 	return n;
+}
+
+typedef struct at_once_job {
+	int port, i;
+	const char *method, *path, *key, *body_fmt;
+	pthread_barrier_t *go;
+	resp *r;
+} at_once_job;
+
+static void *at_once_run(void *p)
+{
+	at_once_job *j = p;
+	char body[512];
+	if (j->body_fmt)
+		snprintf(body, sizeof body, j->body_fmt, j->i);
+	pthread_barrier_wait(j->go);
+	j->r = call_at(j->port, j->method, j->path, j->key, NULL, j->body_fmt ? body : NULL, -1);
+	return NULL;
+}
+
+resp **call_at_once(int port, int n, const char *method, const char *path, const char *key, const char *body_fmt)
+{
+	at_once_job *j = hr_calloc((size_t)n, sizeof *j);
+	pthread_t *t = hr_calloc((size_t)n, sizeof *t);
+	pthread_barrier_t go;
+	pthread_barrier_init(&go, NULL, (unsigned)n);
+	curl_global_init(CURL_GLOBAL_ALL); /* before the threads: curl_easy_init would do it racily */
+	for (int i = 0; i < n; i++) {
+		j[i] = (at_once_job){.port = port, .i = i, .method = method, .path = path, .key = key,
+				     .body_fmt = body_fmt, .go = &go};
+		ck_assert_int_eq(pthread_create(&t[i], NULL, at_once_run, &j[i]), 0);
+	}
+	resp **out = hr_calloc((size_t)n, sizeof *out);
+	for (int i = 0; i < n; i++) {
+		pthread_join(t[i], NULL);
+		out[i] = j[i].r;
+	}
+	pthread_barrier_destroy(&go);
+	curl_global_cleanup();
+	hr_free(t);
+	hr_free(j);
+	return out;
+}
+
+void resps_free(resp **r, int n)
+{
+	for (int i = 0; i < n; i++)
+		resp_free(r[i]);
+	hr_free(r);
+}
+
+void fx_provider(fx *f, const char *name, const char *channel)
+{
+	uint8_t key[32];
+	hr_err err = {0};
+	ck_assert(hr_key_from_hex(MASTER_HEX, key, &err));
+	hr_provider_spec p = {.name = name, .channel = channel, .transport = "sink", .config = "{}"};
+	ck_assert_msg(hr_provider_put(f->c, key, f->t.slug, &p, &err), "%s", err.msg);
 }

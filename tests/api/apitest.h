@@ -47,6 +47,8 @@ typedef struct fx {
 /* A fresh agency with an agency key and one tenant with full/send/read keys. */
 void fx_open(fx *f);
 void fx_close(fx *f);
+/* A provider account `name` of the tenant for `channel`, on the sink transport. */
+void fx_provider(fx *f, const char *name, const char *channel);
 
 typedef struct resp {
 	long status;
@@ -67,6 +69,13 @@ resp *call_at(int port, const char *method, const char *path, const char *key, c
 	      const char *body, long body_len);
 resp *call(const char *method, const char *path, const char *key, const char *tenant, const char *body);
 void resp_free(resp *r);
+/*
+ * n requests at once: n threads released together by a barrier, request i with
+ * body_fmt formatted with i (NULL = no body).  Returns the n answers (heap);
+ * free with resps_free.
+ */
+resp **call_at_once(int port, int n, const char *method, const char *path, const char *key, const char *body_fmt);
+void resps_free(resp **r, int n);
 /* One extra request header ("Name: value") for the following calls, or NULL. */
 extern const char *extra_header;
 

@@ -669,7 +669,6 @@ static void ev_item(char *o, size_t cap, int i, long long contact)
 		 i, at, who, i);
 }
 
-static void provider(fx *f, const char *name, const char *channel);
 
 /* Decimal numbers are stored and shown as the client sent them: 19.99, not jansson's
  * 19.989999999999998 (common/jsonout.h); through an event alone, a batch by COPY, a
@@ -708,7 +707,7 @@ START_TEST(numbers_are_stored_and_shown_as_sent)
 	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.contacts WHERE attributes->>'ltv' = '0.1'"), 1);
 	/* a message's data, as the outbox keeps it for the worker: to an address (one statement)
 	 * and to a contact (the general way, common/outbox.c) */
-	provider(&f, "mail", "email");
+	fx_provider(&f, "mail", "email");
 	static const char *const sends[] = {"\"to\": \"n@example.com\"", "\"contact\": {\"external_id\": \"num-1\"}"};
 	for (int i = 0; i < 2; i++) {
 		char send[512];
@@ -857,15 +856,6 @@ END_TEST
 
 /* ---- messages ---- */
 
-static void provider(fx *f, const char *name, const char *channel)
-{
-	uint8_t key[32];
-	hr_err err = {0};
-	ck_assert(hr_key_from_hex(MASTER_HEX, key, &err));
-	hr_provider_spec p = {.name = name, .channel = channel, .transport = "sink", .config = "{}"};
-	ck_assert_msg(hr_provider_put(f->c, key, f->t.slug, &p, &err), "%s", err.msg);
-}
-
 static void sql(fx *f, const char *fmt)
 {
 	char q[1024];
@@ -888,7 +878,7 @@ START_TEST(pool_is_warmed_before_listening)
 {
 	fx f;
 	fx_open(&f);
-	provider(&f, "mail", "email");
+	fx_provider(&f, "mail", "email");
 	/* the warm-up acts as the oldest active tenant: an earlier test's, or this one's */
 	PGresult *t = PQexec(f.c, "SELECT schema_name FROM herald.tenants WHERE status = 'active' ORDER BY id LIMIT 1");
 	ck_assert_int_eq(PQntuples(t), 1);
@@ -946,7 +936,7 @@ START_TEST(messages_enqueue_get_status_and_idempotency)
 {
 	fx f;
 	fx_open(&f);
-	provider(&f, "mail", "email");
+	fx_provider(&f, "mail", "email");
 	const char *body = "{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"Dev@Example.com\", "
 			   "\"content\": {\"subject\": \"Hi\", \"text\": \"code {{ code }}\"}, \"data\": {\"code\": \"1234\"}}";
 	resp *r = call("POST", "/v1/messages", f.send, NULL, body);
@@ -988,7 +978,7 @@ START_TEST(messages_idempotency_replay_and_conflict)
 {
 	fx f;
 	fx_open(&f);
-	provider(&f, "sms", "sms");
+	fx_provider(&f, "sms", "sms");
 	const char *body = "{\"channel\": \"sms\", \"provider\": \"sms\", \"to\": \"+1 415 555 0101\", "
 			   "\"content\": {\"text\": \"hi\"}}";
 	extra_header = "Idempotency-Key: order-42";
@@ -1019,7 +1009,7 @@ START_TEST(messages_blocked_by_suppression_and_consent)
 {
 	fx f;
 	fx_open(&f);
-	provider(&f, "mail", "email");
+	fx_provider(&f, "mail", "email");
 	sql(&f, "INSERT INTO %s.suppressions (channel, address, reason) VALUES ('email', 'gone@example.com', 'hard_bounce')");
 	resp *r = call("POST", "/v1/messages", f.send, NULL,
 		       "{\"channel\": \"email\", \"provider\": \"mail\", \"to\": \"GONE@example.com\", \"content\": {\"text\": \"x\"}}");
@@ -1058,7 +1048,7 @@ START_TEST(messages_to_address_checks_in_one_statement)
 {
 	fx f;
 	fx_open(&f);
-	provider(&f, "mail", "email");
+	fx_provider(&f, "mail", "email");
 	const char *fan = "{\"channel\": \"email\", \"provider\": \"mail\", \"lane\": \"bulk\", "
 			  "\"to\": \"Fan@Example.com\", \"content\": {\"text\": \"sale\"}, \"data\": {\"n\": 1}}";
 	/* bulk to an address that is no contact: no consent */
@@ -1130,8 +1120,8 @@ START_TEST(messages_invalid_and_other_tenants_ids)
 	fx f, g;
 	fx_open(&f);
 	fx_open(&g);
-	provider(&f, "mail", "email");
-	provider(&f, "sms", "sms");
+	fx_provider(&f, "mail", "email");
+	fx_provider(&f, "sms", "sms");
 	static const struct {
 		const char *body, *pointer;
 	} bad[] = {

@@ -14,15 +14,6 @@
 #include "harness.h"
 #include "providers.h"
 
-static void provider(fx *f, const char *name, const char *channel)
-{
-	uint8_t key[32];
-	hr_err err = {0};
-	ck_assert(hr_key_from_hex(MASTER_HEX, key, &err));
-	hr_provider_spec p = {.name = name, .channel = channel, .transport = "sink", .config = "{}"};
-	ck_assert_msg(hr_provider_put(f->c, key, f->t.slug, &p, &err), "%s", err.msg);
-}
-
 static void sql(fx *f, const char *fmt)
 {
 	char q[2048];
@@ -47,8 +38,8 @@ static const char *jstr(resp *r, const char *name)
 /* A tenant with contacts in Kyiv (3, one merged away) and Lviv (1), an email template (id 1) and account. */
 static void world(fx *f)
 {
-	provider(f, "main", "email");
-	provider(f, "sms", "sms");
+	fx_provider(f, "main", "email");
+	fx_provider(f, "sms", "sms");
 	sql(f, "INSERT INTO %s.contacts (email, attributes) VALUES ('a@x.io', '{\"city\":\"Kyiv\"}'), "
 	       "('b@x.io', '{\"city\":\"Kyiv\"}'), ('c@x.io', '{\"city\":\"Lviv\"}'), ('d@x.io', '{\"city\":\"Kyiv\"}')");
 	sql(f, "UPDATE %s.contacts SET merged_into = (SELECT min(id) FROM %s.contacts) WHERE email = 'd@x.io'");

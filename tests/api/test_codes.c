@@ -12,7 +12,6 @@
  * writes nothing.
  */
 #include <check.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,15 +42,6 @@ static void expect_type(resp *r, long status, const char *type, const char *poin
 	char want[96];
 	snprintf(want, sizeof want, "urn:herald:problem:%s", type);
 	ck_assert_msg(strcmp(jstr(r, "type"), want) == 0, "type: got %s, want %s (%s)", jstr(r, "type"), want, r->body);
-}
-
-static void provider(fx *f, const char *name, const char *channel)
-{
-	uint8_t key[32];
-	hr_err err = {0};
-	ck_assert(hr_key_from_hex(MASTER_HEX, key, &err));
-	hr_provider_spec p = {.name = name, .channel = channel, .transport = "sink", .config = "{}"};
-	ck_assert_msg(hr_provider_put(f->c, key, f->t.slug, &p, &err), "%s", err.msg);
 }
 
 static void sql(fx *f, const char *fmt)
@@ -121,7 +111,7 @@ START_TEST(otp_send_enqueues_transactional_and_stores_only_an_hmac)
 {
 	fx f;
 	fx_open(&f);
-	provider(&f, "sms", "sms");
+	fx_provider(&f, "sms", "sms");
 	resp *r = call("POST", "/v1/otp", f.send, NULL,
 		       "{\"channel\": \"sms\", \"provider\": \"sms\", \"to\": \"+1 415 555 0101\", \"purpose\": \"login\"}");
 	ck_assert_msg(r->status == 202, "%s", r->body);
@@ -151,7 +141,7 @@ START_TEST(otp_send_enqueues_transactional_and_stores_only_an_hmac)
 	ck_assert_str_ne(stored, bare);
 	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.otp_codes WHERE code_hash ~ '^[0-9]{4}$'"), 0);
 	/* length 8 by email, a contact reference and inline content */
-	provider(&f, "mail", "email");
+	fx_provider(&f, "mail", "email");
 	r = call("PUT", "/v1/contacts", f.full, NULL, "{\"external_id\": \"o-1\", \"email\": \"Otp@Example.com\"}");
 	resp_free(r);
 	id = otp_send(&f, "{\"channel\": \"email\", \"provider\": \"mail\", \"contact\": {\"external_id\": \"o-1\"}, "
@@ -174,7 +164,7 @@ START_TEST(otp_verify_right_wrong_expired_exhausted_used_superseded)
 {
 	fx f;
 	fx_open(&f);
-	provider(&f, "sms", "sms");
+	fx_provider(&f, "sms", "sms");
 	char bad[16];
 	/* wrong (counted even though the answer is an error), then right, then used */
 	long long id = otp_send(&f, "{\"channel\": \"sms\", \"provider\": \"sms\", \"to\": \"+14155550102\"}");
@@ -266,8 +256,8 @@ START_TEST(otp_send_rate_per_recipient_and_bad_input_write_nothing)
 {
 	fx f;
 	fx_open(&f);
-	provider(&f, "sms", "sms");
-	provider(&f, "mail", "email");
+	fx_provider(&f, "sms", "sms");
+	fx_provider(&f, "mail", "email");
 	for (int i = 0; i < 5; i++)
 		otp_send(&f, "{\"channel\": \"sms\", \"provider\": \"sms\", \"to\": \"+14155550110\"}");
 	resp *r = call("POST", "/v1/otp", f.send, NULL, "{\"channel\": \"sms\", \"provider\": \"sms\", \"to\": \"+14155550110\"}");
@@ -445,53 +435,10 @@ START_TEST(referral_code_takes_three_redemptions_credits_and_emits_events)
 }
 END_TEST
 
-typedef struct job {
-	fx *f;
-	int port;
-	const char *method;
-	char path[96];
-	char body[256];
-	pthread_barrier_t *go;
-	long status;
-	char code[80];
-} job;
-
-static void *run_job(void *p)
-{
-	job *j = p;
-	pthread_barrier_wait(j->go);
-	resp *r = call_at(j->port, j->method, j->path, j->f->send, NULL, j->body, -1);
-	j->status = r->status;
-	snprintf(j->code, sizeof j->code, "%s", jstr(r, "code"));
-	resp_free(r);
-	return NULL;
-}
-
-/* n requests at once through a barrier; returns the jobs (heap). */
-static job *at_once(fx *f, int port, int n, const char *method, const char *path, const char *body_fmt)
-{
-	job *j = hr_calloc((size_t)n, sizeof *j);
-	pthread_t *t = hr_calloc((size_t)n, sizeof *t);
-	pthread_barrier_t go;
-	pthread_barrier_init(&go, NULL, (unsigned)n);
-	for (int i = 0; i < n; i++) {
-		j[i] = (job){.f = f, .port = port, .method = method, .go = &go};
-		snprintf(j[i].path, sizeof j[i].path, "%s", path);
-		snprintf(j[i].body, sizeof j[i].body, body_fmt, i);
-		ck_assert_int_eq(pthread_create(&t[i], NULL, run_job, &j[i]), 0);
-	}
-	for (int i = 0; i < n; i++)
-		pthread_join(t[i], NULL);
-	pthread_barrier_destroy(&go);
-	hr_free(t);
-	return j;
-}
-
 START_TEST(concurrent_redemptions_exactly_three_and_issues_never_share_a_code)
 {
 	fx f;
 	fx_open(&f);
-	curl_global_init(CURL_GLOBAL_ALL);
 	srv wide;
 	srv_start(&wide, the_dsn, "HERALD_API_THREADS=8");
 	long long referrer = contact(&f, "ref");
@@ -512,13 +459,13 @@ START_TEST(concurrent_redemptions_exactly_three_and_issues_never_share_a_code)
 	ck_assert_int_eq(strncmp(code, "REF-", 4), 0);
 	/* 8 friends redeem at once: exactly 3 succeed, 5 are refused cleanly */
 	snprintf(fmt, sizeof fmt, "{\"code\": \"%s\", \"contact\": {\"external_id\": \"c-%%d\"}}", code);
-	job *j = at_once(&f, wide.port, 8, "POST", "/v1/codes/redeem", fmt);
+	resp **j = call_at_once(wide.port, 8, "POST", "/v1/codes/redeem", f.send, fmt);
 	int ok = 0, refused = 0;
 	for (int i = 0; i < 8; i++) {
-		ok += j[i].status == 200;
-		refused += j[i].status == 409;
+		ok += j[i]->status == 200;
+		refused += j[i]->status == 409;
 	}
-	hr_free(j);
+	resps_free(j, 8);
 	ck_assert_msg(ok == 3 && refused == 5, "ok %d, refused %d", ok, refused);
 	char q[256];
 	snprintf(q, sizeof q, "SELECT (attributes->>'bonus')::int FROM %%s.contacts WHERE id = %lld", referrer);
@@ -534,16 +481,16 @@ START_TEST(concurrent_redemptions_exactly_three_and_issues_never_share_a_code)
 	ck_assert_msg(r->status == 201, "%s", r->body);
 	resp_free(r);
 	snprintf(path, sizeof path, "/v1/code-pools/%lld/issue", promo);
-	j = at_once(&f, wide.port, 16, "POST", path, "{\"contact\": {\"external_id\": \"c-%d\"}}");
+	j = call_at_once(wide.port, 16, "POST", path, f.send, "{\"contact\": {\"external_id\": \"c-%d\"}}");
 	ok = refused = 0;
 	for (int i = 0; i < 16; i++) {
-		ok += j[i].status == 201;
-		refused += j[i].status == 409;
-		for (int k = 0; k < i && j[i].status == 201; k++)
-			ck_assert_msg(j[k].status != 201 || strcmp(j[k].code, j[i].code) != 0, "code %s issued twice",
-				      j[i].code);
+		ok += j[i]->status == 201;
+		refused += j[i]->status == 409;
+		for (int k = 0; k < i && j[i]->status == 201; k++)
+			ck_assert_msg(j[k]->status != 201 || strcmp(jstr(j[k], "code"), jstr(j[i], "code")) != 0,
+				      "code %s issued twice", jstr(j[i], "code"));
 	}
-	hr_free(j);
+	resps_free(j, 16);
 	ck_assert_msg(ok == 10 && refused == 6, "issued %d, refused %d", ok, refused);
 	snprintf(q, sizeof q, "SELECT count(DISTINCT contact_id) FROM %%s.codes WHERE pool_id = %lld", promo);
 	ck_assert_int_eq(count(&f, q), 10);

@@ -9,7 +9,8 @@
  * template test sends count, a refused or replayed send does not, past the
  * limit 429 quota-exceeded with Retry-After and nothing written, the next
  * (herald) day counts afresh.  contacts: past the limit a new contact is 409,
- * updating one is not.  api_rps: 429 naming the tenant or the agency.
+ * updating one is not, and concurrent creations take exactly the room left.
+ * api_rps: 429 naming the tenant or the agency.
  */
 #include <check.h>
 #include <stdio.h>
@@ -21,16 +22,6 @@
 #include "db.h"
 #include "harness.h"
 #include "limits.h"
-#include "providers.h"
-
-static void provider(fx *f, const char *name, const char *channel)
-{
-	uint8_t key[32];
-	hr_err err = {0};
-	ck_assert(hr_key_from_hex(MASTER_HEX, key, &err));
-	hr_provider_spec p = {.name = name, .channel = channel, .transport = "sink", .config = "{}"};
-	ck_assert_msg(hr_provider_put(f->c, key, f->t.slug, &p, &err), "%s", err.msg);
-}
 
 /* The operator's command: an agency's limits, from JSON text. */
 static void agency_limits(fx *f, const char *json)
@@ -171,8 +162,8 @@ START_TEST(messages_per_day_counts_sends_and_refuses_past_the_limit)
 {
 	fx f;
 	fx_open(&f);
-	provider(&f, "mail", "email");
-	provider(&f, "sms", "sms");
+	fx_provider(&f, "mail", "email");
+	fx_provider(&f, "sms", "sms");
 	resp *r = call("PUT", limits_path(&f), f.agency_key, NULL, "{\"messages_per_day\": {\"email\": 3}}");
 	ck_assert_msg(r->status == 200, "%s", r->body);
 	resp_free(r);
@@ -252,6 +243,21 @@ START_TEST(contacts_limit_refuses_a_new_contact_not_an_update)
 	r = call("PUT", "/v1/contacts", f.full, NULL, "{\"external_id\": \"c-3\"}");
 	ck_assert_msg(r->status == 201, "%s", r->body);
 	resp_free(r);
+	/* At the limit's edge, 8 new contacts at once (8 API threads): exactly the room left is taken. */
+	agency_limits(&f, "{\"contacts\": 5}");
+	srv wide;
+	srv_start(&wide, the_dsn, "HERALD_API_THREADS=8");
+	resp **j = call_at_once(wide.port, 8, "PUT", "/v1/contacts", f.full, "{\"external_id\": \"w-%d\"}");
+	int created = 0, refused = 0;
+	for (int i = 0; i < 8; i++) {
+		created += j[i]->status == 201;
+		refused += j[i]->status == 409;
+	}
+	resps_free(j, 8);
+	ck_assert_msg(created == 2 && refused == 6, "created %d, refused %d", created, refused);
+	ck_assert_int_eq(count(&f, "SELECT count(*) FROM %s.contacts"), 5);
+	ck_assert_int_eq(srv_stop(&wide), 0);
+	agency_limits(&f, "{}");
 	fx_close(&f);
 }
 END_TEST
